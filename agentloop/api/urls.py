@@ -1,0 +1,3 @@
+"""REST API for people and workers (DRF). Filled in by the API module."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Websocket routes. Each consumer checks access with the same helper as its page."""
+
+websocket_urlpatterns: list = []

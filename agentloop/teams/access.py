@@ -1,0 +1,80 @@
+"""The one access helper per resource.
+
+Every view, API route and websocket consumer fetches spaces and projects (and,
+through them, everything inside) with these functions. They return the object
+or raise: Http404 when the caller may not even see it (no leak of what exists),
+PermissionDenied when they may see it but not do what they asked.
+
+`need` is one of "view", "use", "admin" (see teams.models.ROLE_PERMISSIONS).
+`user` may be a Django user or a KeyPrincipal (project API key, service key).
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404
+from guardian.shortcuts import get_objects_for_user
+
+from agentloop.teams.models import Project, Space
+from agentloop.teams.principals import KeyPrincipal
+
+NEEDS = ("view", "use", "admin")
+
+
+def _check_need(need: str) -> str:
+    if need not in NEEDS:
+        raise ValueError(f"unknown access need {need!r}")
+    return f"teams.{need}_space"
+
+
+def spaces_for_user(user, need: str = "view") -> QuerySet[Space]:
+    perm = _check_need(need)
+    if isinstance(user, KeyPrincipal):
+        return Space.objects.none()
+    if not user.is_authenticated:
+        return Space.objects.none()
+    return get_objects_for_user(user, perm, klass=Space, accept_global_perms=False)
+
+
+def projects_for_user(user, need: str = "view") -> QuerySet[Project]:
+    _check_need(need)
+    if isinstance(user, KeyPrincipal):
+        if not user.allows(need):
+            return Project.objects.none()
+        return Project.objects.filter(pk=user.project_id)
+    return Project.objects.filter(space__in=spaces_for_user(user, need)).select_related("space")
+
+
+def get_space_for_user(user, space_id, need: str = "view") -> Space:
+    perm = _check_need(need)
+    if isinstance(user, KeyPrincipal) or not user.is_authenticated:
+        raise Http404("No such space.")
+    try:
+        space = Space.objects.get(pk=space_id)
+    except (Space.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such space.") from None
+    if not user.has_perm("teams.view_space", space):
+        raise Http404("No such space.")
+    if not user.has_perm(perm, space):
+        raise PermissionDenied(f"Your role in {space.name} does not allow this.")
+    return space
+
+
+def get_project_for_user(user, project_id, need: str = "view") -> Project:
+    perm = _check_need(need)
+    try:
+        project = Project.objects.select_related("space").get(pk=project_id)
+    except (Project.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such project.") from None
+    if isinstance(user, KeyPrincipal):
+        if project.pk != user.project_id:
+            raise Http404("No such project.")
+        if not user.allows(need):
+            raise PermissionDenied("This key's scopes do not allow this.")
+        return project
+    if not user.is_authenticated or not user.has_perm("teams.view_space", project.space):
+        raise Http404("No such project.")
+    if not user.has_perm(perm, project.space):
+        raise PermissionDenied(f"Your role in {project.space.name} does not allow this.")
+    return project

@@ -1,0 +1,207 @@
+"""Spaces (teams), their members and projects, and project API keys.
+
+A member's role is stored on Membership and mirrored into django-guardian
+object permissions on the Space, which is what access checks read. The role
+is the one source of truth; `Membership.save()`/`delete()` keep guardian in step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.db import models, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+from guardian.shortcuts import assign_perm, remove_perm
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+    VIEWER = "viewer", "Viewer"
+
+
+# What each role may do in a space, as guardian permission codenames on Space.
+#   view_space:  read projects, traces, runs, transcripts
+#   use_space:   start runs, send follow-ups, write annotations
+#   admin_space: manage members, API keys, skills, presets
+ROLE_PERMISSIONS = {
+    Role.ADMIN: ("view_space", "use_space", "admin_space"),
+    Role.MEMBER: ("view_space", "use_space"),
+    Role.VIEWER: ("view_space",),
+}
+ALL_SPACE_PERMISSIONS = ("view_space", "use_space", "admin_space")
+
+
+class Space(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=200, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        default_permissions = ()
+        permissions = [
+            ("view_space", "Can read the space"),
+            ("use_space", "Can start runs and write annotations"),
+            ("admin_space", "Can manage the space"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    @transaction.atomic
+    def create_with_owner(cls, name: str, owner) -> Space:
+        base = slugify(name) or "space"
+        slug, n = base, 1
+        while cls.objects.filter(slug=slug).exists():
+            n += 1
+            slug = f"{base}-{n}"
+        space = cls.objects.create(name=name, slug=slug, created_by=owner)
+        Membership.objects.create(space=space, user=owner, role=Role.ADMIN)
+        return space
+
+    def role_of(self, user) -> str | None:
+        if not user.is_authenticated:
+            return None
+        return (
+            self.memberships.filter(user=user).values_list("role", flat=True).first()
+        )
+
+
+class Membership(models.Model):
+    space = models.ForeignKey(Space, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["space", "user"], name="one_membership_per_user")
+        ]
+        ordering = ["user__username"]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.space} as {self.role}"
+
+    def save(self, *args, **kwargs):
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            self._sync_permissions(ROLE_PERMISSIONS[Role(self.role)])
+
+    def delete(self, *args, **kwargs):
+        with transaction.atomic():
+            self._sync_permissions(())
+            return super().delete(*args, **kwargs)
+
+    def _sync_permissions(self, granted: tuple[str, ...]) -> None:
+        for codename in ALL_SPACE_PERMISSIONS:
+            perm = f"teams.{codename}"
+            if codename in granted:
+                assign_perm(perm, self.user, self.space)
+            else:
+                remove_perm(perm, self.user, self.space)
+
+
+class Project(models.Model):
+    space = models.ForeignKey(Space, on_delete=models.CASCADE, related_name="projects")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["space", "name"], name="project_name_unique_in_space")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _hash_key(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ProjectApiKeyQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(revoked_at__isnull=True)
+
+
+class ProjectApiKey(models.Model):
+    """A key that writes spans to (and reads the API of) one project.
+
+    Only a SHA-256 of the key is stored; the raw key is shown once at creation.
+    Keys are long random tokens, so a fast hash is enough (no brute force).
+    """
+
+    PREFIX = "al_pk_"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    key_hash = models.CharField(max_length=64, unique=True)
+    hint = models.CharField(max_length=8, help_text="Last characters, to tell keys apart.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ProjectApiKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (…{self.hint})"
+
+    @classmethod
+    def mint(cls, project: Project, name: str, created_by=None) -> tuple[ProjectApiKey, str]:
+        raw = cls.PREFIX + secrets.token_urlsafe(32)
+        key = cls.objects.create(
+            project=project,
+            name=name,
+            key_hash=_hash_key(raw),
+            hint=raw[-4:],
+            created_by=created_by,
+        )
+        return key, raw
+
+    @classmethod
+    def authenticate(cls, raw: str) -> ProjectApiKey | None:
+        if not raw or not raw.startswith(cls.PREFIX):
+            return None
+        key = (
+            cls.objects.active()
+            .select_related("project__space")
+            .filter(key_hash=_hash_key(raw))
+            .first()
+        )
+        if key is not None:
+            key.touch()
+        return key
+
+    def touch(self) -> None:
+        # Write last-used at most once a minute: ingest is a hot path.
+        now = timezone.now()
+        if self.last_used_at is None or (now - self.last_used_at).total_seconds() > 60:
+            ProjectApiKey.objects.filter(pk=self.pk).update(last_used_at=now)
+            self.last_used_at = now
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -1,0 +1,40 @@
+"""Non-human callers: a project API key or a run's service key.
+
+DRF authentication puts a KeyPrincipal in `request.user`. It is bound to one
+project and a set of scopes; the access helpers treat it like a user that can
+see that project only, and only for what its scopes allow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# What a scope allows, in the access helpers' terms ("view", "use", "admin").
+SCOPE_FOR_NEED = {"view": "traces:read", "use": "annotations:write"}
+
+
+@dataclass(frozen=True)
+class KeyPrincipal:
+    project_id: int
+    space_id: int
+    scopes: frozenset[str]
+    label: str
+    key: object = field(default=None, compare=False, repr=False)
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+    is_superuser = False
+    pk = None
+    id = None
+
+    def allows(self, need: str) -> bool:
+        scope = SCOPE_FOR_NEED.get(need)
+        return scope is not None and scope in self.scopes
+
+    def has_perm(self, perm, obj=None) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        return self.label

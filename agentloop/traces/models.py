@@ -1,0 +1,165 @@
+"""The trace store: traces, spans with OpenInference attributes, and eval labels.
+
+Span keeps every attribute as JSON and promotes the ones we filter and sum on
+(kind, status, times, model, tokens, session, user) to indexed columns.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from agentloop.teams.models import Project
+
+
+class SpanKind(models.TextChoices):
+    # OpenInference span kinds (attribute `openinference.span.kind`).
+    LLM = "LLM"
+    CHAIN = "CHAIN"
+    TOOL = "TOOL"
+    AGENT = "AGENT"
+    RETRIEVER = "RETRIEVER"
+    EMBEDDING = "EMBEDDING"
+    RERANKER = "RERANKER"
+    GUARDRAIL = "GUARDRAIL"
+    EVALUATOR = "EVALUATOR"
+    UNKNOWN = "UNKNOWN"
+
+
+class StatusCode(models.TextChoices):
+    UNSET = "UNSET"
+    OK = "OK"
+    ERROR = "ERROR"
+
+
+class Trace(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="traces")
+    trace_id = models.CharField(max_length=32, help_text="32 hex characters")
+    start_time = models.DateTimeField()
+    end_time = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "trace_id"], name="trace_unique_in_project")
+        ]
+        indexes = [models.Index(fields=["project", "-start_time"], name="trace_project_start")]
+
+    def __str__(self) -> str:
+        return self.trace_id
+
+    @property
+    def spans(self):
+        return Span.objects.filter(project_id=self.project_id, trace_id=self.trace_id)
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end_time - self.start_time).total_seconds() * 1000
+
+
+class Span(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="spans")
+    # The hex trace id; the Trace row is found by (project, trace_id). No foreign
+    # key: ingest then needs no lookup of trace primary keys on its hot path.
+    trace_id = models.CharField(max_length=32)
+    span_id = models.CharField(max_length=16)
+    parent_span_id = models.CharField(max_length=16, blank=True, default="")
+    name = models.CharField(max_length=500)
+    kind = models.CharField(max_length=16, choices=SpanKind.choices, default=SpanKind.UNKNOWN)
+    status_code = models.CharField(
+        max_length=8, choices=StatusCode.choices, default=StatusCode.UNSET
+    )
+    status_message = models.TextField(blank=True, default="")
+    start_time = models.DateTimeField()
+    end_time = models.DateTimeField()
+    duration_ms = models.FloatField()
+    attributes = models.JSONField(default=dict)
+    events = models.JSONField(default=list)
+    resource = models.JSONField(default=dict)
+    model_name = models.CharField(max_length=200, blank=True, default="")
+    prompt_tokens = models.IntegerField(null=True, blank=True)
+    completion_tokens = models.IntegerField(null=True, blank=True)
+    total_tokens = models.IntegerField(null=True, blank=True)
+    session_id = models.CharField(max_length=200, blank=True, default="")
+    user_id = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "trace_id", "span_id"], name="span_unique_in_project"
+            )
+        ]
+        indexes = [
+            # The explorer lists newest first, filtered by one column at a time.
+            models.Index(fields=["project", "-start_time", "-id"], name="span_project_start"),
+            models.Index(fields=["project", "kind", "-start_time"], name="span_project_kind"),
+            models.Index(fields=["project", "status_code", "-start_time"], name="span_project_status"),
+            models.Index(fields=["project", "name", "-start_time"], name="span_project_name"),
+            models.Index(fields=["project", "trace_id"], name="span_project_trace"),
+            models.Index(fields=["project", "session_id"], name="span_project_session"),
+            models.Index(
+                fields=["project", "-start_time"],
+                name="span_project_roots",
+                condition=models.Q(parent_span_id=""),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.span_id})"
+
+    @property
+    def is_root(self) -> bool:
+        return not self.parent_span_id
+
+    @property
+    def input_value(self):
+        return self.attributes.get("input.value")
+
+    @property
+    def output_value(self):
+        return self.attributes.get("output.value")
+
+
+class AnnotatorKind(models.TextChoices):
+    HUMAN = "HUMAN"
+    LLM = "LLM"
+    CODE = "CODE"
+    AGENT = "AGENT"
+
+
+class SpanAnnotation(models.Model):
+    """An eval label on a span: unique per (span, name, identifier)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="annotations")
+    span = models.ForeignKey(Span, on_delete=models.CASCADE, related_name="annotations")
+    name = models.CharField(max_length=200)
+    label = models.CharField(max_length=200, blank=True, default="")
+    score = models.FloatField(null=True, blank=True)
+    explanation = models.TextField(blank=True, default="")
+    annotator_kind = models.CharField(max_length=8, choices=AnnotatorKind.choices)
+    identifier = models.CharField(
+        max_length=200, blank=True, default="", help_text="Tells apart several labels of one name."
+    )
+    provenance = models.JSONField(
+        default=dict, blank=True, help_text="Where the label came from, e.g. {'run': code}."
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["span", "name", "identifier"], name="annotation_unique_per_span"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["project", "name", "label"], name="annotation_project_label"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.label or self.score}"
