@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "agentloop",
     "agentloop.teams",
     "agentloop.traces",
+    "agentloop.runs",
     "studio",
     "swarms",
     "skills",
@@ -153,6 +154,12 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True  # serve straight from static/ without collectstatic
 MEDIA_ROOT = VAR_DIR / "media"
 
+# Where sandboxes reach the web process (runner API, span API, LLM gateway).
+AGENTLOOP_PUBLIC_URL = env_str("AGENTLOOP_PUBLIC_URL", "http://127.0.0.1:8000")
+# Per-run workspaces of the local (bubblewrap) sandbox provider.
+SANDBOX_ROOT = Path(env_str("AGENTLOOP_SANDBOX_ROOT", str(VAR_DIR / "sandboxes")))
+SANDBOX_PROVIDER_DEFAULT = env_str("AGENTLOOP_SANDBOX_PROVIDER", "local")
+
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -188,6 +195,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
         "agentloop.teams.authentication.ProjectApiKeyAuthentication",
+        "agentloop.runs.authentication.ServiceKeyAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -13,6 +13,7 @@ urlpatterns = [
     path("projects/<int:project_id>/", include("agentloop.traces.page_urls")),
     path("v1/traces", include("agentloop.traces.otlp_urls")),
     path("api/v1/", include("agentloop.api.urls")),
+    path("api/runner/v1/", include("agentloop.runs.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
     path("django-admin/", admin.site.urls),
