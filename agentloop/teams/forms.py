@@ -1,0 +1,41 @@
+"""Forms of the spaces, members, projects and API key pages."""
+
+from __future__ import annotations
+
+from django import forms
+
+from agentloop.teams.models import Project, Role
+
+
+class SpaceForm(forms.Form):
+    name = forms.CharField(max_length=200, strip=True)
+
+
+class InviteForm(forms.Form):
+    who = forms.CharField(label="Username or email", max_length=254, strip=True)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)
+
+
+class ProjectForm(forms.Form):
+    name = forms.CharField(max_length=200, strip=True)
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+    def __init__(self, *args, space, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.space = space
+
+    def clean_name(self):
+        name = self.cleaned_data["name"]
+        if Project.objects.filter(space=self.space, name=name).exists():
+            raise forms.ValidationError(f"{self.space.name} already has a project named {name}.")
+        return name
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(
+        max_length=100, strip=True, help_text="What uses it, e.g. “production ingest”."
+    )
