@@ -94,7 +94,9 @@ class Span(models.Model):
             # The explorer lists newest first, filtered by one column at a time.
             models.Index(fields=["project", "-start_time", "-id"], name="span_project_start"),
             models.Index(fields=["project", "kind", "-start_time"], name="span_project_kind"),
-            models.Index(fields=["project", "status_code", "-start_time"], name="span_project_status"),
+            models.Index(
+                fields=["project", "status_code", "-start_time"], name="span_project_status"
+            ),
             models.Index(fields=["project", "name", "-start_time"], name="span_project_name"),
             models.Index(fields=["project", "trace_id"], name="span_project_trace"),
             models.Index(fields=["project", "session_id"], name="span_project_session"),

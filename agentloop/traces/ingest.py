@@ -1,0 +1,197 @@
+"""Store decoded OTLP spans: route each resource to a project, insert, upsert traces.
+
+This is the ingest hot path (≥ 10,000 spans/s on SQLite), so it writes with
+two `executemany` statements in one transaction and no per-span query:
+
+- spans: INSERT … ON CONFLICT (project, trace_id, span_id) DO NOTHING, so a
+  re-sent span (exporters retry) is stored once;
+- traces: one row per (project, trace_id), upserted to the earliest start and
+  the latest end seen over all batches, computed by the database so two
+  concurrent requests for one trace cannot lose each other's times.
+
+Raw SQL instead of `bulk_create`: building 512 model instances per request
+and preparing each field through the ORM cost more than the whole insert.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from agentloop.teams.models import Project
+from agentloop.traces.models import Span, Trace
+from agentloop.traces.otlp import PROJECT_NAME_ATTRIBUTE, DecodedExport
+
+# Span columns written by ingest, in the order of the INSERT's values.
+SPAN_FIELDS = (
+    "project_id",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "status_code",
+    "status_message",
+    "start_time",
+    "end_time",
+    "duration_ms",
+    "attributes",
+    "events",
+    "resource",
+    "model_name",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "session_id",
+    "user_id",
+    "created_at",
+)
+
+
+@dataclass
+class IngestResult:
+    accepted: int  # stored now, or already stored by an earlier send
+    rejected: Counter  # reason -> number of spans refused
+
+
+def ingest_export(project: Project, decoded: DecodedExport, now=None) -> IngestResult:
+    """Store the spans of one export for the key of `project`; all or nothing.
+
+    A resource naming another project (`openinference.project.name`) sends its
+    spans there if that project is in the same space; otherwise they are refused
+    and counted in the result, never stored in the key's own project.
+    """
+    now = now or timezone.now()
+    rejected = Counter(decoded.rejected)
+    project_ids = _projects_by_name(project, decoded)
+    batch: list[tuple[int, dict]] = []
+    for group in decoded.resources:
+        if not group.spans:
+            continue
+        name = group.resource.get(PROJECT_NAME_ATTRIBUTE)
+        if name is None or name == "" or name == project.name:
+            project_id = project.pk
+        else:
+            project_id = project_ids.get(str(name))
+            if project_id is None:
+                rejected[f"no project named {str(name)!r} in this space"] += len(group.spans)
+                continue
+        batch.extend((project_id, span) for span in group.spans)
+    if batch:
+        with transaction.atomic():
+            _insert_spans(batch, now)
+            _upsert_traces(batch, now)
+    return IngestResult(accepted=len(batch), rejected=rejected)
+
+
+def _projects_by_name(project: Project, decoded: DecodedExport) -> dict[str, int]:
+    """The other projects of the key's space named by resources: one query, or none.
+
+    The key was issued by the space's admins for this space, so it may write to
+    any project of the space by name, and to no project of another space.
+    """
+    names = {
+        str(group.resource[PROJECT_NAME_ATTRIBUTE])
+        for group in decoded.resources
+        if group.spans and group.resource.get(PROJECT_NAME_ATTRIBUTE) not in (None, "")
+    }
+    names.discard(project.name)
+    if not names:
+        return {}
+    return dict(
+        Project.objects.filter(space_id=project.space_id, name__in=names).values_list("name", "pk")
+    )
+
+
+def _datetime_adapter():
+    if connection.vendor == "sqlite":
+        # What Django's SQLite backend stores for an aware UTC datetime (naive UTC
+        # text), without its per-value checks: a fifth of the ingest time otherwise.
+        return _sqlite_datetime
+    return connection.ops.adapt_datetimefield_value
+
+
+def _sqlite_datetime(value) -> str:
+    return str(value.astimezone(UTC).replace(tzinfo=None))
+
+
+def _insert_spans(batch: list[tuple[int, dict]], now) -> None:
+    ops = connection.ops
+    to_db_time = _datetime_adapter()
+    to_db_json = ops.adapt_json_value
+    created_at = to_db_time(now)
+    rows = [
+        (
+            project_id,
+            s["trace_id"],
+            s["span_id"],
+            s["parent_span_id"],
+            s["name"],
+            s["kind"],
+            s["status_code"],
+            s["status_message"],
+            to_db_time(s["start_time"]),
+            to_db_time(s["end_time"]),
+            s["duration_ms"],
+            to_db_json(s["attributes"], None),
+            to_db_json(s["events"], None),
+            to_db_json(s["resource"], None),
+            s["model_name"],
+            s["prompt_tokens"],
+            s["completion_tokens"],
+            s["total_tokens"],
+            s["session_id"],
+            s["user_id"],
+            created_at,
+        )
+        for project_id, s in batch
+    ]
+    qn = ops.quote_name
+    columns = ", ".join(qn(column) for column in SPAN_FIELDS)
+    placeholders = ", ".join(["%s"] * len(SPAN_FIELDS))
+    sql = (
+        f"INSERT INTO {qn(Span._meta.db_table)} ({columns}) VALUES ({placeholders}) "
+        f"ON CONFLICT ({qn('project_id')}, {qn('trace_id')}, {qn('span_id')}) DO NOTHING"
+    )
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+
+
+def _upsert_traces(batch: list[tuple[int, dict]], now) -> None:
+    # One row per trace, so no statement updates the same trace twice
+    # (PostgreSQL refuses that within one INSERT … ON CONFLICT).
+    bounds: dict[tuple[int, str], list] = {}
+    for project_id, s in batch:
+        key = (project_id, s["trace_id"])
+        known = bounds.get(key)
+        if known is None:
+            bounds[key] = [s["start_time"], s["end_time"]]
+        else:
+            if s["start_time"] < known[0]:
+                known[0] = s["start_time"]
+            if s["end_time"] > known[1]:
+                known[1] = s["end_time"]
+    to_db_time = _datetime_adapter()
+    created_at = to_db_time(now)
+    rows = [
+        (project_id, trace_id, to_db_time(start), to_db_time(end), created_at)
+        for (project_id, trace_id), (start, end) in bounds.items()
+    ]
+    qn = connection.ops.quote_name
+    table = qn(Trace._meta.db_table)
+    # SQLite's two-argument MIN/MAX are PostgreSQL's LEAST/GREATEST. SQLite keeps
+    # datetimes as fixed-format UTC text, which sorts like the times themselves.
+    least, greatest = ("MIN", "MAX") if connection.vendor == "sqlite" else ("LEAST", "GREATEST")
+    sql = (
+        f"INSERT INTO {table} (project_id, trace_id, start_time, end_time, created_at) "
+        "VALUES (%s, %s, %s, %s, %s) "
+        "ON CONFLICT (project_id, trace_id) DO UPDATE SET "
+        f"start_time = {least}({table}.start_time, excluded.start_time), "
+        f"end_time = {greatest}({table}.end_time, excluded.end_time)"
+    )
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
