@@ -23,6 +23,8 @@ from agentloop.traces.models import Span, SpanAnnotation, SpanKind, StatusCode
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+# Dotted attribute keys with more parts are matched flat or fully nested only.
+MAX_SPLIT_PARTS = 5
 
 
 class InvalidFilter(ValueError):
@@ -194,6 +196,28 @@ def _json_candidates(raw: str) -> list:
     return candidates
 
 
+def _key_paths(key: str) -> list[list[str]]:
+    """The JSON paths a dotted key may be stored under: flat, fully nested, or
+    (for keys of up to MAX_SPLIT_PARTS parts) anything between, e.g.
+    {"llm.invocation_parameters": {"stream": true}}."""
+    parts = key.split(".")
+    if len(parts) == 1 or any(not part for part in parts):
+        return [[key]]
+    if len(parts) > MAX_SPLIT_PARTS:
+        return [[key], parts]
+    paths = []
+    for mask in range(2 ** (len(parts) - 1)):  # bit i set: split after part i
+        path, current = [], parts[0]
+        for i, part in enumerate(parts[1:]):
+            if mask >> i & 1:
+                path.append(current)
+                current = part
+            else:
+                current = f"{current}.{part}"
+        paths.append(path + [current])
+    return paths
+
+
 def _attr_q(key: str, raw: str) -> Q:
     """Match attribute `key` against `raw`, on SQLite and PostgreSQL alike.
 
@@ -202,11 +226,8 @@ def _attr_q(key: str, raw: str) -> Q:
     match. KeyTransform is used directly (not `attributes__<key>` kwargs) so a
     key is never split on `__` and its dots are quoted, not read as a path.
     """
-    paths = [[key]]
-    if "." in key:
-        paths.append(key.split("."))
     q = Q()
-    for path in paths:
+    for path in _key_paths(key):
         expression = "attributes"
         for part in path:
             expression = KeyTransform(part, expression)
