@@ -19,3 +19,6 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+# django-q2 runs tasks inline in tests: async_task() calls the function at once.
+Q_CLUSTER = {**Q_CLUSTER, "sync": True}  # noqa: F405

@@ -1,0 +1,129 @@
+"""What people (views, API, automations) do to runs. One function per change.
+
+Each checks access through the project's helper, validates, changes data, and
+schedules slow work (launching a sandbox) only after the transaction commits.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from agentloop.runs.config import normalize_config
+from agentloop.runs.models import (
+    ACTIVE,
+    EventKind,
+    EventSource,
+    Run,
+    RunKind,
+    RunStatus,
+    RunTrigger,
+)
+from agentloop.runs.redaction import redact, run_secrets
+from agentloop.teams.access import get_project_for_user
+
+MAX_PROMPT_LENGTH = 100_000
+
+
+class RunNotActive(ValidationError):
+    """The run is not in a state that accepts this (e.g. a follow-up to a finished run)."""
+
+
+def _clean_text(text, what: str) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise ValidationError(f"The {what} is empty.")
+    if len(text) > MAX_PROMPT_LENGTH:
+        raise ValidationError(f"The {what} is longer than {MAX_PROMPT_LENGTH} characters.")
+    return text.strip()
+
+
+def enqueue_launch(run: Run) -> None:
+    from django_q.tasks import async_task
+
+    transaction.on_commit(
+        lambda: async_task(
+            "agentloop.runs.tasks.launch_run", run.pk, task_name=f"launch {run.code}"
+        )
+    )
+
+
+def create_run(
+    project,
+    config: dict,
+    prompt: str,
+    *,
+    creator=None,
+    kind: str = RunKind.SESSION,
+    trigger: str = RunTrigger.MANUAL,
+) -> Run:
+    """Create a queued run with its snapshot and first message, and enqueue its launch.
+
+    No access check: callers (start_session, automations) have done theirs.
+    """
+    prompt = _clean_text(prompt, "prompt")
+    snapshot, secret_env = normalize_config(config)
+    with transaction.atomic():
+        run = Run(
+            space_id=project.space_id,
+            project=project,
+            kind=kind,
+            trigger=trigger,
+            config=snapshot,
+            prompt=prompt,
+            creator=creator if getattr(creator, "pk", None) else None,
+        )
+        run.set_secret_env(secret_env)
+        run.save()
+        payload = {"role": "user", "text": redact(prompt, run_secrets(run))}
+        run.append_event(EventSource.USER, EventKind.MESSAGE, payload, key="prompt")
+        enqueue_launch(run)
+    return run
+
+
+def start_session(user, project, config: dict, prompt: str) -> Run:
+    project = get_project_for_user(user, project.pk, "use")
+    return create_run(project, config, prompt, creator=user)
+
+
+def send_followup(user, run: Run, text: str):
+    get_project_for_user(user, run.project_id, "use")
+    text = _clean_text(text, "message")
+    run.refresh_from_db()
+    if run.status not in (RunStatus.RUNNING, RunStatus.WAITING):
+        raise RunNotActive(
+            f"This run is {run.get_status_display().lower()}; it takes no more messages."
+        )
+    if run.stop_requested_at is not None:
+        raise RunNotActive("This run is stopping; it takes no more messages.")
+    payload = {
+        "role": "user",
+        "text": redact(text, run_secrets(run)),
+        "author": user.get_username(),
+    }
+    return run.append_event(EventSource.USER, EventKind.MESSAGE, payload)
+
+
+def cancel(user, run: Run, now=None) -> bool:
+    """Ask a run to stop. A queued run is cancelled at once; an active one is
+    stopped by its runner (it sees `stop`) or, after a grace period, by the
+    reconciler. Returns False when there was nothing to do."""
+    get_project_for_user(user, run.project_id, "use")
+    now = now or timezone.now()
+    run.refresh_from_db()
+    if run.is_terminal:
+        return False
+    who = user.get_username()
+    if run.status == RunStatus.QUEUED:
+        reason = f"Cancelled by {who}."
+        if run.transition(RunStatus.CANCELLED, exit_reason=reason, stop_requested_at=now, now=now):
+            return True
+        # Lost the race with launch_run: fall through and stop the active run.
+    if run.status in ACTIVE and run.request_stop(now):
+        run.append_event(
+            EventSource.SYSTEM,
+            EventKind.STATUS,
+            {"state": run.status, "detail": f"Stop requested by {who}."},
+        )
+        return True
+    return False

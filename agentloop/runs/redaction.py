@@ -1,0 +1,110 @@
+"""Secrets are redacted where events and artifacts are written, not when shown.
+
+Every string in a payload (recursively, dict keys too) has each secret value of
+the run replaced by `[REDACTED:<name>]` before it is stored. A secret streamed
+across two consecutive events of one batch (event 1 ends with its first part,
+event 2 starts with the rest) is caught too: for each string path the two
+events share, the boundary is checked and both parts are replaced.
+
+Which secrets: `run_secrets(run, token)` — the run token (the raw token is
+never stored, so it is taken from the request that presents it) and the run's
+secret env values (skills; `Run.secret_env()`). Skills plug in there.
+Values shorter than MIN_SECRET_LENGTH are ignored: redacting "1" or "yes"
+everywhere would destroy transcripts and protect nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+
+MIN_SECRET_LENGTH = 6
+Secrets = list[tuple[str, str]]  # (name, value), longest value first
+
+
+def marker(name: str) -> str:
+    return f"[REDACTED:{name}]"
+
+
+def run_secrets(run, token: str | None = None) -> Secrets:
+    pairs: list[tuple[str, str]] = []
+    if token:
+        pairs.append(("AGENTLOOP_RUN_TOKEN", token))
+    pairs.extend(run.secret_env().items())
+    return prepare(pairs)
+
+
+def prepare(pairs: Iterable[tuple[str, str]]) -> Secrets:
+    usable = {(n, v) for n, v in pairs if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH}
+    # Longest first so a secret that contains another is replaced whole.
+    return sorted(usable, key=lambda pair: (-len(pair[1]), pair[0]))
+
+
+def redact_text(text: str, secrets: Secrets) -> str:
+    for name, value in secrets:
+        if value in text:
+            text = text.replace(value, marker(name))
+    return text
+
+
+def redact(value, secrets: Secrets):
+    """A copy of value (JSON data) with every secret replaced in every string."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        return redact_text(value, secrets)
+    if isinstance(value, dict):
+        return {redact(k, secrets): redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v, secrets) for v in value]
+    return value
+
+
+def _string_paths(value, path=()):
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _string_paths(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _string_paths(v, (*path, i))
+
+
+def _set_path(value, path, new):
+    for step in path[:-1]:
+        value = value[step]
+    value[path[-1]] = new
+
+
+def _split_at_boundary(tail_text: str, head_text: str, secret: str) -> int | None:
+    """Length of the part of `secret` that ends tail_text, if the rest starts head_text."""
+    for cut in range(len(secret) - 1, 0, -1):
+        if tail_text.endswith(secret[:cut]) and head_text.startswith(secret[cut:]):
+            return cut
+    return None
+
+
+def redact_batch(payloads: list, secrets: Secrets) -> list:
+    """Redact a batch of payloads, including secrets split between neighbours."""
+    if not secrets:
+        return payloads
+    # Boundaries first, on the raw text (whole-secret replacement would hide them).
+    work = copy.deepcopy(payloads)
+    for i in range(len(work) - 1):
+        before = dict(_string_paths(work[i]))
+        after = dict(_string_paths(work[i + 1]))
+        for path in before.keys() & after.keys():
+            if not path:
+                continue
+            for name, value in secrets:
+                tail, head = before[path], after[path]
+                cut = _split_at_boundary(tail, head, value)
+                if cut is None:
+                    continue
+                tail = tail[: len(tail) - cut] + marker(name)
+                head = marker(name) + head[len(value) - cut :]
+                before[path], after[path] = tail, head
+                _set_path(work[i], path, tail)
+                _set_path(work[i + 1], path, head)
+    return [redact(p, secrets) for p in work]

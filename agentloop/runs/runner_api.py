@@ -1,0 +1,230 @@
+"""The runner API (docs/runner-protocol.md): what a runner in a sandbox calls.
+
+Plain Django JSON views. The bearer token (a ServiceKey) identifies the run;
+every answer is JSON and every error is `{"detail": "..."}`. Each view parses
+and checks its input, then calls one function of the runs app.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal, InvalidOperation
+from functools import wraps
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.http import JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from agentloop.runs import recording
+from agentloop.runs.models import (
+    EventKind,
+    EventSource,
+    IllegalTransition,
+    Run,
+    RunStatus,
+    ServiceKey,
+)
+from agentloop.runs.redaction import redact_text, run_secrets
+from agentloop.teams.authentication import bearer_token
+
+MAX_WAIT_SECONDS = 25
+POLL_INTERVAL_SECONDS = 0.5
+# The inbox long-poll reads these, so tests can drive time without waiting.
+clock = time.monotonic
+sleep = time.sleep
+
+RUNNER_STATES = (RunStatus.RUNNING, RunStatus.WAITING, RunStatus.SUCCEEDED, RunStatus.FAILED)
+
+
+def _error(status: int, detail: str) -> JsonResponse:
+    response = JsonResponse({"detail": detail}, status=status)
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="agentloop"'
+    return response
+
+
+def runner_route(method: str, *, scope: str = "events:write", refuse_finished: bool = False):
+    """Authenticate the run token, parse JSON, load the run; then call the view
+    as view(request, run, token, body)."""
+
+    def decorate(view):
+        @csrf_exempt
+        @wraps(view)
+        def wrapper(request):
+            if request.method != method:
+                return _error(405, f"Use {method}.")
+            token = bearer_token(request)
+            key = ServiceKey.authenticate(token or "")
+            if key is None:
+                return _error(401, "Unknown, expired or revoked run token.")
+            if scope not in key.scopes:
+                return _error(403, f"This token lacks the {scope} scope.")
+            body = None
+            if method == "POST":
+                try:
+                    body = json.loads(request.body or b"{}")
+                except (ValueError, UnicodeDecodeError):
+                    return _error(400, "The body is not valid JSON.")
+            run = Run.objects.select_related("project").get(pk=key.run_id)
+            if refuse_finished and run.is_terminal:
+                return _error(409, f"The run has already finished ({run.status}).")
+            try:
+                return view(request, run, token, body)
+            except ValidationError as error:
+                return _error(400, " ".join(error.messages))
+
+        return wrapper
+
+    return decorate
+
+
+def _public_url() -> str:
+    return settings.AGENTLOOP_PUBLIC_URL.rstrip("/")
+
+
+@runner_route("GET", scope="traces:read")
+def spec(request, run: Run, token, body):
+    config = run.config
+    llm_base_url = config.get("llm_base_url") or getattr(
+        settings, "AGENTLOOP_LLM_BASE_URL", f"{_public_url()}/api/llm"
+    )
+    return JsonResponse(
+        {
+            "run": str(run.code),
+            "project": {"id": run.project_id, "name": run.project.name},
+            "harness": config["harness"],
+            "model": config.get("model"),
+            "system_prompt": config.get("system_prompt", ""),
+            "prompt": run.prompt,
+            "max_turns": config.get("max_turns"),
+            "allowed_tools": config.get("allowed_tools", []),
+            "time_limit_seconds": config.get("time_limit_seconds"),
+            "api_url": f"{_public_url()}/api/v1/projects/{run.project_id}/",
+            "llm_base_url": llm_base_url,
+            "env": {**config.get("env", {}), **run.secret_env()},
+            "repository": config.get("repository"),
+            "status": run.status,
+        }
+    )
+
+
+@runner_route("POST", refuse_finished=True)
+def events(request, run: Run, token, body):
+    batch = recording.validate_events(body)
+    result = recording.record_events(run, batch, run_secrets(run, token))
+    return JsonResponse(
+        {
+            "stored": result.stored,
+            "duplicates": result.duplicates,
+            "last_seq": result.last_seq,
+            "seqs": result.seqs,
+        }
+    )
+
+
+def _int_param(request, name: str, default: int) -> int:
+    raw = request.GET.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValidationError(f"{name} must be a whole number; got {raw!r}.") from None
+
+
+def pending_followups(run: Run, after: int) -> list[dict]:
+    rows = (
+        run.events.filter(source=EventSource.USER, kind=EventKind.MESSAGE, seq__gt=after)
+        .exclude(key="prompt")  # the first prompt comes with the spec, never again
+        .order_by("seq")
+        .values_list("seq", "payload")
+    )
+    return [{"seq": seq, "text": payload.get("text", "")} for seq, payload in rows]
+
+
+@runner_route("GET")
+def inbox(request, run: Run, token, body):
+    after = _int_param(request, "after", 0)
+    wait = min(max(_int_param(request, "wait", MAX_WAIT_SECONDS), 0), MAX_WAIT_SECONDS)
+    give_up_at = clock() + wait
+    while True:
+        run.refresh_from_db(fields=["status", "stop_requested_at"])
+        followups = pending_followups(run, after)
+        remaining = give_up_at - clock()
+        if followups or run.stop_wanted or remaining <= 0:
+            return JsonResponse({"followups": followups, "stop": run.stop_wanted})
+        sleep(min(POLL_INTERVAL_SECONDS, remaining))
+
+
+@runner_route("POST", scope="artifacts:write", refuse_finished=True)
+def artifacts(request, run: Run, token, body):
+    artifact = recording.validate_artifact(body)
+    stored, created = recording.record_artifact(run, artifact, run_secrets(run, token))
+    return JsonResponse({"id": stored.pk, "created": created}, status=201 if created else 200)
+
+
+@runner_route("POST")
+def heartbeat(request, run: Run, token, body):
+    # A finished run answers stop instead of 409: the runner learns to end.
+    if not run.is_terminal:
+        Run.objects.filter(pk=run.pk).update(last_heartbeat_at=timezone.now())
+    return JsonResponse({"status": run.status, "stop": run.stop_wanted})
+
+
+def _usage_fields(usage) -> dict:
+    if usage in (None, {}):
+        return {}
+    if not isinstance(usage, dict):
+        raise ValidationError("usage must be an object.")
+    fields = {}
+    for name in ("input_tokens", "output_tokens"):
+        if name in usage:
+            value = usage[name]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValidationError(f"usage.{name} must be a whole number ≥ 0.")
+            fields[name] = value
+    if "cost_usd" in usage:
+        try:
+            cost = Decimal(str(usage["cost_usd"]))
+        except InvalidOperation:
+            raise ValidationError("usage.cost_usd must be a number.") from None
+        if not cost.is_finite() or cost < 0:
+            raise ValidationError("usage.cost_usd must be a number ≥ 0.")
+        fields["cost_usd"] = cost
+    return fields
+
+
+@runner_route("POST")
+def status(request, run: Run, token, body):
+    if not isinstance(body, dict):
+        raise ValidationError("Send a status object.")
+    state = body.get("state")
+    if state not in RUNNER_STATES:
+        raise ValidationError(f"state must be one of {', '.join(RUNNER_STATES)}; got {state!r}.")
+    # Usage is the run's running total so far, so a retried post changes nothing.
+    fields = _usage_fields(body.get("usage"))
+    session_id = body.get("harness_session_id")
+    if session_id:
+        fields["harness_session_id"] = str(session_id)[:200]
+    secrets = run_secrets(run, token)
+    exit_reason = redact_text(str(body.get("exit_reason") or ""), secrets)
+    if state == run.status:  # a retry of a post whose answer was lost
+        if fields:
+            Run.objects.filter(pk=run.pk).update(**fields)
+        return JsonResponse({"status": run.status})
+    if run.is_terminal:
+        return _error(409, f"The run has already finished ({run.status}).")
+    if state in (RunStatus.RUNNING, RunStatus.WAITING):
+        fields["last_heartbeat_at"] = timezone.now()
+    if exit_reason:
+        fields["exit_reason"] = exit_reason
+    try:
+        moved = run.transition(state, **fields)
+    except IllegalTransition as error:
+        return _error(409, str(error))
+    if not moved:
+        return _error(409, f"The run moved to {run.status} meanwhile.")
+    return JsonResponse({"status": run.status})

@@ -1,0 +1,22 @@
+"""The recurring django-q2 schedules of runs, installed idempotently."""
+
+from __future__ import annotations
+
+RECONCILE_SCHEDULE = "agentloop.runs.reconcile"
+
+
+def install_schedules() -> bool:
+    """Create or update the reconcile schedule; True if it was created."""
+    from django_q.models import Schedule
+
+    _, created = Schedule.objects.update_or_create(
+        name=RECONCILE_SCHEDULE,
+        defaults={
+            # q2 schedules at most once a minute; reconcile_loop ticks every 15 s.
+            "func": "agentloop.runs.tasks.reconcile_loop",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+        },
+    )
+    return created

@@ -1,0 +1,83 @@
+"""django-q2 tasks: launch a run's sandbox, and reconcile runs with reality."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from agentloop.runs.models import Run, RunStatus, ServiceKey
+from agentloop.runs.providers import get_provider
+from agentloop.sandboxes.base import Limits, NetworkPolicy, SandboxSpec
+
+log = logging.getLogger(__name__)
+
+RUNNER_COMMAND = ["python3", "-m", "agentloop.runner"]
+# The sandbox lives a little past the run's deadline, so the reconciler (which
+# marks the run timed out at the deadline) stops it, not the provider's kill.
+SANDBOX_GRACE_SECONDS = 60
+
+
+def build_spec(run: Run, token: str) -> SandboxSpec:
+    config = run.config
+    limits = Limits(
+        **config.get("limits", {}),
+        wall_seconds=config["time_limit_seconds"] + SANDBOX_GRACE_SECONDS,
+    )
+    env = {
+        "AGENTLOOP_URL": settings.AGENTLOOP_PUBLIC_URL,
+        "AGENTLOOP_RUN_TOKEN": token,
+    }
+    return SandboxSpec(
+        run_code=str(run.code),
+        command=list(RUNNER_COMMAND),
+        env=env,
+        image=config.get("image") or None,
+        limits=limits,
+        network=NetworkPolicy(config.get("network") or NetworkPolicy.RUNNER_ONLY),
+    )
+
+
+def launch_run(run_id: int, now=None) -> bool:
+    """Claim a queued run, mint its key and start its sandbox. False if not ours."""
+    now = now or timezone.now()
+    run = Run.objects.filter(pk=run_id).first()
+    if run is None or run.status != RunStatus.QUEUED:
+        return False  # cancelled meanwhile, or another worker has it
+    deadline = now + timedelta(seconds=run.config["time_limit_seconds"])
+    if not run.transition(
+        RunStatus.PROVISIONING, deadline=deadline, detail="Starting the sandbox.", now=now
+    ):
+        return False
+    key, token = ServiceKey.mint(run, expires_at=deadline)
+    try:
+        provider = get_provider(run.config["sandbox"])
+        handle = provider.start(build_spec(run, token))
+    except Exception as error:  # any start failure ends the run with the reason
+        log.warning("run %s: sandbox did not start: %s", run.code, error)
+        run.transition(RunStatus.FAILED, exit_reason=f"The sandbox did not start: {error}", now=now)
+        key.revoke(now)
+        return False
+    Run.objects.filter(pk=run.pk).update(sandbox=handle.to_json())
+    return True
+
+
+def reconcile(now=None) -> dict:
+    from agentloop.runs.reconciler import reconcile as _reconcile
+
+    return _reconcile(now=now)
+
+
+def reconcile_loop(ticks: int = 3, interval: float = 15.0) -> None:
+    """The scheduled task: django-q2 schedules at most once a minute, so each
+    scheduled call reconciles `ticks` times, `interval` seconds apart."""
+    for tick in range(ticks):
+        if tick:
+            time.sleep(interval)
+        try:
+            reconcile()
+        except Exception:  # one bad tick must not skip the next
+            log.exception("reconcile failed")
