@@ -1,24 +1,159 @@
+"""The traces pages: the span explorer, one trace as a waterfall, one span in detail.
+
+Spans are read only through agentloop.traces.queries, so a filter means the same
+thing here as in the REST API. htmx requests get template partials
+(django-template-partials): the same `{% partialdef %}` renders the first page
+and every refresh.
+"""
+
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
+from django.http import Http404
+from django.shortcuts import render
+from django.utils.cache import patch_vary_headers
+from django.views.decorators.http import require_GET
 
 from agentloop.teams.access import get_project_for_user
+from agentloop.traces import queries
+from agentloop.traces.models import Span, SpanKind, StatusCode
+
+EXPLORER_PAGE_SIZE = 50
+# The smallest bar drawn in the waterfall, in percent of the trace, so an
+# instant span is still a visible mark.
+MIN_BAR_PERCENT = 0.4
+
+
+def _is_fragment_request(request) -> bool:
+    # A history restore (back button after the URL was pushed) needs the whole page.
+    return bool(request.htmx) and not request.htmx.history_restore_request
 
 
 @login_required
+@require_GET
 def explorer(request, project_id):
-    get_project_for_user(request.user, project_id, "view")
-    return HttpResponse("explorer coming")
+    project = get_project_for_user(request.user, project_id, "view")
+    cursor = request.GET.get("cursor") or None
+    error = None
+    spans, next_cursor = [], None
+    try:
+        span_filter = queries.parse_span_filter(request.GET)
+        spans, next_cursor = queries.page_spans(
+            queries.filter_spans(project, span_filter), cursor, EXPLORER_PAGE_SIZE
+        )
+    except queries.InvalidFilter as e:
+        error = e.message
+
+    next_params = request.GET.copy()
+    next_params["cursor"] = next_cursor or ""
+    filters = request.GET.copy()
+    filters.pop("cursor", None)
+    context = {
+        "project": project,
+        "spans": spans,
+        "error": error,
+        "next_query": next_params.urlencode() if next_cursor else None,
+        "params": filters,
+        "attrs": [a for a in filters.getlist("attr") if a.strip()],
+        "kinds": SpanKind.values,
+        "statuses": StatusCode.values,
+        "is_filtered": any(v.strip() for v in filters.values()),
+    }
+    template = "traces/explorer.html"
+    if _is_fragment_request(request):
+        # "Load more" appends rows; a filter change replaces the whole table.
+        template += "#span-rows" if cursor else "#span-table"
+    response = render(request, template, context)
+    patch_vary_headers(response, ("HX-Request",))
+    return response
+
+
+def _waterfall(tree: dict) -> list[dict]:
+    total = tree["duration_ms"] or 0
+    rows = []
+    for node in tree["rows"]:
+        span = node["span"]
+        if total > 0:
+            left = min(node["offset_ms"] / total * 100, 100.0)
+            width = max(span.duration_ms / total * 100, MIN_BAR_PERCENT)
+            width = min(width, 100.0 - left) if left < 100 else MIN_BAR_PERCENT
+        else:
+            left, width = 0.0, 100.0
+        rows.append(
+            {
+                "span": span,
+                "depth": node["depth"],
+                "indent": f"{node['depth'] * 1.1:.1f}",
+                "is_orphan": node["is_orphan"],
+                "left": f"{left:.3f}",
+                "width": f"{width:.3f}",
+            }
+        )
+    return rows
 
 
 @login_required
+@require_GET
 def trace_detail(request, project_id, trace_id):
-    get_project_for_user(request.user, project_id, "view")
-    return HttpResponse("trace coming")
+    project = get_project_for_user(request.user, project_id, "view")
+    tree = queries.trace_tree(project, trace_id)
+    if tree is None:
+        raise Http404("No such trace in this project.")
+    rows = _waterfall(tree)
+    wanted = request.GET.get("span")
+    selected = next((r["span"] for r in rows if r["span"].span_id == wanted), rows[0]["span"])
+    context = {
+        "project": project,
+        "tree": tree,
+        "rows": rows,
+        "error_count": sum(1 for r in rows if r["span"].status_code == StatusCode.ERROR),
+        "selected": selected,
+        **_span_context(selected),
+    }
+    return render(request, "traces/trace_detail.html", context)
+
+
+def _span_context(span: Span) -> dict:
+    events = []
+    for event in span.events or []:
+        if not isinstance(event, dict):
+            continue
+        attributes = event.get("attributes") or {}
+        events.append(
+            {
+                "name": event.get("name", ""),
+                "time": event.get("time", ""),
+                "is_exception": event.get("name") == "exception",
+                "exception_type": attributes.get("exception.type", ""),
+                "exception_message": attributes.get("exception.message", ""),
+                "stacktrace": attributes.get("exception.stacktrace", ""),
+                "attributes": sorted(attributes.items()),
+            }
+        )
+    return {
+        "span": span,
+        "attributes": sorted((span.attributes or {}).items()),
+        "events": events,
+        "annotations": sorted(span.annotations.all(), key=lambda a: (a.name, a.identifier)),
+    }
 
 
 @login_required
+@require_GET
 def span_detail(request, project_id, span_id):
-    get_project_for_user(request.user, project_id, "view")
-    return HttpResponse("span coming")
+    """One span; `?trace=` picks the trace, since span ids are unique per trace only."""
+    project = get_project_for_user(request.user, project_id, "view")
+    spans = Span.objects.filter(project=project, span_id=span_id)
+    trace_id = request.GET.get("trace")
+    if trace_id:
+        spans = spans.filter(trace_id=trace_id)
+    span = spans.prefetch_related("annotations").order_by("-start_time", "-id").first()
+    if span is None:
+        raise Http404("No such span in this project.")
+    context = {"project": project, **_span_context(span)}
+    template = "traces/span_detail.html"
+    if _is_fragment_request(request):
+        template += "#span-detail"
+    response = render(request, template, context)
+    patch_vary_headers(response, ("HX-Request",))
+    return response
