@@ -588,10 +588,10 @@ _EMBEDDING_NAMES = ["embed_query", "embed_document"]
 _LLM_NAMES = ["ChatCompletion", "ChatCompletion.stream", "Completion", "AnthropicMessages"]
 _MODELS = [CHAT_MODEL, SMALL_MODEL, "claude-sonnet-4", "claude-haiku-4"]
 _ANNOTATIONS = [
-    ("correctness", ("correct", "incorrect"), AnnotatorKind.LLM),
-    ("hallucination", ("factual", "hallucinated"), AnnotatorKind.LLM),
-    ("user_feedback", ("thumbs_up", "thumbs_down"), AnnotatorKind.HUMAN),
-    ("toxicity", ("non_toxic", "toxic"), AnnotatorKind.LLM),
+    ("correctness", ("correct", "incorrect"), "LLM"),
+    ("hallucination", ("factual", "hallucinated"), "LLM"),
+    ("user_feedback", ("thumbs_up", "thumbs_down"), "HUMAN"),
+    ("toxicity", ("non_toxic", "toxic"), "LLM"),
 ]
 BENCH_TIERS = ("free", "pro", "enterprise")
 
@@ -615,7 +615,8 @@ def iter_span_rows(
     error_rate: float = 0.03,
     annotation_rate: float = 0.05,
 ) -> Iterator[RowBatch]:
-    """Yield batches of raw rows: ~10 spans per trace, kinds mixed, ~3% errors,
+    """Yield batches of raw rows (plain str, int, float, datetime: no enums, which
+    database drivers adapt differently): ~10 spans per trace, kinds mixed, ~3% errors,
     ~290 distinct names, annotations on ~5% of spans, over `days` days before `now`.
 
     Span rows carry explicit ids from `first_id` (the caller resets the id
@@ -647,7 +648,10 @@ def iter_span_rows(
             if span_total >= spans:
                 break
             trace_id = f"{rng.getrandbits(128):032x}"
-            start = now - timedelta(seconds=rng.random() * window)
+            # Traces arrive roughly in time order, as they would from ingest, so
+            # the table's physical order follows time like a real one's does.
+            ago = window * (1 - span_total / spans) + rng.uniform(-30, 30)
+            start = now - timedelta(seconds=max(0.0, ago))
             user = f"user-{rng.randrange(5000):04d}"
             session = f"sess-{rng.getrandbits(40):010x}"
             tier = BENCH_TIERS[rng.randrange(3) if rng.random() < 0.9 else 2]
@@ -657,22 +661,22 @@ def iter_span_rows(
             trace_end = start
             for i in range(n):
                 if i == 0:
-                    kind, name, parent = SpanKind.AGENT, rng.choice(_AGENT_NAMES), ""
+                    kind, name, parent = "AGENT", rng.choice(_AGENT_NAMES), ""
                     span_id = root_id
                 else:
                     span_id = f"{rng.getrandbits(64):016x}"
                     parent = root_id
                     r = rng.random()
                     if r < 0.35:
-                        kind, name = SpanKind.LLM, rng.choice(_LLM_NAMES)
+                        kind, name = "LLM", rng.choice(_LLM_NAMES)
                     elif r < 0.60:
-                        kind, name = SpanKind.TOOL, rng.choice(_TOOL_NAMES)
+                        kind, name = "TOOL", rng.choice(_TOOL_NAMES)
                     elif r < 0.75:
-                        kind, name = SpanKind.CHAIN, rng.choice(_CHAIN_NAMES)
+                        kind, name = "CHAIN", rng.choice(_CHAIN_NAMES)
                     elif r < 0.90:
-                        kind, name = SpanKind.RETRIEVER, rng.choice(_RETRIEVER_NAMES)
+                        kind, name = "RETRIEVER", rng.choice(_RETRIEVER_NAMES)
                     else:
-                        kind, name = SpanKind.EMBEDDING, rng.choice(_EMBEDDING_NAMES)
+                        kind, name = "EMBEDDING", rng.choice(_EMBEDDING_NAMES)
                 duration = rng.lognormvariate(5.5, 1.0)
                 span_start = t
                 span_end = span_start + timedelta(milliseconds=duration)
@@ -686,7 +690,7 @@ def iter_span_rows(
                     "metadata.customer_tier": tier,
                 }
                 model, prompt, completion, total = "", None, None, None
-                if kind == SpanKind.LLM:
+                if kind == "LLM":
                     model = rng.choice(_MODELS)
                     prompt, completion = rng.randint(100, 3000), rng.randint(10, 600)
                     total = prompt + completion
@@ -700,7 +704,7 @@ def iter_span_rows(
                             "output.value": "It shipped yesterday.",
                         }
                     )
-                elif kind == SpanKind.TOOL:
+                elif kind == "TOOL":
                     attrs.update({"tool.name": name, "tool.parameters": '{"order_id": "A12345"}'})
                 span_total += 1
                 batch.spans.append(
@@ -712,7 +716,7 @@ def iter_span_rows(
                         parent,
                         name,
                         kind,
-                        StatusCode.ERROR if error else StatusCode.OK,
+                        "ERROR" if error else "OK",
                         "httpx.ReadTimeout: The read operation timed out" if error else "",
                         span_start,
                         span_end,
