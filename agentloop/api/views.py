@@ -63,7 +63,12 @@ def _first_error(errors, prefix: str = "") -> str:
     "data[2].score: must be a number."."""
     if isinstance(errors, dict):
         for key, value in errors.items():
-            name = prefix if key == "non_field_errors" else (f"{prefix}.{key}" if prefix else key)
+            if key == "non_field_errors":
+                name = prefix
+            elif isinstance(key, int) or str(key).isdigit():  # an item of a list
+                name = f"{prefix}[{key}]"
+            else:
+                name = f"{prefix}.{key}" if prefix else key
             return _first_error(value, name)
     if isinstance(errors, list):
         for index, value in enumerate(errors):
