@@ -1,0 +1,34 @@
+"""`python3 -m agentloop.runner`: run one agent session inside a sandbox.
+
+Needs AGENTLOOP_URL and AGENTLOOP_RUN_TOKEN (exit 2 without them). The working
+directory is the workspace; HOME is where the traces CLI and skill are installed.
+Exit 0 when the run's final state was reported, 1 when it could not be.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+from agentloop.runner.loop import STOP_SIGNAL, build_runner
+
+
+def main() -> int:
+    runner = build_runner(dict(os.environ), Path.cwd())
+    if runner is None:
+        return 2
+
+    def on_signal(signum, frame):
+        # Only sets flags and signals the harness: the main loop then reports
+        # the run cancelled, flushes events and exits.
+        runner.request_stop(STOP_SIGNAL)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return runner.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

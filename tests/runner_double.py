@@ -1,0 +1,406 @@
+"""An in-process double of the web process, as the runner sees it. Standard library only.
+
+It serves docs/runner-protocol.md (spec, events, inbox, artifacts, heartbeat,
+status) and the read routes of docs/api.md (spans, traces/<id>, annotations)
+from in-memory data on 127.0.0.1, in a thread, and records every request. It
+lets the runner, the traces CLI and the analyst be tested without Django; the
+end-to-end test against the real server lives with the runs app.
+
+    with RunnerDouble(spec={...}, spans=[...]) as double:
+        env = {"AGENTLOOP_URL": double.url, "AGENTLOOP_RUN_TOKEN": double.token}
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.parse
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+RUNNER = "/api/runner/v1/"
+TERMINAL = {"succeeded", "failed", "cancelled"}
+TRANSITIONS = {
+    "pending": {"running", "failed", "cancelled"},
+    "running": {"waiting", "succeeded", "failed", "cancelled"},
+    "waiting": {"running", "succeeded", "failed", "cancelled"},
+}
+KINDS = {"LLM", "CHAIN", "TOOL", "AGENT", "RETRIEVER", "EMBEDDING", "RERANKER", "GUARDRAIL",
+         "EVALUATOR", "UNKNOWN"}
+
+
+class BadFilter(Exception):
+    pass
+
+
+def _time(value: str, param: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadFilter(f"{param}: not an ISO 8601 time: {value!r}") from None
+
+
+class RunnerDouble:
+    def __init__(self, *, spec: dict | None = None, spans: list[dict] | None = None,
+                 token: str = "al_sk_test", project_id: int = 7):
+        self.token = token
+        self.project_id = project_id
+        self.spec = {
+            "run": "r-test",
+            "project": {"id": project_id, "name": "Shop assistant"},
+            "harness": "analyst",
+            "model": "",
+            "system_prompt": "",
+            "prompt": "Investigate the last day.",
+            "max_turns": 10,
+            "allowed_tools": [],
+            "time_limit_seconds": None,
+            "api_url": "",
+            "llm_base_url": "",
+            "env": {},
+            "repository": None,
+            **(spec or {}),
+        }
+        self.spans = list(spans or [])
+        self.status = "pending"
+        self.statuses: list[dict] = []  # every accepted POST status body
+        self.events: list[dict] = []  # stored events, with "seq"
+        self.event_keys: set[str] = set()
+        self.event_posts: list[list[str]] = []  # keys of every POST events, in order
+        self.artifacts: dict[str, dict] = {}
+        self.artifact_posts: list[str] = []
+        self.followups: list[dict] = []
+        self.stop = False
+        self.heartbeats = 0
+        self.requests: list[dict] = []
+        self._failures: list[list] = []  # [method, path suffix, status, times left]
+        self._seq = 0
+        self._cond = threading.Condition()
+        self.server: ThreadingHTTPServer | None = None
+
+    # -- test controls ------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def fail_next(self, method: str, path_suffix: str, status: int = 500, times: int = 1,
+                  detail: str = "injected failure") -> None:
+        """The next `times` requests to a path ending so answer `status` and change nothing."""
+        with self._cond:
+            self._failures.append([method, path_suffix, status, times, detail])
+
+    def add_followup(self, text: str) -> int:
+        with self._cond:
+            self._seq += 1
+            self.followups.append({"seq": self._seq, "text": text})
+            self._cond.notify_all()
+            return self._seq
+
+    def request_stop(self) -> None:
+        with self._cond:
+            self.stop = True
+            self._cond.notify_all()
+
+    def wait_for(self, predicate, timeout: float = 10.0) -> bool:
+        """Block until predicate() holds (checked whenever the double's state changes)."""
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
+
+    def requests_to(self, method: str, suffix: str) -> list[dict]:
+        return [r for r in self.requests if r["method"] == method and r["path"].endswith(suffix)]
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> RunnerDouble:
+        double = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                double._handle(self, "GET")
+
+            def do_POST(self):
+                double._handle(self, "POST")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def close(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def __enter__(self) -> RunnerDouble:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        parsed = urllib.parse.urlsplit(handler.path)
+        query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
+        body = None
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        with self._cond:
+            self.requests.append({"method": method, "path": parsed.path, "query": query,
+                                  "raw": raw, "auth": handler.headers.get("Authorization")})
+            self._cond.notify_all()
+        status, answer = self._route(method, parsed.path, query, raw, handler)
+        data = json.dumps(answer).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def _route(self, method, path, query, raw, handler):
+        if handler.headers.get("Authorization") != f"Bearer {self.token}":
+            return 401, {"detail": "Invalid or expired token."}
+        with self._cond:
+            for failure in self._failures:
+                if failure[0] == method and path.endswith(failure[1]) and failure[3] > 0:
+                    failure[3] -= 1
+                    return failure[2], {"detail": failure[4]}
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                return 400, {"detail": "Body is not JSON."}
+        else:
+            body = {}
+        try:
+            if path.startswith(RUNNER):
+                return self._runner(method, path[len(RUNNER):], query, body)
+            prefix = f"/api/v1/projects/{self.project_id}/"
+            if path.startswith("/api/v1/projects/") and not path.startswith(prefix):
+                return 404, {"detail": "Not found."}
+            if path.startswith(prefix) and method == "GET":
+                return self._span_api(path[len(prefix):], query)
+        except BadFilter as error:
+            return 400, {"detail": str(error)}
+        return 404, {"detail": "Not found."}
+
+    # -- runner protocol ---------------------------------------------------------------------
+
+    def _runner(self, method, route, query, body):
+        if (method, route) == ("GET", "spec"):
+            return 200, {**self.spec, "status": self.status}
+        if (method, route) == ("POST", "events"):
+            return self._post_events(body)
+        if (method, route) == ("GET", "inbox"):
+            return self._inbox(query)
+        if (method, route) == ("POST", "artifacts"):
+            return self._post_artifact(body)
+        if (method, route) == ("POST", "heartbeat"):
+            with self._cond:
+                self.heartbeats += 1
+                self._cond.notify_all()
+                return 200, {"status": self.status, "stop": self.stop}
+        if (method, route) == ("POST", "status"):
+            return self._post_status(body)
+        return 404, {"detail": "Not found."}
+
+    def _post_events(self, body):
+        events = body.get("events")
+        if not isinstance(events, list) or not 1 <= len(events) <= 500:
+            return 400, {"detail": "events: a list of 1 to 500 events"}
+        for event in events:
+            if not event.get("key") or event.get("kind") not in {
+                "message", "tool_call", "tool_result", "status", "artifact", "error"
+            } or event.get("source") not in {"agent", "system"}:
+                return 400, {"detail": f"bad event: {json.dumps(event)[:200]}"}
+        with self._cond:
+            if self.status in TERMINAL:
+                return 409, {"detail": "The run has finished."}
+            self.event_posts.append([e["key"] for e in events])
+            stored = duplicates = 0
+            for event in events:
+                if event["key"] in self.event_keys:
+                    duplicates += 1
+                    continue
+                self._seq += 1
+                self.event_keys.add(event["key"])
+                self.events.append({**event, "seq": self._seq})
+                stored += 1
+            self._cond.notify_all()
+            return 200, {"stored": stored, "duplicates": duplicates, "last_seq": self._seq}
+
+    def _inbox(self, query):
+        try:
+            after = int(query.get("after", ["0"])[0] or 0)
+            wait = min(25.0, float(query.get("wait", ["0"])[0] or 0))
+        except ValueError:
+            return 400, {"detail": "after and wait must be numbers"}
+
+        def ready():
+            return self.stop or any(f["seq"] > after for f in self.followups)
+
+        with self._cond:
+            self._cond.wait_for(ready, timeout=wait)
+            followups = [f for f in self.followups if f["seq"] > after]
+            return 200, {"followups": followups, "stop": self.stop}
+
+    def _post_artifact(self, body):
+        missing = [k for k in ("key", "kind", "name", "content") if k not in body]
+        if missing or body.get("kind") not in {"investigation", "eval_labels", "file", "branch"}:
+            return 400, {"detail": f"bad artifact (missing {missing}, kind {body.get('kind')!r})"}
+        with self._cond:
+            if self.status in TERMINAL:
+                return 409, {"detail": "The run has finished."}
+            self.artifact_posts.append(body["key"])
+            existing = self.artifacts.get(body["key"])
+            if existing:
+                return 200, {"id": existing["id"], "created": False}
+            artifact = {**body, "id": len(self.artifacts) + 1}
+            self.artifacts[body["key"]] = artifact
+            self._cond.notify_all()
+            return 201, {"id": artifact["id"], "created": True}
+
+    def _post_status(self, body):
+        state = body.get("state")
+        with self._cond:
+            if state not in TRANSITIONS.get(self.status, set()):
+                return 409, {"detail": f"Cannot go from {self.status} to {state}."}
+            self.status = state
+            self.statuses.append(body)
+            self._cond.notify_all()
+            return 200, {"status": self.status}
+
+    # -- span API -------------------------------------------------------------------------
+
+    def _span_api(self, route, query):
+        if route == "spans":
+            return self._page(self._filter_spans(query), query)
+        if route == "annotations":
+            return self._page(self._filter_annotations(query), query)
+        if route.startswith("traces/"):
+            return self._trace(route[len("traces/"):])
+        return 404, {"detail": "Not found."}
+
+    def _page(self, items, query):
+        limit_raw = query.get("limit", ["100"])[0]
+        try:
+            limit = int(limit_raw)
+        except ValueError:
+            raise BadFilter(f"limit: must be a whole number, not {limit_raw!r}") from None
+        if not 1 <= limit <= 1000:
+            raise BadFilter(f"limit: must be between 1 and 1000, not {limit}")
+        cursor = query.get("cursor", [None])[0]
+        offset = int(cursor) if cursor else 0
+        page = items[offset: offset + limit]
+        more = offset + limit < len(items)
+        return 200, {"data": page, "next_cursor": str(offset + limit) if more else None}
+
+    def _filter_spans(self, query):
+        def one(name):
+            values = query.get(name)
+            return values[0] if values else None
+
+        spans = self.spans
+        if one("start"):
+            start = _time(one("start"), "start")
+            spans = [s for s in spans if _time(s["start_time"], "start_time") >= start]
+        if one("end"):
+            end = _time(one("end"), "end")
+            spans = [s for s in spans if _time(s["start_time"], "start_time") < end]
+        if one("kind"):
+            if one("kind") not in KINDS:
+                raise BadFilter(f"kind: {one('kind')!r} is not one of {', '.join(sorted(KINDS))}")
+            spans = [s for s in spans if s["kind"] == one("kind")]
+        if one("status"):
+            if one("status") not in {"OK", "ERROR", "UNSET"}:
+                raise BadFilter(f"status: {one('status')!r} is not one of OK, ERROR, UNSET")
+            spans = [s for s in spans if s["status_code"] == one("status")]
+        for field in ("name", "trace_id", "session_id", "user_id"):
+            if one(field):
+                spans = [s for s in spans if s.get(field) == one(field)]
+        if one("root") is not None:
+            if one("root") not in ("true", "false"):
+                raise BadFilter(f"root: expected true or false, not {one('root')!r}")
+            want_root = one("root") == "true"
+            spans = [s for s in spans if (not s.get("parent_span_id")) == want_root]
+        if one("annotation"):
+            name, sep, label = one("annotation").partition(":")
+            spans = [s for s in spans if any(
+                a["name"] == name and (not sep or a.get("label") == label)
+                for a in s.get("annotations", []))]
+        for pair in query.get("attr", []):
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise BadFilter(f"attr: expected key=value, not {pair!r}")
+            spans = [s for s in spans if str(s.get("attributes", {}).get(key)) == value]
+        return sorted(spans, key=lambda s: (s["start_time"], s["span_id"]), reverse=True)
+
+    def _filter_annotations(self, query):
+        rows = []
+        for span in sorted(self.spans, key=lambda s: (s["start_time"], s["span_id"]), reverse=True):
+            for annotation in span.get("annotations", []):
+                rows.append({**annotation, "span_id": span["span_id"],
+                             "trace_id": span["trace_id"]})
+        for field in ("name", "label", "span_id", "trace_id", "annotator_kind"):
+            values = query.get(field)
+            if values:
+                rows = [r for r in rows if str(r.get(field)) == values[0]]
+        return rows
+
+    def _trace(self, trace_id):
+        spans = [dict(s, children=[]) for s in self.spans if s["trace_id"] == trace_id]
+        if not spans:
+            return 404, {"detail": "No such trace in this project."}
+        by_id = {s["span_id"]: s for s in spans}
+        roots = []
+        for span in sorted(spans, key=lambda s: s["start_time"]):
+            parent = by_id.get(span.get("parent_span_id"))
+            (parent["children"] if parent else roots).append(span)
+        start = min(s["start_time"] for s in spans)
+        end = max(s["end_time"] for s in spans)
+        duration = (_time(end, "end") - _time(start, "start")).total_seconds() * 1000
+        return 200, {"trace_id": trace_id, "start_time": start, "end_time": end,
+                     "duration_ms": duration, "root": roots[0], "spans": len(spans)}
+
+
+def make_span(trace_id: str, span_id: str, name: str, *, kind: str = "CHAIN",
+              status: str = "OK", start: str = "2025-03-01T10:00:00Z", duration_ms: float = 100.0,
+              parent: str = "", exception: tuple[str, str] | None = None,
+              annotations: list[dict] | None = None, total_tokens: int | None = None,
+              model_name: str = "", attributes: dict | None = None) -> dict:
+    """A span shaped like docs/api.md's, with the ids padded to their real lengths."""
+    begin = _time(start, "start")
+    finish = begin + timedelta(milliseconds=duration_ms)
+    events = []
+    if exception:
+        events.append({"name": "exception", "time": finish.isoformat(),
+                       "attributes": {"exception.type": exception[0],
+                                      "exception.message": exception[1]}})
+    return {
+        "trace_id": trace_id.ljust(32, "0"),
+        "span_id": span_id.ljust(16, "0"),
+        "parent_span_id": parent.ljust(16, "0") if parent else "",
+        "name": name,
+        "kind": kind,
+        "status_code": status,
+        "status_message": exception[1] if exception else "",
+        "start_time": begin.isoformat().replace("+00:00", "Z"),
+        "end_time": finish.isoformat().replace("+00:00", "Z"),
+        "duration_ms": duration_ms,
+        "attributes": attributes or {},
+        "events": events,
+        "model_name": model_name,
+        "prompt_tokens": None,
+        "completion_tokens": None,
+        "total_tokens": total_tokens,
+        "session_id": "",
+        "user_id": "",
+        "annotations": annotations or [],
+    }
