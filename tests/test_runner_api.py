@@ -1,0 +1,370 @@
+"""The runner API, as a runner in a sandbox sees it (docs/runner-protocol.md)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from agentloop.runs import actions, runner_api
+from agentloop.runs.models import Artifact, EventSource, Run, RunEvent, RunStatus, ServiceKey
+from agentloop.runs.tasks import launch_run
+from tests.fake_sandbox import fake_provider  # noqa: F401
+
+URL = "/api/runner/v1/"
+CONFIG = {
+    "harness": "analyst",
+    "sandbox": "fake",
+    "time_limit_seconds": 600,
+    "model": "claude-test",
+    "system_prompt": "Be brief.",
+    "allowed_tools": ["Read"],
+    "env": {"REGION": "eu"},
+    "secret_env": {"DATADOG_KEY": "dd-secret-123456"},
+}
+
+
+class Runner:
+    """A test client that calls the runner API with one run's token."""
+
+    def __init__(self, token: str):
+        self.token = token
+        self.client = Client()
+
+    def get(self, path, **query):
+        return self.client.get(URL + path, query, HTTP_AUTHORIZATION=f"Bearer {self.token}")
+
+    def post(self, path, body):
+        data = body if isinstance(body, str) else json.dumps(body)
+        return self.client.post(
+            URL + path,
+            data,
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {self.token}",
+        )
+
+
+@pytest.fixture
+def launched(project, alice, fake_provider):
+    run = actions.start_session(alice, project, CONFIG, "Why do refunds fail?")
+    assert launch_run(run.pk) is True
+    token = fake_provider.started[0].env["AGENTLOOP_RUN_TOKEN"]
+    run.refresh_from_db()
+    return run, Runner(token)
+
+
+@pytest.fixture
+def running(launched):
+    run, runner = launched
+    assert runner.post("status", {"state": "running"}).json() == {"status": "running"}
+    run.refresh_from_db()
+    return run, runner
+
+
+def event(key, text="hi", kind="message", source="agent"):
+    return {
+        "key": key,
+        "source": source,
+        "kind": kind,
+        "payload": {"role": "assistant", "text": text},
+    }
+
+
+def test_launch_builds_the_sandbox_spec(launched, fake_provider, settings):
+    run, runner = launched
+    spec = fake_provider.started[0]
+    assert spec.command == ["python3", "-m", "agentloop.runner"]
+    assert spec.env["AGENTLOOP_URL"] == settings.AGENTLOOP_PUBLIC_URL
+    assert runner.token.startswith("al_sk_")
+    key = ServiceKey.objects.get(run=run)
+    assert key.key_hash != runner.token and runner.token not in key.key_hash
+    assert key.scopes == ["traces:read", "events:write", "artifacts:write"]
+    assert key.expires_at == run.deadline
+    assert run.status == RunStatus.PROVISIONING
+    assert run.sandbox == {"provider": "fake", "id": f"fake-{run.code}", "data": {"n": 1}}
+
+
+def test_spec(launched, settings):
+    run, runner = launched
+    answer = runner.get("spec").json()
+    assert answer == {
+        "run": str(run.code),
+        "project": {"id": run.project_id, "name": "support-bot"},
+        "harness": "analyst",
+        "model": "claude-test",
+        "system_prompt": "Be brief.",
+        "prompt": "Why do refunds fail?",
+        "max_turns": 50,
+        "allowed_tools": ["Read"],
+        "time_limit_seconds": 600,
+        "api_url": f"{settings.AGENTLOOP_PUBLIC_URL}/api/v1/projects/{run.project_id}/",
+        "llm_base_url": f"{settings.AGENTLOOP_PUBLIC_URL}/api/llm",
+        "env": {"REGION": "eu", "DATADOG_KEY": "dd-secret-123456"},
+        "repository": None,
+        "status": "provisioning",
+    }
+
+
+def test_status_moves_the_run_and_records_usage(launched):
+    run, runner = launched
+    assert runner.post("status", {"state": "running", "harness_session_id": "s-1"}).json() == {
+        "status": "running"
+    }
+    answer = runner.post(
+        "status",
+        {
+            "state": "succeeded",
+            "exit_reason": "done",
+            "usage": {"input_tokens": 1200, "output_tokens": 340, "cost_usd": 0.0123},
+        },
+    )
+    assert answer.json() == {"status": "succeeded"}
+    run.refresh_from_db()
+    assert (run.status, run.exit_reason, run.harness_session_id) == ("succeeded", "done", "s-1")
+    assert (run.input_tokens, run.output_tokens, str(run.cost_usd)) == (1200, 340, "0.012300")
+    assert run.started_at and run.finished_at
+    # A retried post of the same final state is answered, not refused.
+    assert runner.post("status", {"state": "succeeded"}).json() == {"status": "succeeded"}
+
+
+def test_status_refuses_illegal_moves(launched):
+    run, runner = launched
+    answer = runner.post("status", {"state": "waiting"})
+    assert answer.status_code == 409
+    assert answer.json() == {"detail": "A run cannot go from provisioning to waiting."}
+    bad = runner.post("status", {"state": "cancelled"})
+    assert bad.status_code == 400
+    assert "state must be one of running, waiting, succeeded, failed" in bad.json()["detail"]
+    run.refresh_from_db()
+    assert run.status == RunStatus.PROVISIONING
+
+
+def test_events_are_stored_in_order_with_server_seqs(running):
+    run, runner = running
+    answer = runner.post("events", {"events": [event("a", "one"), event("b", "two")]}).json()
+    first = run.events.get(key="a").seq
+    assert answer == {
+        "stored": 2,
+        "duplicates": 0,
+        "last_seq": first + 1,
+        "seqs": [first, first + 1],
+    }
+    texts = list(
+        run.events.filter(source=EventSource.AGENT).values_list("payload__text", flat=True)
+    )
+    assert texts == ["one", "two"]
+
+
+def test_reposting_a_batch_stores_nothing_new_and_returns_the_same_seqs(running):
+    run, runner = running
+    batch = {"events": [event("a", "one"), event("b", "two")]}
+    first = runner.post("events", batch).json()
+    before = RunEvent.objects.count()
+    again = runner.post("events", {"events": [*batch["events"], event("c", "three")]}).json()
+    assert again["seqs"][:2] == first["seqs"]
+    assert (again["stored"], again["duplicates"]) == (1, 2)
+    assert RunEvent.objects.count() == before + 1
+    third = runner.post("events", batch).json()
+    assert third == {"stored": 0, "duplicates": 2, "last_seq": again["last_seq"], "seqs": first["seqs"]}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("not json", "The body is not valid JSON."),
+        ({"events": []}, "events is empty."),
+        ({"events": [event("x", kind="thought")]}, "events[0]: kind must be one of"),
+        ({"events": [event("x", source="user")]}, "events[0]: source must be one of agent, system"),
+        (
+            {"events": [{"source": "agent", "kind": "message", "payload": {}}]},
+            "events[0]: key must be",
+        ),
+        ({"events": [{**event("x"), "payload": "text"}]}, "events[0]: payload must be an object."),
+        ({"events": [event(str(i)) for i in range(501)]}, "At most 500 events per batch; got 501."),
+    ],
+)
+def test_bad_event_batches_get_a_clear_400_and_store_nothing(running, body, message):
+    run, runner = running
+    before = RunEvent.objects.count()
+    answer = runner.post("events", body)
+    assert answer.status_code == 400
+    assert message in answer.json()["detail"]
+    assert RunEvent.objects.count() == before
+
+
+def test_a_batch_of_500_is_accepted(running):
+    run, runner = running
+    answer = runner.post("events", {"events": [event(str(i)) for i in range(500)]}).json()
+    assert answer["stored"] == 500
+    assert list(run.events.filter(source="agent").values_list("key", flat=True)) == [
+        str(i) for i in range(500)
+    ]
+
+
+def test_artifacts_are_idempotent_by_key(running):
+    run, runner = running
+    body = {
+        "key": "inv-1",
+        "kind": "investigation",
+        "name": "Refund failures",
+        "content": "# Findings\nThe refund tool times out.",
+        "metadata": {"spans": 3},
+    }
+    first = runner.post("artifacts", body)
+    assert first.status_code == 201
+    artifact = Artifact.objects.get()
+    assert first.json() == {"id": artifact.pk, "created": True}
+    assert (artifact.kind, artifact.name, artifact.metadata) == (
+        "investigation",
+        "Refund failures",
+        {"spans": 3},
+    )
+    assert artifact.review_state == "pending"
+    again = runner.post("artifacts", {**body, "content": "changed"})
+    assert again.json() == {"id": artifact.pk, "created": False}
+    assert Artifact.objects.get().content.startswith("# Findings")
+    # One artifact event in the transcript, not two.
+    events = run.events.filter(kind="artifact")
+    assert [e.payload for e in events] == [
+        {"artifact_id": artifact.pk, "kind": "investigation", "name": "Refund failures"}
+    ]
+
+
+def test_a_bad_artifact_gets_a_clear_400(running):
+    run, runner = running
+    answer = runner.post("artifacts", {"key": "k", "kind": "poem", "name": "x"})
+    assert answer.status_code == 400
+    assert (
+        "kind must be one of investigation, eval_labels, file, branch, pull_request"
+        in answer.json()["detail"]
+    )
+    assert not Artifact.objects.exists()
+
+
+def test_heartbeat_records_life_and_passes_on_stop(running, alice):
+    run, runner = running
+    assert runner.post("heartbeat", {}).json() == {"status": "running", "stop": False}
+    run.refresh_from_db()
+    assert run.last_heartbeat_at is not None
+    actions.cancel(alice, run)
+    assert runner.post("heartbeat", {}).json() == {"status": "running", "stop": True}
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+        self.slept: list[float] = []
+        self.on_sleep = None
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds
+        if self.on_sleep:
+            self.on_sleep()
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(runner_api, "clock", clock.clock)
+    monkeypatch.setattr(runner_api, "sleep", clock.sleep)
+    return clock
+
+
+def test_inbox_returns_at_once_with_a_followup(running, alice, fake_clock):
+    run, runner = running
+    followup = actions.send_followup(alice, run, "And the 500s?")
+    answer = runner.get("inbox", after=0, wait=25).json()
+    # The first prompt came with the spec; only the follow-up is new.
+    assert answer == {"followups": [{"seq": followup.seq, "text": "And the 500s?"}], "stop": False}
+    assert fake_clock.slept == []
+    assert runner.get("inbox", after=followup.seq, wait=0).json() == {
+        "followups": [],
+        "stop": False,
+    }
+
+
+def test_inbox_returns_at_once_on_a_stop_request(running, alice, fake_clock):
+    run, runner = running
+    actions.cancel(alice, run)
+    assert runner.get("inbox", after=0, wait=25).json() == {"followups": [], "stop": True}
+    assert fake_clock.slept == []
+
+
+def test_inbox_wakes_when_a_followup_arrives_during_the_wait(running, alice, fake_clock):
+    run, runner = running
+    fake_clock.on_sleep = lambda: (
+        len(fake_clock.slept) == 3 and actions.send_followup(alice, run, "now?")
+    )
+    answer = runner.get("inbox", after=0, wait=25).json()
+    assert [f["text"] for f in answer["followups"]] == ["now?"]
+    assert len(fake_clock.slept) == 3
+
+
+def test_inbox_gives_up_after_wait_seconds(running, fake_clock):
+    run, runner = running
+    answer = runner.get("inbox", after=0, wait=3).json()
+    assert answer == {"followups": [], "stop": False}
+    assert sum(fake_clock.slept) == pytest.approx(3)
+
+
+def test_inbox_wait_is_capped_at_25_seconds(running, fake_clock):
+    run, runner = running
+    runner.get("inbox", after=0, wait=3600)
+    assert sum(fake_clock.slept) == pytest.approx(25)
+
+
+def test_writes_to_a_finished_run_get_409(running):
+    run, runner = running
+    runner.post("status", {"state": "succeeded"})
+    before = RunEvent.objects.count()
+    answer = runner.post("events", {"events": [event("late")]})
+    assert answer.status_code == 409
+    assert answer.json() == {"detail": "The run has already finished (succeeded)."}
+    assert runner.post("artifacts", {"key": "k", "kind": "file", "name": "x"}).status_code == 409
+    assert runner.post("status", {"state": "running"}).status_code == 409
+    assert RunEvent.objects.count() == before
+    assert not Artifact.objects.exists()
+    # The heartbeat still answers, so a runner that missed the end learns to stop.
+    assert runner.post("heartbeat", {}).json() == {"status": "succeeded", "stop": True}
+
+
+@pytest.mark.parametrize("path", ["spec", "inbox"])
+def test_a_bad_token_gets_401(launched, path):
+    for token in ["", "al_sk_nope", "al_pk_something", "garbage"]:
+        answer = Runner(token).get(path)
+        assert answer.status_code == 401
+        assert answer.json() == {"detail": "Unknown, expired or revoked run token."}
+
+
+def test_an_expired_or_revoked_token_gets_401(launched):
+    run, runner = launched
+    key = ServiceKey.objects.get(run=run)
+    ServiceKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert runner.post("events", {"events": [event("a")]}).status_code == 401
+    ServiceKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() + timedelta(hours=1))
+    assert runner.post("heartbeat", {}).status_code == 200
+    key.revoke()
+    assert runner.post("heartbeat", {}).status_code == 401
+    assert not run.events.filter(source="agent").exists()
+
+
+def test_one_runs_token_never_touches_another_run(launched, project, alice, fake_provider):
+    run, runner = launched
+    other = actions.start_session(alice, project, CONFIG, "Another question")
+    launch_run(other.pk)
+    runner.post("status", {"state": "running"})
+    runner.post("events", {"events": [event("mine")]})
+    assert not Run.objects.get(pk=other.pk).events.filter(key="mine").exists()
+    assert Run.objects.get(pk=other.pk).status == RunStatus.PROVISIONING
+
+
+def test_it_rejects_the_wrong_method(launched):
+    run, runner = launched
+    assert runner.get("events").status_code == 405
