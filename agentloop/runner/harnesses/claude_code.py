@@ -68,7 +68,9 @@ class ClaudeCodeHarness(Harness):
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
         self._stop_requested = False
+        # The last CLI call and its process id (= its process group), for tests and logs.
         self.last_command: list[str] = []
+        self.last_pid: int | None = None
 
     # -- the interface -------------------------------------------------------
     def run_turn(self, prompt: str) -> TurnResult:
@@ -94,6 +96,7 @@ class ClaudeCodeHarness(Harness):
                 # Its own process group, so stop() reaches the tools it spawned too.
                 start_new_session=True,
             )
+            self.last_pid = process.pid
         stderr_reader = threading.Thread(
             target=_collect_lines, args=(process.stderr, stderr_tail), daemon=True
         )

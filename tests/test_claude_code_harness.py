@@ -1,0 +1,303 @@
+"""The claude-code harness driving the real Claude Code CLI against a scripted fake model.
+
+Needs the CLI (bundled with the claude-agent-sdk package, or AGENTLOOP_CLAUDE_PATH);
+skipped without it. The CLI refuses --dangerously-skip-permissions as root, so
+when the tests run as root the CLI runs as uid 1000 (as in a sandbox) through a
+setpriv wrapper, with a workspace and HOME that user owns.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from agentloop.runner.harnesses.claude_code import ClaudeCodeHarness
+from tests.fake_anthropic import FakeAnthropic, error, held, text, tool_use
+from tests.test_claude_code_parse import ListSink
+
+pytestmark = pytest.mark.slow
+
+SANDBOX_UID = 1000
+RUN_TOKEN = "al_sk_test_run_token"
+
+
+def find_claude() -> str | None:
+    path = os.environ.get("AGENTLOOP_CLAUDE_PATH")
+    if not path:
+        try:
+            import claude_agent_sdk
+
+            bundled = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
+            path = str(bundled) if bundled.exists() else None
+        except ImportError:
+            path = None
+    path = path or shutil.which("claude")
+    return path if path and os.access(path, os.X_OK) else None
+
+
+CLAUDE = find_claude()
+if CLAUDE is None:
+    pytest.skip(
+        "Claude Code CLI not found (install claude-agent-sdk or set AGENTLOOP_CLAUDE_PATH)",
+        allow_module_level=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def fake_model():
+    server = FakeAnthropic().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def claude_command(tmp_path_factory) -> str:
+    if os.geteuid() != 0:
+        return CLAUDE
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root and setpriv is missing: cannot run Claude Code as a user")
+    wrapper = tmp_path_factory.mktemp("claude-wrapper") / "claude-as-sandbox-user"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"exec setpriv --reuid={SANDBOX_UID} --regid={SANDBOX_UID} --clear-groups "
+        f'{CLAUDE} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+@pytest.fixture
+def sandbox_dirs():
+    """A workspace and a HOME the CLI's user owns (pytest's tmp dirs are root-only)."""
+    root = Path(tempfile.mkdtemp(prefix="agentloop-claude-test-"))
+    (root / "workspace").mkdir()
+    (root / "home").mkdir()
+    if os.geteuid() == 0:
+        for path in (root, root / "workspace", root / "home"):
+            os.chown(path, SANDBOX_UID, SANDBOX_UID)
+    yield root / "workspace", root / "home"
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def make_harness(fake_model, claude_command, sandbox_dirs):
+    workspace, home = sandbox_dirs
+
+    def make(**spec_overrides) -> ClaudeCodeHarness:
+        spec = {
+            "llm_base_url": fake_model.url,
+            "claude_path": claude_command,
+            "max_turns": 5,
+            **spec_overrides,
+        }
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(home),
+            "AGENTLOOP_RUN_TOKEN": RUN_TOKEN,
+            "CLAUDE_CODE_MAX_RETRIES": "0",
+        }
+        return ClaudeCodeHarness(spec, workspace, env, ListSink())
+
+    return make
+
+
+def tool_results_sent(request: dict) -> list[dict]:
+    return [
+        block
+        for message in request["messages"]
+        if isinstance(message.get("content"), list)
+        for block in message["content"]
+        if block.get("type") == "tool_result"
+    ]
+
+
+def texts_sent(request: dict) -> str:
+    parts = []
+    for message in request["messages"]:
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts += [block.get("text", "") for block in content if block.get("type") == "text"]
+    return "\n".join(parts)
+
+
+def test_a_turn_where_the_model_runs_bash_writes_the_file_and_reports_each_step(
+    fake_model, make_harness
+):
+    call = tool_use("Bash", {"command": "echo hello > proof.txt"}, say="Writing the file.")
+    fake_model.script([call, text("Done: proof.txt holds hello.")])
+    harness = make_harness()
+
+    turn = harness.run_turn("Write hello into proof.txt")
+
+    assert turn.ok, turn.error
+    assert (harness.workspace / "proof.txt").read_text() == "hello\n"
+    sink = harness.sink
+    agent_kinds = [kind for kind in sink.kinds() if kind != "status"]
+    assert agent_kinds == ["message", "tool_call", "tool_result", "message"]
+    assert sink.of("message")[0]["text"] == "Writing the file."
+    tool_id = call.blocks[-1]["id"]
+    assert sink.of("tool_call")[0] == {
+        "id": tool_id,
+        "name": "Bash",
+        "input": {"command": "echo hello > proof.txt"},
+    }
+    assert sink.of("tool_result")[0]["tool_call_id"] == tool_id
+    assert sink.of("tool_result")[0]["is_error"] is False
+    assert sink.of("message")[-1]["text"] == "Done: proof.txt holds hello."
+    # The tool's result went back to the model, authenticated with the run token.
+    first, second = fake_model.main_requests()
+    assert [r["tool_use_id"] for r in tool_results_sent(second)] == [tool_id]
+    assert {r["headers"].get("x-api-key") for r in fake_model.requests} == {RUN_TOKEN}
+    assert turn.session_id == harness.session_id
+    assert "--session-id" in harness.last_command
+    assert turn.usage["output_tokens"] > 0
+    assert fake_model.unexpected == []
+
+
+def test_a_followup_turn_resumes_the_same_session(fake_model, make_harness):
+    harness = make_harness()
+    fake_model.script([text("The answer is 42.")])
+    first = harness.run_turn("What is the answer?")
+    assert first.ok, first.error
+
+    fake_model.script([text("I said 42.")])
+    second = harness.run_turn("What did you say?")
+
+    assert second.ok, second.error
+    assert second.session_id == first.session_id
+    resume_at = harness.last_command.index("--resume")
+    assert harness.last_command[resume_at + 1] == first.session_id
+    [request] = fake_model.main_requests()
+    conversation = texts_sent(request)
+    assert "What is the answer?" in conversation
+    assert "The answer is 42." in conversation
+    assert "What did you say?" in conversation
+    assert harness.sink.of("message")[-1]["text"] == "I said 42."
+
+
+def test_stop_during_a_slow_turn_ends_it_and_leaves_no_process(fake_model, make_harness):
+    slow = held(text("too late"))
+    fake_model.script([slow])
+    harness = make_harness()
+    outcome = {}
+    turn_thread = threading.Thread(
+        target=lambda: outcome.update(turn=harness.run_turn("Take your time")), daemon=True
+    )
+    turn_thread.start()
+
+    assert slow.arrived.wait(30), "the CLI never called the model"
+    harness.stop()
+    turn_thread.join(30)
+
+    assert not turn_thread.is_alive()
+    turn = outcome["turn"]
+    assert turn.ok is False
+    assert turn.stopped is True
+    with pytest.raises(ProcessLookupError):
+        os.killpg(harness.last_pid, 0)  # nothing left in the CLI's process group
+    assert "too late" not in [m["text"] for m in harness.sink.of("message")]
+    slow.release.set()
+
+
+def test_an_upstream_error_fails_the_turn_with_a_clear_reason(fake_model, make_harness):
+    fake_model.script([error(529, "Overloaded", "overloaded_error")])
+    harness = make_harness()
+
+    turn = harness.run_turn("hello")
+
+    assert turn.ok is False
+    assert turn.stopped is False
+    assert "529" in turn.error
+    assert "Overloaded" in turn.error
+
+
+def test_with_allowed_tools_a_tool_outside_the_list_is_refused(fake_model, make_harness):
+    call = tool_use("Bash", {"command": "echo sneaky > sneaky.txt"})
+    fake_model.script([call, text("I was not allowed.")])
+    harness = make_harness(allowed_tools=["Read", "Grep"])
+
+    turn = harness.run_turn("Try to write a file")
+
+    assert turn.ok, turn.error
+    assert not (harness.workspace / "sneaky.txt").exists()
+    [result] = harness.sink.of("tool_result")
+    assert result["is_error"] is True
+    assert "Permission to use Bash has been denied" in result["output"]
+    assert "--dangerously-skip-permissions" not in harness.last_command
+
+
+def test_the_spec_model_and_system_prompt_reach_the_model(fake_model, make_harness):
+    fake_model.script([text("Aye.")])
+    harness = make_harness(model="claude-fake-model", system_prompt="Answer like a pirate.")
+
+    turn = harness.run_turn("-- a prompt that looks like an option")
+
+    assert turn.ok, turn.error
+    [request] = fake_model.main_requests()
+    assert request["model"] == "claude-fake-model"
+    system = request["system"]
+    system_text = system if isinstance(system, str) else " ".join(b["text"] for b in system)
+    assert "Answer like a pirate." in system_text
+    assert "-- a prompt that looks like an option" in texts_sent(request)
+
+
+def test_a_missing_cli_fails_the_turn_with_a_clear_reason(tmp_path):
+    harness = ClaudeCodeHarness(
+        {"claude_path": str(tmp_path / "no-such-claude")}, tmp_path, {"PATH": ""}, ListSink()
+    )
+
+    turn = harness.run_turn("hello")
+
+    assert turn.ok is False
+    assert "Claude Code CLI not found" in turn.error
+
+
+def test_stop_while_a_tool_runs_kills_the_tool_too(fake_model, make_harness):
+    harness = make_harness()
+    started = harness.workspace / "tool-started"
+    os.mkfifo(started)
+    if os.geteuid() == 0:
+        os.chown(started, SANDBOX_UID, SANDBOX_UID)
+    # The tool reports its pid through the FIFO, then would run for ten minutes.
+    fake_model.script([tool_use("Bash", {"command": "echo $$ > tool-started; exec sleep 600"})])
+    outcome = {}
+    turn_thread = threading.Thread(
+        target=lambda: outcome.update(turn=harness.run_turn("Run the long job")), daemon=True
+    )
+    turn_thread.start()
+
+    tool_pid = read_fifo_line(started, timeout=30)
+    harness.stop()
+    turn_thread.join(30)
+
+    assert outcome["turn"].stopped is True
+    assert not process_alive(tool_pid)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(harness.last_pid, 0)
+
+
+def read_fifo_line(path: Path, timeout: float) -> int:
+    """Block until a writer sends a line, without polling; fail after timeout."""
+    lines = []
+    reader = threading.Thread(target=lambda: lines.append(path.read_text()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not lines:
+        path.write_text("0\n")  # unblock the reader thread before failing
+        pytest.fail("the tool never started")
+    return int(lines[0].strip())
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in state  # a zombie is dead, only not yet reaped
