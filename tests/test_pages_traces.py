@@ -448,3 +448,11 @@ def test_span_detail_for_htmx_is_the_panel_fragment(client_for, alice, project, 
 def test_a_span_in_another_trace_is_not_found(client_for, alice, project, hostile_span):
     url = reverse("span-detail", args=[project.pk, hostile_span.span_id]) + "?trace=" + "0" * 32
     assert client_for(alice).get(url).status_code == 404
+
+
+def test_span_detail_links_to_the_sessions_spans(client_for, alice, project, hostile_span):
+    page = client_for(alice).get(span_url(project, hostile_span)).content.decode()
+    assert f'href="{explorer_url(project)}?session_id=sess-1"' in page
+    session_page = client_for(alice).get(explorer_url(project), {"session_id": "sess-1"})
+    assert rows(session_page.content.decode()) == [hostile_span.span_id]
+    assert 'name="session_id" value="sess-1"' in session_page.content.decode()
