@@ -1,0 +1,111 @@
+"""A run's service key reads its own project's spans and nothing else."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from agentloop.runs.models import Run, ServiceKey, hash_token
+from agentloop.teams.access import get_project_for_user, projects_for_user
+from agentloop.teams.models import Project
+from agentloop.traces.models import Span, SpanAnnotation
+
+
+def add_span(project, name):
+    now = timezone.now()
+    return Span.objects.create(
+        project=project,
+        trace_id="a" * 32,
+        span_id=f"{project.pk:016x}",
+        name=name,
+        start_time=now,
+        end_time=now,
+        duration_ms=0,
+    )
+
+
+@pytest.fixture
+def run(project):
+    return Run.objects.create(space=project.space, project=project, config={}, prompt="x")
+
+
+@pytest.fixture
+def token(run):
+    _, raw = ServiceKey.mint(run, expires_at=timezone.now() + timedelta(hours=1))
+    return raw
+
+
+def get(token, path):
+    return Client().get(path, HTTP_AUTHORIZATION=f"Bearer {token}")
+
+
+def test_a_key_is_stored_hashed_with_the_run_scopes(run):
+    key, raw = ServiceKey.mint(run, expires_at=None)
+    assert raw.startswith("al_sk_") and len(raw) > 40
+    assert key.key_hash == hash_token(raw)
+    assert not ServiceKey.objects.filter(key_hash__contains=raw[6:]).exists()
+    assert key.scopes == ["traces:read", "events:write", "artifacts:write"]
+    assert ServiceKey.authenticate(raw) == key
+    assert ServiceKey.authenticate(raw + "x") is None
+
+
+def test_the_key_reads_its_own_projects_spans(token, project):
+    add_span(project, "refund-tool")
+    answer = get(token, f"/api/v1/projects/{project.pk}/spans")
+    assert answer.status_code == 200
+    assert [span["name"] for span in answer.json()["data"]] == ["refund-tool"]
+    listed = get(token, "/api/v1/projects/").json()["data"]
+    assert [p["id"] for p in listed] == [project.pk]
+
+
+def test_the_key_gets_404_for_another_project_of_the_same_space(token, space):
+    sibling = Project.objects.create(space=space, name="sales-bot")
+    add_span(sibling, "secret-span")
+    answer = get(token, f"/api/v1/projects/{sibling.pk}/spans")
+    assert answer.status_code == 404
+    assert "secret-span" not in answer.content.decode()
+
+
+def test_the_key_gets_404_for_a_project_of_another_space(token, other_project):
+    add_span(other_project, "secret-span")
+    assert get(token, f"/api/v1/projects/{other_project.pk}/spans").status_code == 404
+
+
+def test_the_key_may_not_write_annotations(token, project):
+    span = add_span(project, "refund-tool")
+    answer = Client().post(
+        f"/api/v1/projects/{project.pk}/annotations",
+        {"span_id": span.span_id, "name": "quality", "label": "bad", "annotator_kind": "LLM"},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert answer.status_code == 403
+    assert not SpanAnnotation.objects.exists()
+
+
+def test_an_expired_key_gets_401(token, run, project):
+    ServiceKey.objects.filter(run=run).update(expires_at=timezone.now() - timedelta(seconds=1))
+    answer = get(token, f"/api/v1/projects/{project.pk}/spans")
+    assert answer.status_code == 401
+    assert answer.json() == {"detail": "Unknown, expired or revoked service key."}
+
+
+def test_a_revoked_key_gets_401(token, run, project):
+    ServiceKey.objects.get(run=run).revoke()
+    assert get(token, f"/api/v1/projects/{project.pk}/spans").status_code == 401
+
+
+def test_the_principal_goes_through_the_access_helpers(token, project, other_project):
+    from django.http import Http404
+
+    from agentloop.runs.authentication import principal_for_service_key
+
+    principal = principal_for_service_key(ServiceKey.authenticate(token))
+    assert principal.scopes == frozenset({"traces:read", "events:write", "artifacts:write"})
+    assert get_project_for_user(principal, project.pk, "view") == project
+    assert list(projects_for_user(principal)) == [project]
+    with pytest.raises(Http404):
+        get_project_for_user(principal, other_project.pk, "view")
