@@ -149,7 +149,6 @@ class RunnerDouble:
     def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         parsed = urllib.parse.urlsplit(handler.path)
         query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
-        body = None
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
         with self._cond:
@@ -355,20 +354,28 @@ class RunnerDouble:
         return rows
 
     def _trace(self, trace_id):
-        spans = [dict(s, children=[]) for s in self.spans if s["trace_id"] == trace_id]
+        spans = sorted((s for s in self.spans if s["trace_id"] == trace_id),
+                       key=lambda s: (s["start_time"], s["span_id"]))
         if not spans:
-            return 404, {"detail": "No such trace in this project."}
-        by_id = {s["span_id"]: s for s in spans}
-        roots = []
-        for span in sorted(spans, key=lambda s: s["start_time"]):
-            parent = by_id.get(span.get("parent_span_id"))
-            (parent["children"] if parent else roots).append(span)
+            return 404, {"detail": "No such trace."}
         start = min(s["start_time"] for s in spans)
         end = max(s["end_time"] for s in spans)
-        duration = (_time(end, "end") - _time(start, "start")).total_seconds() * 1000
-        return 200, {"trace_id": trace_id, "start_time": start, "end_time": end,
-                     "duration_ms": duration, "root": roots[0], "spans": len(spans)}
+        origin = _time(start, "start")
+        ids = {s["span_id"] for s in spans}
 
+        def node(span, depth):
+            offset = (_time(span["start_time"], "start") - origin).total_seconds() * 1000
+            children = [node(c, depth + 1) for c in spans
+                        if c.get("parent_span_id") == span["span_id"]]
+            return {**span, "offset_ms": offset, "depth": depth, "children": children}
+
+        roots = [node(s, 0) for s in spans if not s.get("parent_span_id")]
+        orphans = [node(s, 0) for s in spans
+                   if s.get("parent_span_id") and s["parent_span_id"] not in ids]
+        duration = (_time(end, "end") - origin).total_seconds() * 1000
+        return 200, {"trace_id": trace_id, "start_time": start, "end_time": end,
+                     "duration_ms": duration, "spans": len(spans),
+                     "root": roots[0] if roots else None, "orphans": orphans}
 
 def make_span(trace_id: str, span_id: str, name: str, *, kind: str = "CHAIN",
               status: str = "OK", start: str = "2025-03-01T10:00:00Z", duration_ms: float = 100.0,
@@ -404,3 +411,97 @@ def make_span(trace_id: str, span_id: str, name: str, *, kind: str = "CHAIN",
         "user_id": "",
         "annotations": annotations or [],
     }
+
+
+class BlockingHarness:
+    """An interactive harness whose turns last until stop(); for signal and time-limit tests.
+
+    Registered under the name "blocking" by the tests that need it (see
+    tests/test_runner_loop.py), also inside a real runner subprocess.
+    """
+
+    name = "blocking"
+    interactive = True
+
+    def __init__(self, spec, workspace, env, sink):
+        self.spec, self.workspace, self.env, self.sink = spec, workspace, env, sink
+        self._stop = threading.Event()
+
+    def run_turn(self, prompt):
+        from agentloop.runner.harnesses.base import TurnResult
+
+        self.sink.emit("message", {"role": "assistant", "text": "working on it",
+                                   "message_id": "m1"})
+        (self.workspace / "artifacts" / "notes.txt").write_text("partial notes\n")
+        self._stop.wait(60)
+        return TurnResult(ok=False, stopped=True, error="stopped")
+
+    def stop(self):
+        self._stop.set()
+
+
+# -- a synthetic project for the analyst --------------------------------------------------
+
+WINDOW = {"start": "2025-03-01T00:00:00Z", "end": "2025-03-02T00:00:00Z"}
+
+
+def trace_id(n: int) -> str:
+    return f"ab{n:02d}".ljust(32, "0")
+
+
+def span_id(n: int, k: int) -> str:
+    return f"{n:02d}{k:02d}".ljust(16, "0")
+
+
+def synthetic_spans() -> list[dict]:
+    """Twelve agent traces on 2025-03-01, hour n for trace n, each: agent → retrieve_docs,
+    search_inventory, ChatOpenAI. Planted problems:
+
+    - search_inventory raises TimeoutError in traces 1-4, ValueError in trace 5;
+    - ChatOpenAI raises RateLimitError in traces 6 and 7;
+    - retrieve_docs takes 2.5 s instead of 0.1 s in traces 8, 9, 10;
+    - ChatOpenAI is labelled correctness=incorrect in 9, 10, 11 (correct in 12),
+      and hallucination score 0.2 in 11;
+    - ChatOpenAI uses 20,000 tokens in trace 12 (1,000 elsewhere);
+    - an error outside the window (2025-02-27) that must be ignored.
+    """
+    spans = []
+    for n in range(1, 13):
+        tid = trace_id(n)
+        root = span_id(n, 0)
+        at = f"2025-03-01T{n:02d}:00:0"
+        spans.append(make_span(tid, root, "agent", kind="AGENT", start=at + "0Z",
+                               duration_ms=4000))
+        spans.append(make_span(tid, span_id(n, 1), "retrieve_docs", kind="RETRIEVER",
+                               start=at + "1Z", parent=root,
+                               duration_ms=2500 if n in (8, 9, 10) else 100))
+        tool_error = {1: ("TimeoutError", "inventory service timed out after 30s"),
+                      2: ("TimeoutError", "inventory service timed out after 30s"),
+                      3: ("TimeoutError", "inventory service timed out after 30s"),
+                      4: ("TimeoutError", "inventory service timed out after 30s"),
+                      5: ("ValueError", "sku must not be empty")}.get(n)
+        spans.append(make_span(tid, span_id(n, 2), "search_inventory", kind="TOOL",
+                               start=at + "2Z", parent=root, duration_ms=200,
+                               status="ERROR" if tool_error else "OK", exception=tool_error))
+        llm_error = ("RateLimitError", "Rate limit reached for gpt-4o") if n in (6, 7) else None
+        annotations = []
+        if n in (9, 10, 11):
+            annotations.append({"name": "correctness", "label": "incorrect", "score": 0.0,
+                                "explanation": f"Quoted the wrong price (trace {n}).",
+                                "annotator_kind": "LLM", "identifier": ""})
+        if n == 12:
+            annotations.append({"name": "correctness", "label": "correct", "score": 1.0,
+                                "explanation": "", "annotator_kind": "HUMAN", "identifier": ""})
+        if n == 11:
+            annotations.append({"name": "hallucination", "label": "", "score": 0.2,
+                                "explanation": "Invented a return policy.",
+                                "annotator_kind": "LLM", "identifier": ""})
+        spans.append(make_span(tid, span_id(n, 3), "ChatOpenAI", kind="LLM", start=at + "3Z",
+                               parent=root, duration_ms=800, model_name="gpt-4o",
+                               status="ERROR" if llm_error else "OK", exception=llm_error,
+                               total_tokens=None if llm_error else (20000 if n == 12 else 1000),
+                               annotations=annotations))
+    spans.append(make_span(trace_id(99), span_id(99, 0), "search_inventory", kind="TOOL",
+                           start="2025-02-27T12:00:00Z", status="ERROR",
+                           exception=("KeyError", "old failure")))
+    return spans

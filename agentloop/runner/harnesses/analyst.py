@@ -113,6 +113,10 @@ def _short(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _ms(value: float) -> str:
     return f"{value:,.0f} ms"
 
@@ -128,6 +132,7 @@ class AnalystHarness(Harness):
         self.now = now
         self._stopped = threading.Event()
         self._calls = 0
+        self._messages = 0
 
     def stop(self) -> None:
         self._stopped.set()
@@ -148,8 +153,9 @@ class AnalystHarness(Harness):
     # -- the transcript --------------------------------------------------------------
 
     def say(self, text: str) -> None:
+        self._messages += 1
         self.sink.emit("message", {"role": "assistant", "text": text,
-                                   "message_id": f"analyst-message-{self._calls}"})
+                                   "message_id": f"analyst-message-{self._messages}"})
 
     def query(self, command: str, fetch, summarize) -> list | dict:
         """Run one query the way the CLI would, showing the command and a summary."""
@@ -238,7 +244,7 @@ class AnalystHarness(Harness):
         findings = []
         for (name, exc_type), group in groups.items():
             message = next((exception_of(s)[1] for s in group if exception_of(s)[1]), "")
-            details = [f"{len(group)} ERROR spans named `{name}` raised {exc_type}."]
+            details = [f"{_count(len(group), 'ERROR span')} named `{name}` raised {exc_type}."]
             if message:
                 details.append(f"Message (newest): “{_short(message)}”")
             findings.append(Finding(
@@ -303,7 +309,7 @@ class AnalystHarness(Harness):
                           if len(plain_labels) == 1 and "" not in plain_labels else eval_name)
             explanation = next((a.get("explanation") for _, a in pairs if a.get("explanation")),
                                "")
-            details = [f"{len(pairs)} spans labelled {', '.join(labels)} on spans named "
+            details = [f"{_count(len(pairs), 'span')} labelled {', '.join(labels)}, named "
                        + ", ".join(f"`{n}`" for n in span_names) + "."]
             if explanation:
                 details.append(f"Explanation (newest): “{_short(explanation)}”")
@@ -320,7 +326,8 @@ class AnalystHarness(Harness):
         return findings
 
     def token_findings(self, spans: list[dict], window: dict) -> list[Finding]:
-        llm = [s for s in spans if s.get("kind") == "LLM" and isinstance(s.get("total_tokens"), int)]
+        llm = [s for s in spans
+               if s.get("kind") == "LLM" and isinstance(s.get("total_tokens"), int)]
         if not llm:
             return []
         median = statistics.median(s["total_tokens"] for s in llm)
@@ -337,7 +344,7 @@ class AnalystHarness(Harness):
             span_count=len(heavy),
             command=command_for("spans", {**window, "kind": "LLM"}),
             details=[
-                f"{len(heavy)} LLM spans used more than {threshold:,.0f} tokens "
+                f"{_count(len(heavy), 'LLM span')} used more than {threshold:,.0f} tokens "
                 f"(3× the median of {median:,.0f}); models: {', '.join(models)}.",
                 f"Largest: `{biggest.get('name')}` with {biggest['total_tokens']:,} tokens "
                 f"in trace `{biggest.get('trace_id')}`.",
@@ -390,13 +397,14 @@ class AnalystHarness(Harness):
             shown = finding.trace_ids[:SAMPLE_TRACES]
             more = finding.affected - len(shown)
             lines += [f"### {number}. {finding.title}", ""]
-            lines += [f"Affects {finding.affected} traces ({finding.span_count} spans)."]
+            lines += [f"Affects {_count(finding.affected, 'trace')} "
+                      f"({_count(finding.span_count, 'span')})."]
             lines += finding.details
             lines += ["", "Evidence:", ""]
             lines += [f"- trace `{trace_id}` — `agentloop-traces trace {trace_id}`"
                       for trace_id in shown]
             if more > 0:
-                lines += [f"- and {more} more traces"]
+                lines += [f"- and {_count(more, 'more trace')}"]
             lines += [f"- reproduce: `{finding.command}`", ""]
         lines += ["## What to look at", ""]
         if findings:
