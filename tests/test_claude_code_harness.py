@@ -1,9 +1,10 @@
 """The claude-code harness driving the real Claude Code CLI against a scripted fake model.
 
-Needs the CLI (bundled with the claude-agent-sdk package, or AGENTLOOP_CLAUDE_PATH);
-skipped without it. The CLI refuses --dangerously-skip-permissions as root, so
-when the tests run as root the CLI runs as uid 1000 (as in a sandbox) through a
-setpriv wrapper, with a workspace and HOME that user owns.
+The CLI tests need the CLI (bundled with the claude-agent-sdk package, or
+AGENTLOOP_CLAUDE_PATH) and are skipped without it. The CLI refuses
+--dangerously-skip-permissions as root, so when the tests run as root the CLI
+runs as uid 1000 (as in a sandbox) through a setpriv wrapper, with a workspace
+and HOME that user owns.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from agentloop.runner.harnesses.claude_code import ClaudeCodeHarness
+from agentloop.runner.harnesses.registry import get_harness
 from tests.fake_anthropic import FakeAnthropic, error, held, text, tool_use
 from tests.test_claude_code_parse import ListSink
 
@@ -41,11 +43,6 @@ def find_claude() -> str | None:
 
 
 CLAUDE = find_claude()
-if CLAUDE is None:
-    pytest.skip(
-        "Claude Code CLI not found (install claude-agent-sdk or set AGENTLOOP_CLAUDE_PATH)",
-        allow_module_level=True,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +54,10 @@ def fake_model():
 
 @pytest.fixture(scope="session")
 def claude_command(tmp_path_factory) -> str:
+    if CLAUDE is None:
+        pytest.skip(
+            "Claude Code CLI not found (install claude-agent-sdk or set AGENTLOOP_CLAUDE_PATH)"
+        )
     if os.geteuid() != 0:
         return CLAUDE
     if not shutil.which("setpriv"):
@@ -301,3 +302,89 @@ def process_alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return "\nState:\tZ" not in state  # a zombie is dead, only not yet reaped
+
+
+# -- without the CLI: how the call is built ----------------------------------
+
+
+def offline_harness(tmp_path, spec=None, env=None) -> ClaudeCodeHarness:
+    executable = tmp_path / "claude"
+    executable.write_text("#!/bin/sh\nexit 0\n")
+    executable.chmod(0o755)
+    spec = {
+        "claude_path": str(executable),
+        "llm_base_url": "http://gateway:8000/llm",
+        **(spec or {}),
+    }
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "AGENTLOOP_RUN_TOKEN": RUN_TOKEN,
+        **(env or {}),
+    }
+    return ClaudeCodeHarness(spec, tmp_path, env, ListSink())
+
+
+def test_the_registry_names_this_harness_claude_code():
+    assert get_harness("claude-code") is ClaudeCodeHarness
+
+
+def test_the_first_call_fixes_a_session_and_carries_the_spec(tmp_path):
+    harness = offline_harness(
+        tmp_path, {"max_turns": 12, "model": "claude-x", "system_prompt": "Be brief."}
+    )
+
+    command = harness.command()
+
+    assert command[1:5] == ["-p", "--output-format", "stream-json", "--verbose"]
+    assert command[command.index("--session-id") + 1] == harness.session_id
+    assert command[command.index("--max-turns") + 1] == "12"
+    assert command[command.index("--model") + 1] == "claude-x"
+    assert command[command.index("--append-system-prompt") + 1] == "Be brief."
+    assert "--dangerously-skip-permissions" in command
+    assert "--resume" not in command
+
+
+def test_a_recorded_session_is_resumed_from_the_first_call(tmp_path):
+    harness = offline_harness(tmp_path, {"harness_session_id": "abc-123"})
+
+    command = harness.command()
+
+    assert command[command.index("--resume") + 1] == "abc-123"
+    assert "--session-id" not in command
+
+
+def test_the_cli_talks_to_the_gateway_with_the_run_token_and_no_other_credential(tmp_path):
+    harness = offline_harness(
+        tmp_path,
+        env={"ANTHROPIC_API_KEY": "sk-ant-real-key", "ANTHROPIC_AUTH_TOKEN": "oauth", "FOO": "bar"},
+    )
+
+    env = harness.cli_env()
+
+    assert env["ANTHROPIC_BASE_URL"] == "http://gateway:8000/llm"
+    assert env["ANTHROPIC_API_KEY"] == RUN_TOKEN
+    assert "ANTHROPIC_AUTH_TOKEN" not in env
+    assert env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
+    assert env["DISABLE_TELEMETRY"] == "1"
+    assert env["DISABLE_AUTOUPDATER"] == "1"
+    assert env["HOME"] == str(tmp_path)
+    assert env["FOO"] == "bar"
+
+
+def test_the_spec_cli_path_wins_over_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("AGENTLOOP_CLAUDE_PATH", "/nowhere/claude")
+    harness = offline_harness(tmp_path, env={"AGENTLOOP_CLAUDE_PATH": "/nowhere/either"})
+
+    assert harness.cli_path() == str(tmp_path / "claude")
+
+
+def test_after_stop_no_turn_starts(tmp_path):
+    harness = offline_harness(tmp_path)
+    harness.stop()
+
+    turn = harness.run_turn("hello")
+
+    assert turn.stopped is True
+    assert turn.ok is False
+    assert harness.last_pid is None

@@ -47,6 +47,7 @@ def test_the_raw_key_is_shown_once_and_only_its_hash_is_stored(client_for, alice
     assert key.key_hash == hashlib.sha256(raw.encode()).hexdigest()
     assert key.hint == raw[-4:]
     assert "no-store" in first["Cache-Control"]
+    assert raw not in str(dict(client.session))  # gone from the session once shown
     assert ProjectApiKey.authenticate(raw) == key
 
     again = client.get(settings_url(project)).content.decode()

@@ -11,7 +11,8 @@ from agentloop.runs import actions
 from agentloop.runs.models import Artifact, RunStatus
 from agentloop.runs.redaction import prepare, redact, redact_batch
 from agentloop.runs.tasks import launch_run
-from tests.fake_sandbox import fake_provider  # noqa: F401
+
+pytest_plugins = ["tests.fake_sandbox"]  # the fake_provider fixture
 
 SECRETS = prepare(
     [("GITHUB_TOKEN", "ghp_abcdef123456"), ("AGENTLOOP_RUN_TOKEN", "al_sk_xyz987654")]

@@ -10,7 +10,8 @@ from django.http import Http404
 from agentloop.runs import actions
 from agentloop.runs.access import get_run_for_user
 from agentloop.runs.models import EventKind, EventSource, Run, RunStatus
-from tests.fake_sandbox import fake_provider  # noqa: F401
+
+pytest_plugins = ["tests.fake_sandbox"]  # the fake_provider fixture
 
 CONFIG = {"harness": "analyst", "sandbox": "fake", "time_limit_seconds": 120}
 ROLES = ["owner", "member", "viewer", "outsider", "anonymous"]

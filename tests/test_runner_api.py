@@ -12,7 +12,8 @@ from django.utils import timezone
 from agentloop.runs import actions, runner_api
 from agentloop.runs.models import Artifact, EventSource, Run, RunEvent, RunStatus, ServiceKey
 from agentloop.runs.tasks import launch_run
-from tests.fake_sandbox import fake_provider  # noqa: F401
+
+pytest_plugins = ["tests.fake_sandbox"]  # the fake_provider fixture
 
 URL = "/api/runner/v1/"
 CONFIG = {
@@ -168,7 +169,12 @@ def test_reposting_a_batch_stores_nothing_new_and_returns_the_same_seqs(running)
     assert (again["stored"], again["duplicates"]) == (1, 2)
     assert RunEvent.objects.count() == before + 1
     third = runner.post("events", batch).json()
-    assert third == {"stored": 0, "duplicates": 2, "last_seq": again["last_seq"], "seqs": first["seqs"]}
+    assert third == {
+        "stored": 0,
+        "duplicates": 2,
+        "last_seq": again["last_seq"],
+        "seqs": first["seqs"],
+    }
 
 
 @pytest.mark.parametrize(

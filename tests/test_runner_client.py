@@ -20,8 +20,9 @@ def double():
 def client_for(double, **kwargs) -> tuple[RunnerClient, list[float]]:
     sleeps: list[float] = []
     kwargs.setdefault("jitter", lambda: 1.0)
-    client = RunnerClient(double.url, double.token, sleep=sleeps.append, log=lambda m: None,
-                          **kwargs)
+    client = RunnerClient(
+        double.url, double.token, sleep=sleeps.append, log=lambda m: None, **kwargs
+    )
     return client, sleeps
 
 
@@ -90,8 +91,9 @@ def test_a_wrong_token_gets_401_at_once(double):
 
 
 def test_backoff_is_exponential_jittered_and_capped():
-    client = HttpClient("http://127.0.0.1:9", "t", base_delay=0.5, max_delay=4.0,
-                        jitter=lambda: 0.0)
+    client = HttpClient(
+        "http://127.0.0.1:9", "t", base_delay=0.5, max_delay=4.0, jitter=lambda: 0.0
+    )
     assert [client.backoff(n) for n in range(1, 7)] == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
     client.jitter = lambda: 1.0
     assert [client.backoff(n) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
@@ -100,8 +102,14 @@ def test_backoff_is_exponential_jittered_and_capped():
 def test_connection_errors_are_retried_then_raised_with_the_reason():
     sleeps: list[float] = []
     # Port 9 (discard) on localhost: nothing listens, the connection is refused.
-    client = HttpClient("http://127.0.0.1:9", "t", max_attempts=3, sleep=sleeps.append,
-                        jitter=lambda: 0.5, log=lambda m: None)
+    client = HttpClient(
+        "http://127.0.0.1:9",
+        "t",
+        max_attempts=3,
+        sleep=sleeps.append,
+        jitter=lambda: 0.5,
+        log=lambda m: None,
+    )
 
     with pytest.raises(ApiError) as raised:
         client.get("/api/runner/v1/spec")
@@ -153,8 +161,10 @@ def test_a_retried_batch_carries_the_same_keys_and_is_stored_once(double):
     assert events.close(timeout=10)
 
     assert keys == ["inst-1", "inst-2", "inst-3", "inst-4"]
-    posted = [[e["key"] for e in json.loads(r["raw"])["events"]]
-              for r in double.requests_to("POST", "/events")]
+    posted = [
+        [e["key"] for e in json.loads(r["raw"])["events"]]
+        for r in double.requests_to("POST", "/events")
+    ]
     assert posted == [keys, keys]  # refused once, re-posted unchanged
     assert [e["key"] for e in double.events] == keys
 

@@ -26,14 +26,26 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 def make_runner(double, tmp_path, harness_class=None, **kwargs) -> Runner:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    env = {"AGENTLOOP_URL": double.url, "AGENTLOOP_RUN_TOKEN": double.token,
-           "HOME": str(home), "PATH": "/usr/bin:/bin"}
+    env = {
+        "AGENTLOOP_URL": double.url,
+        "AGENTLOOP_RUN_TOKEN": double.token,
+        "HOME": str(home),
+        "PATH": "/usr/bin:/bin",
+    }
     client = RunnerClient(double.url, double.token, sleep=lambda s: None, log=lambda m: None)
     events = EventQueue(client, instance_id="test", max_delay=0.01, log=lambda m: None)
     factory = (lambda name: harness_class) if harness_class else get_harness
-    return Runner(client, env, tmp_path / "work", harness_factory=factory, events=events,
-                  heartbeat_interval=kwargs.pop("heartbeat_interval", 60), inbox_wait=1,
-                  log=lambda m: None, **kwargs)
+    return Runner(
+        client,
+        env,
+        tmp_path / "work",
+        harness_factory=factory,
+        events=events,
+        heartbeat_interval=kwargs.pop("heartbeat_interval", 60),
+        inbox_wait=1,
+        log=lambda m: None,
+        **kwargs,
+    )
 
 
 def run_in_thread(runner) -> tuple[threading.Thread, dict]:
@@ -51,8 +63,9 @@ def states(double) -> list[str]:
 
 
 def test_an_analyst_run_goes_from_spec_to_succeeded_with_its_artifacts(tmp_path):
-    with RunnerDouble(spec={"harness": "analyst", "window": WINDOW},
-                      spans=synthetic_spans()) as double:
+    with RunnerDouble(
+        spec={"harness": "analyst", "window": WINDOW}, spans=synthetic_spans()
+    ) as double:
         runner = make_runner(double, tmp_path)
 
         code = runner.run()
@@ -67,11 +80,15 @@ def test_an_analyst_run_goes_from_spec_to_succeeded_with_its_artifacts(tmp_path)
     assert set(uploaded) == {"investigation.md", "eval_labels.json"}
     assert uploaded["investigation.md"]["kind"] == "investigation"
     assert uploaded["eval_labels.json"]["kind"] == "eval_labels"
-    assert uploaded["investigation.md"]["content"] == (
-        tmp_path / "work/artifacts/investigation.md").read_text()
+    assert (
+        uploaded["investigation.md"]["content"]
+        == (tmp_path / "work/artifacts/investigation.md").read_text()
+    )
     artifact_events = [e["payload"] for e in double.events if e["kind"] == "artifact"]
     assert sorted((p["name"], p["kind"]) for p in artifact_events) == [
-        ("eval_labels.json", "eval_labels"), ("investigation.md", "investigation")]
+        ("eval_labels.json", "eval_labels"),
+        ("investigation.md", "investigation"),
+    ]
     assert {p["artifact_id"] for p in artifact_events} == {a["id"] for a in uploaded.values()}
     # Every event was delivered before the final status, and exactly once.
     assert len(double.event_keys) == len(double.events)
@@ -117,18 +134,27 @@ class ChattyHarness(Harness):
     def run_turn(self, prompt):
         self.prompts.append(prompt)
         notes = self.workspace / "artifacts" / "notes.md"
-        self.sink.emit("message", {"role": "assistant", "text": f"on it: {prompt}",
-                                   "message_id": str(len(self.prompts))})
+        self.sink.emit(
+            "message",
+            {"role": "assistant", "text": f"on it: {prompt}", "message_id": str(len(self.prompts))},
+        )
         if len(self.prompts) == 1:
             notes.write_text("first draft\n")
             (self.workspace / "artifacts" / "fixed.txt").write_text("never changes\n")
-            return TurnResult(ok=True, session_id="sess-1",
-                              usage={"input_tokens": 10, "output_tokens": 5, "cost_usd": 0.01})
+            return TurnResult(
+                ok=True,
+                session_id="sess-1",
+                usage={"input_tokens": 10, "output_tokens": 5, "cost_usd": 0.01},
+            )
         notes.write_text("second draft\n")
         self.in_second_turn.set()
         self._stop.wait(30)
-        return TurnResult(ok=False, stopped=True, session_id="sess-1",
-                          usage={"input_tokens": 3, "output_tokens": 1, "cost_usd": 0.002})
+        return TurnResult(
+            ok=False,
+            stopped=True,
+            session_id="sess-1",
+            usage={"input_tokens": 3, "output_tokens": 1, "cost_usd": 0.002},
+        )
 
     def stop(self):
         self.stop_calls += 1
@@ -161,7 +187,9 @@ def test_a_follow_up_starts_a_turn_and_a_stop_mid_turn_cancels_the_run(tmp_path)
     names = [a["name"] for a in double.artifacts.values()]
     assert sorted(names) == ["fixed.txt", "notes.md", "notes.md"]
     assert {a["content"] for a in double.artifacts.values() if a["name"] == "notes.md"} == {
-        "first draft\n", "second draft\n"}
+        "first draft\n",
+        "second draft\n",
+    }
     texts = [e["payload"]["text"] for e in double.events if e["kind"] == "message"]
     assert texts == ["on it: look at errors", "on it: now the slow spans"]
 
@@ -247,7 +275,8 @@ def test_an_unknown_harness_fails_the_run(tmp_path):
     assert code == 0
     assert states(double) == ["running", "failed"]
     assert double.statuses[-1]["exit_reason"] == (
-        "unknown harness 'gpt-pilot' (known: analyst, claude-code)")
+        "unknown harness 'gpt-pilot' (known: analyst, claude-code)"
+    )
 
 
 def test_a_run_the_server_will_not_start_exits_non_zero(tmp_path):
@@ -278,34 +307,57 @@ def test_a_signal_cancels_the_run(tmp_path):
 def runner_env(double, tmp_path) -> dict:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    return {"AGENTLOOP_URL": double.url, "AGENTLOOP_RUN_TOKEN": double.token,
-            "HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    return {
+        "AGENTLOOP_URL": double.url,
+        "AGENTLOOP_RUN_TOKEN": double.token,
+        "HOME": str(home),
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(REPO),
+    }
 
 
 @pytest.mark.slow
 def test_the_runner_runs_as_a_subprocess_of_the_system_python(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
-    with RunnerDouble(spec={"harness": "analyst", "window": WINDOW},
-                      spans=synthetic_spans()) as double:
+    with RunnerDouble(
+        spec={"harness": "analyst", "window": WINDOW}, spans=synthetic_spans()
+    ) as double:
         done = subprocess.run(
-            [SYSTEM_PYTHON, "-m", "agentloop.runner"], cwd=work, env=runner_env(double, tmp_path),
-            capture_output=True, text=True, timeout=60,
+            [SYSTEM_PYTHON, "-m", "agentloop.runner"],
+            cwd=work,
+            env=runner_env(double, tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         # The CLI the runner installed works from the agent's shell too.
         cli = subprocess.run(
-            [str(tmp_path / "home/bin/agentloop-traces"), "spans", "--status", "ERROR",
-             "--name", "ChatOpenAI"],
-            cwd=work, capture_output=True, text=True, timeout=60,
+            [
+                str(tmp_path / "home/bin/agentloop-traces"),
+                "spans",
+                "--status",
+                "ERROR",
+                "--name",
+                "ChatOpenAI",
+            ],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=60,
             env={**runner_env(double, tmp_path), "PYTHONPATH": "", "AGENTLOOP_PROJECT_ID": ""},
         )
 
     assert done.returncode == 0, done.stderr
     assert states(double) == ["running", "succeeded"]
-    assert {a["name"] for a in double.artifacts.values()} == {"investigation.md",
-                                                              "eval_labels.json"}
-    assert "agentloop-traces spans --status ERROR --name search_inventory" in (
-        work / "artifacts/investigation.md").read_text()
+    assert {a["name"] for a in double.artifacts.values()} == {
+        "investigation.md",
+        "eval_labels.json",
+    }
+    assert (
+        "agentloop-traces spans --status ERROR --name search_inventory"
+        in (work / "artifacts/investigation.md").read_text()
+    )
     assert cli.returncode == 0, cli.stderr
     lines = [json.loads(line) for line in cli.stdout.splitlines()]
     assert [s["trace_id"][:4] for s in lines] == ["ab07", "ab06"]
@@ -325,9 +377,14 @@ def test_sigterm_to_the_runner_process_reports_cancelled_and_exits(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     with RunnerDouble(spec={"harness": "blocking"}) as double:
-        process = subprocess.Popen([SYSTEM_PYTHON, "-c", script], cwd=work,
-                                   env=runner_env(double, tmp_path),
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [SYSTEM_PYTHON, "-c", script],
+            cwd=work,
+            env=runner_env(double, tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert double.wait_for(lambda: any(e["kind"] == "message" for e in double.events))
             process.send_signal(signal.SIGTERM)
@@ -344,7 +401,10 @@ def test_sigterm_to_the_runner_process_reports_cancelled_and_exits(tmp_path):
 
 def test_missing_environment_exits_2_with_a_message(tmp_path):
     done = subprocess.run(
-        [SYSTEM_PYTHON, "-m", "agentloop.runner"], cwd=tmp_path, capture_output=True, text=True,
+        [SYSTEM_PYTHON, "-m", "agentloop.runner"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
         env={"PYTHONPATH": str(REPO), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
         timeout=60,
     )
@@ -354,10 +414,17 @@ def test_missing_environment_exits_2_with_a_message(tmp_path):
 
 
 def test_the_runner_package_imports_no_django():
-    code = ("import sys, agentloop.runner.loop, agentloop.runner.traces_cli, "
-            "agentloop.runner.harnesses.analyst, agentloop.runner.__main__; "
-            "print(sorted(m for m in sys.modules "
-            "if m.split('.')[0] in ('django', 'rest_framework')))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={"PYTHONPATH": str(REPO)}, timeout=60)
+    code = (
+        "import sys, agentloop.runner.loop, agentloop.runner.traces_cli, "
+        "agentloop.runner.harnesses.analyst, agentloop.runner.__main__; "
+        "print(sorted(m for m in sys.modules "
+        "if m.split('.')[0] in ('django', 'rest_framework')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO)},
+        timeout=60,
+    )
     assert done.stdout.strip() == "[]", done.stderr

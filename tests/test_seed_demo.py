@@ -160,3 +160,83 @@ def test_a_lost_login_file_gets_a_new_password_that_works(db, var_dir, client):
     assert client.login(username="admin", password=printed_password(second))
     assert not client.login(username="admin", password=printed_password(first))
     assert "raw value is lost" in second
+
+
+# -- the benchmark's bulk rows -------------------------------------------------
+
+
+def _bench_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benches" / "bench_queries.py"
+    spec = importlib.util.spec_from_file_location("bench_queries", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_rows_have_the_promised_shape():
+    from collections import Counter
+
+    from agentloop.traces.demo import SPAN_COLUMNS, iter_span_rows
+
+    now = timezone.now()
+    batches = list(iter_span_rows(1, 20_000, seed=3, now=now, batch_traces=500))
+    spans = [row for b in batches for row in b.spans]
+    traces = [row for b in batches for row in b.traces]
+    annotations = [row for b in batches for row in b.annotations]
+    col = {name: i for i, name in enumerate(SPAN_COLUMNS)}
+
+    assert len(spans) == 20_000
+    assert [row[col["id"]] for row in spans] == list(range(1, 20_001))
+    assert 8 <= len(spans) / len(traces) <= 12
+    assert 0.02 <= sum(row[col["status_code"]] == "ERROR" for row in spans) / len(spans) <= 0.04
+    assert 0.04 <= len(annotations) / len(spans) <= 0.06
+    assert 200 <= len({row[col["name"]] for row in spans}) <= 400
+    kinds = Counter(row[col["kind"]] for row in spans)
+    assert set(kinds) == {"AGENT", "LLM", "TOOL", "CHAIN", "RETRIEVER", "EMBEDDING"}
+    starts = [row[col["start_time"]] for row in spans]
+    assert now - timedelta(days=30, minutes=1) <= min(starts) and max(starts) <= now + timedelta(
+        minutes=5
+    )
+
+
+def test_bench_rows_load_into_the_database_and_read_back_through_the_orm(db, project):
+    from django.db import connection
+
+    from agentloop.traces.demo import (
+        ANNOTATION_COLUMNS,
+        SPAN_COLUMNS,
+        TRACE_COLUMNS,
+        iter_span_rows,
+    )
+    from agentloop.traces.queries import filter_spans, page_spans, parse_span_filter
+
+    bench = _bench_module()
+    now = timezone.now().replace(microsecond=0)
+    first_id = (Span.objects.order_by("-id").values_list("id", flat=True).first() or 0) + 1
+    for batch in iter_span_rows(project.pk, 3000, seed=1, now=now, first_id=first_id):
+        bench._insert(connection, "traces_span", SPAN_COLUMNS, batch.spans, (9, 10, 21))
+        bench._insert(connection, "traces_trace", TRACE_COLUMNS, batch.traces, (2, 3, 4))
+        bench._insert(
+            connection, "traces_spanannotation", ANNOTATION_COLUMNS, batch.annotations, (10, 11)
+        )
+
+    assert Span.objects.filter(project=project).count() == 3000
+    newest = Span.objects.filter(project=project).order_by("-start_time").first()
+    assert now - timedelta(minutes=5) < newest.start_time <= now + timedelta(minutes=5)
+    assert newest.attributes["openinference.span.kind"] == newest.kind
+
+    # Time filters compare correctly with how the rows stored their times.
+    day_ago = (now - timedelta(days=1)).isoformat()
+    recent = filter_spans(project, parse_span_filter({"start": day_ago}))
+    expected = [
+        s for s in Span.objects.filter(project=project) if s.start_time >= now - timedelta(days=1)
+    ]
+    assert recent.count() == len(expected) > 0
+
+    labelled = filter_spans(project, parse_span_filter({"annotation": "correctness"}))
+    assert labelled.count() == SpanAnnotation.objects.filter(name="correctness").count() > 0
+    rows, cursor = page_spans(filter_spans(project, parse_span_filter({"kind": "LLM"})), None, 50)
+    assert len(rows) == 50 and cursor and {r.kind for r in rows} == {"LLM"}
