@@ -1,7 +1,7 @@
 """An in-memory sandbox provider for tests: records what was asked, starts nothing.
 
 `fake_provider` (a fixture in the test modules that import it) registers it as
-"fake" through agentloop.runs.providers.override_provider.
+"fake" through the sandbox registry (agentloop.runs.providers.override_provider).
 """
 
 from __future__ import annotations

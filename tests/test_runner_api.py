@@ -136,9 +136,12 @@ def test_status_refuses_illegal_moves(launched):
     answer = runner.post("status", {"state": "waiting"})
     assert answer.status_code == 409
     assert answer.json() == {"detail": "A run cannot go from provisioning to waiting."}
-    bad = runner.post("status", {"state": "cancelled"})
+    bad = runner.post("status", {"state": "timed_out"})
     assert bad.status_code == 400
-    assert "state must be one of running, waiting, succeeded, failed" in bad.json()["detail"]
+    assert (
+        "state must be one of running, waiting, succeeded, failed, cancelled"
+        in bad.json()["detail"]
+    )
     run.refresh_from_db()
     assert run.status == RunStatus.PROVISIONING
 
@@ -232,11 +235,8 @@ def test_artifacts_are_idempotent_by_key(running):
     again = runner.post("artifacts", {**body, "content": "changed"})
     assert again.json() == {"id": artifact.pk, "created": False}
     assert Artifact.objects.get().content.startswith("# Findings")
-    # One artifact event in the transcript, not two.
-    events = run.events.filter(kind="artifact")
-    assert [e.payload for e in events] == [
-        {"artifact_id": artifact.pk, "kind": "investigation", "name": "Refund failures"}
-    ]
+    # The runner posts the transcript's artifact event itself; the server adds none.
+    assert not run.events.filter(kind="artifact").exists()
 
 
 def test_a_bad_artifact_gets_a_clear_400(running):

@@ -142,20 +142,14 @@ def validate_artifact(body) -> dict:
 
 
 def record_artifact(run: Run, artifact: dict, secrets: Secrets) -> tuple[Artifact, bool]:
-    """Store a validated artifact and its `artifact` event; (artifact, created)."""
+    """Store a validated artifact; (artifact, created). The runner itself posts
+    the matching `artifact` event for the transcript (docs/runner-protocol.md)."""
     existing = Artifact.objects.filter(run=run, key=artifact["key"]).first()
     if existing is not None:
         return existing, False
     clean = redact({k: v for k, v in artifact.items() if k != "key"}, secrets)
     try:
         with transaction.atomic():
-            stored = Artifact.objects.create(run=run, key=artifact["key"], **clean)
-            run.append_event(
-                EventSource.SYSTEM,
-                EventKind.ARTIFACT,
-                {"artifact_id": stored.pk, "kind": stored.kind, "name": stored.name},
-                key=f"artifact-{stored.pk}",
-            )
-    except IntegrityError:
+            return Artifact.objects.create(run=run, key=artifact["key"], **clean), True
+    except IntegrityError:  # the same key posted twice at once: the other one won
         return Artifact.objects.get(run=run, key=artifact["key"]), False
-    return stored, True

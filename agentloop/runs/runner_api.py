@@ -36,7 +36,14 @@ POLL_INTERVAL_SECONDS = 0.5
 clock = time.monotonic
 sleep = time.sleep
 
-RUNNER_STATES = (RunStatus.RUNNING, RunStatus.WAITING, RunStatus.SUCCEEDED, RunStatus.FAILED)
+# The runner reports cancelled itself when it stopped on request or on SIGTERM.
+RUNNER_STATES = (
+    RunStatus.RUNNING,
+    RunStatus.WAITING,
+    RunStatus.SUCCEEDED,
+    RunStatus.FAILED,
+    RunStatus.CANCELLED,
+)
 
 
 def _error(status: int, detail: str) -> JsonResponse:
