@@ -17,6 +17,7 @@ install: $(VENV)/.installed
 # Migrate, seed the demo (admin login, space, project, traces) and start web + worker.
 run: install
 	DEBUG=1 $(PY) manage.py migrate --noinput
+	DEBUG=1 $(PY) manage.py setup_schedules
 	DEBUG=1 $(PY) manage.py seed_demo
 	DEBUG=1 $(PY) manage.py serve
 
