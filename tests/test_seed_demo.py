@@ -182,14 +182,14 @@ def test_bench_rows_have_the_promised_shape():
     from agentloop.traces.demo import SPAN_COLUMNS, iter_span_rows
 
     now = timezone.now()
-    batches = list(iter_span_rows(1, 20_000, seed=3, now=now, batch_traces=500))
+    batches = list(iter_span_rows(1, 10_000, seed=3, now=now, batch_traces=500))
     spans = [row for b in batches for row in b.spans]
     traces = [row for b in batches for row in b.traces]
     annotations = [row for b in batches for row in b.annotations]
     col = {name: i for i, name in enumerate(SPAN_COLUMNS)}
 
-    assert len(spans) == 20_000
-    assert [row[col["id"]] for row in spans] == list(range(1, 20_001))
+    assert len(spans) == 10_000
+    assert [row[col["id"]] for row in spans] == list(range(1, 10_001))
     assert 8 <= len(spans) / len(traces) <= 12
     assert 0.02 <= sum(row[col["status_code"]] == "ERROR" for row in spans) / len(spans) <= 0.04
     assert 0.04 <= len(annotations) / len(spans) <= 0.06
@@ -216,7 +216,7 @@ def test_bench_rows_load_into_the_database_and_read_back_through_the_orm(db, pro
     bench = _bench_module()
     now = timezone.now().replace(microsecond=0)
     first_id = (Span.objects.order_by("-id").values_list("id", flat=True).first() or 0) + 1
-    for batch in iter_span_rows(project.pk, 3000, seed=1, now=now, first_id=first_id):
+    for batch in iter_span_rows(project.pk, 3000, seed=1, now=now, days=1, first_id=first_id):
         bench._insert(connection, "traces_span", SPAN_COLUMNS, batch.spans, (9, 10, 21))
         bench._insert(connection, "traces_trace", TRACE_COLUMNS, batch.traces, (2, 3, 4))
         bench._insert(
