@@ -456,3 +456,13 @@ def test_span_detail_links_to_the_sessions_spans(client_for, alice, project, hos
     session_page = client_for(alice).get(explorer_url(project), {"session_id": "sess-1"})
     assert rows(session_page.content.decode()) == [hostile_span.span_id]
     assert 'name="session_id" value="sess-1"' in session_page.content.decode()
+
+
+def test_a_filter_change_pushes_a_url_with_only_the_filters_set(client_for, alice, project, trace):
+    response = client_for(alice).get(
+        explorer_url(project),
+        {"kind": "LLM", "status": "", "name": "", "attr": ["", "tenant=acme"]},
+        **HTMX,
+    )
+    assert response["HX-Push-Url"] == f"{explorer_url(project)}?kind=LLM&attr=tenant%3Dacme"
+    assert rows(response.content.decode()) == [trace["llm"].span_id]

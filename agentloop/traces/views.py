@@ -9,10 +9,11 @@ and every refresh.
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
+from django.http import Http404, QueryDict
 from django.shortcuts import render
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET
+from django_htmx.http import push_url
 
 from agentloop.teams.access import get_project_for_user
 from agentloop.traces import queries
@@ -44,26 +45,34 @@ def explorer(request, project_id):
     except queries.InvalidFilter as e:
         error = e.message
 
-    next_params = request.GET.copy()
+    # Blank form fields are dropped so the URL says only which filters are set.
+    filters = QueryDict(mutable=True)
+    for key, values in request.GET.lists():
+        kept = [v for v in values if v.strip()]
+        if key != "cursor" and kept:
+            filters.setlist(key, kept)
+    next_params = filters.copy()
     next_params["cursor"] = next_cursor or ""
-    filters = request.GET.copy()
-    filters.pop("cursor", None)
     context = {
         "project": project,
         "spans": spans,
         "error": error,
         "next_query": next_params.urlencode() if next_cursor else None,
         "params": filters,
-        "attrs": [a for a in filters.getlist("attr") if a.strip()],
+        "attrs": filters.getlist("attr"),
         "kinds": SpanKind.values,
         "statuses": StatusCode.values,
-        "is_filtered": any(v.strip() for v in filters.values()),
+        "is_filtered": bool(filters),
     }
     template = "traces/explorer.html"
     if _is_fragment_request(request):
         # "Load more" appends rows; a filter change replaces the whole table.
         template += "#span-rows" if cursor else "#span-table"
     response = render(request, template, context)
+    if _is_fragment_request(request) and not cursor:
+        # A reload or a shared link then shows the same filtered table.
+        query = filters.urlencode()
+        push_url(response, request.path + (f"?{query}" if query else ""))
     patch_vary_headers(response, ("HX-Request",))
     return response
 
