@@ -159,6 +159,17 @@ AGENTLOOP_PUBLIC_URL = env_str("AGENTLOOP_PUBLIC_URL", "http://127.0.0.1:8000")
 # Per-run workspaces of the local (bubblewrap) sandbox provider.
 SANDBOX_ROOT = Path(env_str("AGENTLOOP_SANDBOX_ROOT", str(VAR_DIR / "sandboxes")))
 SANDBOX_PROVIDER_DEFAULT = env_str("AGENTLOOP_SANDBOX_PROVIDER", "local")
+# Local provider (docs/sandboxes.md): extra read-only binds "host:sandbox", the
+# unprivileged host uid bwrap runs as when we are root, SIGTERM→SIGKILL grace.
+SANDBOX_RO_BINDS = env_list("AGENTLOOP_SANDBOX_RO_BINDS")
+SANDBOX_HOST_UID = env_int("AGENTLOOP_SANDBOX_HOST_UID", 1000)
+SANDBOX_STOP_GRACE_SECONDS = env_int("AGENTLOOP_SANDBOX_STOP_GRACE_SECONDS", 10)
+# Kubernetes provider: kubeconfig context (empty: in-cluster config), namespace,
+# runner image, optional RuntimeClass (gvisor, kata) for a stronger boundary.
+K8S_CONTEXT = env_str("AGENTLOOP_K8S_CONTEXT", "")
+K8S_NAMESPACE = env_str("AGENTLOOP_K8S_NAMESPACE", "agentloop-runs")
+K8S_IMAGE = env_str("AGENTLOOP_K8S_IMAGE", "ghcr.io/agentloop/runner:latest")
+K8S_RUNTIME_CLASS = env_str("AGENTLOOP_K8S_RUNTIME_CLASS", "")
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:

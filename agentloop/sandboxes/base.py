@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass, field
 @dataclass(frozen=True)
 class Limits:
     cpu: float = 1.0  # cores (kubernetes: limits.cpu; local: advisory)
-    memory_mb: int = 2048  # local: RLIMIT_AS of the runner tree is not used (node needs VM); see provider
-    processes: int = 256  # local: RLIMIT_NPROC
+    memory_mb: int = 2048  # local: a memory cgroup when writable (never RLIMIT_AS: node needs VM)
+    processes: int = 256  # local: a pids cgroup, else RLIMIT_NPROC of the sandbox host uid
     wall_seconds: int = 3600  # hard deadline: the sandbox is killed after this
-    disk_mb: int = 2048  # workspace size hint (kubernetes: ephemeral-storage)
+    disk_mb: int = 2048  # local: RLIMIT_FSIZE (largest file); kubernetes: ephemeral-storage
+    open_files: int = 4096  # local: RLIMIT_NOFILE
 
 
 class NetworkPolicy(enum.StrEnum):

@@ -1,0 +1,391 @@
+"""The local sandbox provider: one bubblewrap sandbox per run on this host.
+
+start() lays out a run directory under settings.SANDBOX_ROOT and hands it to a
+detached supervisor (agentloop/sandboxes/supervise.py), which runs bwrap and
+outlives the q2 task that called start(). Everything later — status(), stop(),
+cleanup(), read_log() — works from the handle and the files in that directory,
+so any process on the same host can ask.
+
+Layout of SANDBOX_ROOT/<run_code>/ (mode 0711, root-owned):
+  workspace/  -> /workspace inside (writable; owned by the sandbox host uid)
+  home/       -> /home/agent inside (writable)
+  etc/        passwd and group naming the sandbox user, bound read-only
+  config.json, supervisor.json, sandbox.json, state.json, runner.log, supervisor.log
+              (only the supervisor and the host see these)
+
+See docs/sandboxes.md for what is isolated, what is not (the network), and why
+memory is limited by a cgroup rather than RLIMIT_AS.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from django.conf import settings
+
+from agentloop.sandboxes.base import (
+    SandboxError,
+    SandboxHandle,
+    SandboxProvider,
+    SandboxSpec,
+    SandboxState,
+    SandboxStatus,
+)
+from agentloop.sandboxes.supervise import cgroup_dirs, is_same_process, remove_cgroup, write_json
+
+SANDBOX_UID = 1000  # the agent's uid inside: non-root, as Claude Code insists
+WORKSPACE = "/workspace"
+HOME = "/home/agent"
+RUNNER_PYTHONPATH = "/opt/agentloop"
+CLAUDE_DIR = "/opt/claude"
+RUN_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+# Read-only from the host's /etc: name resolution and TLS roots, nothing else
+# (not /etc/ssl/private, not the host's passwd/shadow).
+ETC_FILES = [
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/host.conf",
+    "/etc/gai.conf",
+    "/etc/nsswitch.conf",
+    "/etc/localtime",
+    "/etc/ssl/certs",
+    "/etc/ssl/openssl.cnf",
+    "/etc/ca-certificates.conf",
+    "/etc/pki",  # RHEL-style CA bundle location
+]
+
+
+def _setting(name: str, default):
+    return getattr(settings, name, default)
+
+
+def claude_binary() -> Path | None:
+    """The Claude Code CLI bundled with claude_agent_sdk in this venv, if installed."""
+    configured = _setting("SANDBOX_CLAUDE_BINARY", None)
+    if configured:
+        return Path(configured)
+    try:
+        spec = importlib.util.find_spec("claude_agent_sdk")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin:
+        return None
+    path = Path(spec.origin).parent / "_bundled" / "claude"
+    return path if path.is_file() else None
+
+
+def parse_binds(entries: list[str]) -> list[tuple[str, str]]:
+    """'host:sandbox' pairs from settings.SANDBOX_RO_BINDS; absolute paths only."""
+    binds = []
+    for entry in entries:
+        host, sep, inside = entry.partition(":")
+        if not sep or not host.startswith("/") or not inside.startswith("/"):
+            raise SandboxError(
+                f"SANDBOX_RO_BINDS entry {entry!r} is not 'host_path:sandbox_path' "
+                "with absolute paths."
+            )
+        binds.append((host, inside))
+    return binds
+
+
+class LocalProvider(SandboxProvider):
+    name = "local"
+
+    # -- start --------------------------------------------------------------
+
+    def sandbox_env(self, spec: SandboxSpec) -> dict[str, str]:
+        """The whole environment inside: spec.env plus what the sandbox itself needs."""
+        env = {"LANG": "C.UTF-8", **spec.env}
+        env.update(
+            {
+                "PATH": f"{CLAUDE_DIR}:/usr/bin:/bin:/usr/local/bin",
+                "HOME": HOME,
+                "USER": "agent",
+                "PYTHONPATH": RUNNER_PYTHONPATH,
+                "PYTHONDONTWRITEBYTECODE": "1",  # the runner code is read-only
+                "PYTHONUNBUFFERED": "1",  # logs reach runner.log as they happen
+                "AGENTLOOP_WORKSPACE": WORKSPACE,
+            }
+        )
+        return env
+
+    def bwrap_options(self, spec: SandboxSpec, run_dir: Path) -> list[str]:
+        """bwrap options (everything before the command); read from a memfd by bwrap."""
+        opts = [
+            "--unshare-user",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--uid",
+            str(SANDBOX_UID),
+            "--gid",
+            str(SANDBOX_UID),
+            "--hostname",
+            "sandbox",
+            "--die-with-parent",
+            "--new-session",
+            "--clearenv",
+        ]
+        for name, value in self.sandbox_env(spec).items():
+            opts += ["--setenv", name, value]
+        opts += ["--ro-bind", "/usr", "/usr"]
+        # /bin, /lib… are symlinks into /usr on merged-/usr systems; copy the shape.
+        for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+            if os.path.islink(top):
+                opts += ["--symlink", os.readlink(top), top]
+            elif os.path.isdir(top):
+                opts += ["--ro-bind", top, top]
+        for path in ETC_FILES:
+            opts += ["--ro-bind-try", path, path]
+        opts += [
+            "--ro-bind",
+            str(run_dir / "etc" / "passwd"),
+            "/etc/passwd",
+            "--ro-bind",
+            str(run_dir / "etc" / "group"),
+            "/etc/group",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--bind",
+            str(run_dir / "workspace"),
+            WORKSPACE,
+            "--bind",
+            str(run_dir / "home"),
+            HOME,
+            # The runner's code: stdlib-only modules; the package holds no secrets
+            # (settings read them from the environment; var/ lives outside it).
+            "--ro-bind",
+            str(Path(settings.BASE_DIR) / "agentloop"),
+            f"{RUNNER_PYTHONPATH}/agentloop",
+        ]
+        claude = claude_binary()
+        if claude is not None:
+            opts += ["--ro-bind", str(claude), f"{CLAUDE_DIR}/claude"]
+        for host, inside in parse_binds(_setting("SANDBOX_RO_BINDS", [])):
+            opts += ["--ro-bind", host, inside]
+        opts += ["--remount-ro", "/", "--chdir", WORKSPACE]
+        return opts
+
+    def host_uid(self) -> int | None:
+        """The host uid the sandbox runs as. Root drops to an unprivileged uid, so
+        that what is uid 1000 inside is not uid 0 outside."""
+        if os.geteuid() != 0:
+            return None
+        return int(_setting("SANDBOX_HOST_UID", 1000))
+
+    def run_dir(self, run_code: str) -> Path:
+        if not RUN_CODE_RE.match(run_code):
+            raise SandboxError(
+                f"run code {run_code!r} cannot name a sandbox (letters, digits, - and _)."
+            )
+        return Path(settings.SANDBOX_ROOT) / run_code
+
+    def start(self, spec: SandboxSpec) -> SandboxHandle:
+        bwrap = _setting("SANDBOX_BWRAP", "/usr/bin/bwrap")
+        if not os.access(bwrap, os.X_OK):
+            raise SandboxError(
+                f"bubblewrap is not installed at {bwrap} (apt-get install bubblewrap)."
+            )
+        if not spec.command:
+            raise SandboxError("the sandbox spec has no command.")
+        run_dir = self.run_dir(spec.run_code)
+        root = run_dir.parent
+        root.mkdir(parents=True, exist_ok=True)
+        root.chmod(0o711)  # traversable by the sandbox uid (bwrap binds from here), not listable
+        _check_traversable(root)
+        try:
+            run_dir.mkdir(mode=0o711)
+        except FileExistsError:
+            raise SandboxError(
+                f"a sandbox for run {spec.run_code} already exists at {run_dir}; clean it up first."
+            ) from None
+        uid = self.host_uid()
+        for sub in ("workspace", "home"):
+            (run_dir / sub).mkdir(mode=0o700)
+            if uid is not None:
+                os.chown(run_dir / sub, uid, uid)
+        (run_dir / "etc").mkdir(mode=0o755)
+        (run_dir / "etc" / "passwd").write_text(
+            f"root:x:0:0:root:/root:/usr/sbin/nologin\n"
+            f"agent:x:{SANDBOX_UID}:{SANDBOX_UID}:agent:{HOME}:/bin/sh\n"
+            f"nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        )
+        (run_dir / "etc" / "group").write_text(
+            f"root:x:0:\nagent:x:{SANDBOX_UID}:\nnogroup:x:65534:\n"
+        )
+        limits = spec.limits
+        # Unique per sandbox, not just per run: cleanup kills whatever is in it.
+        cgroup = f"agentloop-{spec.run_code}-{secrets.token_hex(4)}"
+        write_json(
+            run_dir / "config.json",
+            {
+                "run_code": spec.run_code,
+                "cgroup": cgroup,
+                "bwrap": bwrap,
+                "bwrap_options": self.bwrap_options(spec, run_dir),
+                "command": list(spec.command),
+                "host_uid": uid,
+                "wall_seconds": limits.wall_seconds,
+                "memory_bytes": limits.memory_mb * 1024 * 1024,
+                "processes": limits.processes,
+                "open_files": limits.open_files,
+                "file_size_bytes": limits.disk_mb * 1024 * 1024,
+                "stop_grace_seconds": int(_setting("SANDBOX_STOP_GRACE_SECONDS", 10)),
+            },
+        )
+        # The supervisor gets a bare environment: none of this process's secrets.
+        launcher = subprocess.run(
+            [sys.executable, "-m", "agentloop.sandboxes.supervise", str(run_dir)],
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(settings.BASE_DIR)},
+            cwd=str(settings.BASE_DIR),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+            start_new_session=True,
+        )
+        try:
+            supervisor = json.loads((run_dir / "supervisor.json").read_text())
+        except (FileNotFoundError, ValueError):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise SandboxError(
+                "the sandbox supervisor did not start: "
+                + (
+                    launcher.stderr.decode(errors="replace")[-2000:]
+                    or f"exit {launcher.returncode}"
+                )
+            ) from None
+        return SandboxHandle(
+            provider=self.name,
+            id=spec.run_code,
+            data={
+                "dir": str(run_dir),
+                "supervisor_pid": supervisor["pid"],
+                "supervisor_start": supervisor["start_time"],
+                "cgroup": cgroup,
+            },
+        )
+
+    # -- asking and stopping -----------------------------------------------------
+
+    def _dir(self, handle: SandboxHandle) -> Path:
+        return Path(handle.data.get("dir") or self.run_dir(handle.id))
+
+    def _supervisor_alive(self, handle: SandboxHandle) -> bool:
+        return is_same_process(
+            handle.data.get("supervisor_pid"), handle.data.get("supervisor_start")
+        )
+
+    def status(self, handle: SandboxHandle) -> SandboxStatus:
+        run_dir = self._dir(handle)
+        state_path = run_dir / "state.json"
+        if state_path.exists():
+            state = json.loads(state_path.read_text())
+            if state["exit_code"] is None:  # bwrap never ran, or the supervisor failed
+                return SandboxStatus(SandboxState.GONE, detail=state.get("detail", state["reason"]))
+            return SandboxStatus(
+                SandboxState.EXITED, exit_code=state["exit_code"], detail=state["reason"]
+            )
+        if self._supervisor_alive(handle):
+            if (run_dir / "sandbox.json").exists():
+                return SandboxStatus(SandboxState.RUNNING)
+            return SandboxStatus(SandboxState.STARTING)
+        if run_dir.exists():
+            return SandboxStatus(
+                SandboxState.GONE, detail="the supervisor ended without recording an exit"
+            )
+        return SandboxStatus(SandboxState.GONE, detail="no sandbox directory")
+
+    def stop(self, handle: SandboxHandle) -> None:
+        """SIGTERM to the supervisor; it signals the processes inside and SIGKILLs
+        them after SANDBOX_STOP_GRACE_SECONDS, so this call does not wait."""
+        if self._supervisor_alive(handle):
+            try:
+                os.kill(handle.data["supervisor_pid"], signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def kill(self, handle: SandboxHandle) -> None:
+        """SIGKILL the supervisor: bwrap dies with its parent, the sandbox with bwrap."""
+        if self._supervisor_alive(handle):
+            try:
+                os.kill(handle.data["supervisor_pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def cleanup(self, handle: SandboxHandle) -> None:
+        run_dir = self._dir(handle)
+        self.kill(handle)
+        sandbox = _read_json(run_dir / "sandbox.json")
+        if sandbox and is_same_process(sandbox.get("bwrap_pid"), sandbox.get("bwrap_start")):
+            # bwrap normally dies with its supervisor; if the supervisor was killed
+            # before bwrap armed --die-with-parent, it would live on.
+            _kill(sandbox["bwrap_pid"])
+        # A killed supervisor could not remove its cgroups (maybe not even record them).
+        # Everything still in them is the sandbox's (the supervisor never joins them).
+        recorded = [Path(c["path"]) for c in (sandbox or {}).get("cgroups", [])]
+        named = cgroup_dirs(handle.data["cgroup"]) if handle.data.get("cgroup") else []
+        cgroups = {*recorded, *named}
+        for directory in cgroups:
+            try:
+                pids = (directory / "cgroup.procs").read_text().split()
+            except OSError:
+                continue
+            for pid in pids:
+                _kill(int(pid))
+        if run_dir.exists():
+            if not run_dir.resolve().is_relative_to(Path(settings.SANDBOX_ROOT).resolve()):
+                raise SandboxError(f"refusing to remove {run_dir}: it is outside SANDBOX_ROOT.")
+            shutil.rmtree(run_dir, ignore_errors=True)
+        for directory in cgroups:
+            remove_cgroup(directory)
+
+    def read_log(self, handle: SandboxHandle, tail_bytes: int = 64 * 1024) -> str:
+        """The last tail_bytes of the runner's stdout and stderr, for debugging."""
+        path = self._dir(handle) / "runner.log"
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - tail_bytes))
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+def _check_traversable(root: Path) -> None:
+    """bwrap runs as the unprivileged sandbox uid: every parent of SANDBOX_ROOT must let it pass."""
+    for parent in [root, *root.parents]:
+        if not parent.stat().st_mode & 0o001:
+            raise SandboxError(
+                f"{parent} is not traversable by other users "
+                f"(mode {parent.stat().st_mode & 0o777:o}): the sandbox uid cannot reach "
+                "SANDBOX_ROOT. Use a SANDBOX_ROOT whose parents are all o+x."
+            )
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None

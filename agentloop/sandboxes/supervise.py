@@ -1,0 +1,348 @@
+"""The detached supervisor of one local sandbox. Standard library only, no Django.
+
+`python -m agentloop.sandboxes.supervise <run_dir>` is started by
+LocalProvider.start(). It forks: the parent records the child's pid in
+`supervisor.json` and exits at once (so start() returns quickly and the child is
+nobody's zombie); the child, in its own session, reads and deletes `config.json`
+(it holds the run token), puts the sandbox in its own cgroups, runs bwrap with
+--die-with-parent, enforces the wall clock, turns SIGTERM into a graceful stop
+(SIGTERM to the processes inside, SIGKILL after a grace period) and finally
+writes `state.json` with the exit code. Killing the supervisor kills the sandbox.
+
+Files in the run directory (root-owned, never visible inside the sandbox):
+config.json (consumed), supervisor.json, sandbox.json, state.json, runner.log.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import signal
+import sys
+import time
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+# -- process identity (shared with the provider: pid reuse safe) -------------
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel start time of pid (field 22 of /proc/<pid>/stat), or None if it is not alive.
+
+    A zombie counts as not alive: it has exited, only its parent has not reaped it.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name (field 2) may contain spaces and parentheses; split after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+def is_same_process(pid: int | None, start_time: str | None) -> bool:
+    return bool(pid) and start_time is not None and process_start_time(pid) == start_time
+
+
+def descendants(pid: int) -> list[int]:
+    """All live descendants of pid, children first (via /proc/<pid>/task/*/children)."""
+    found: list[int] = []
+    queue = [pid]
+    while queue:
+        current = queue.pop(0)
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except FileNotFoundError:
+            continue
+        for tid in tasks:
+            try:
+                children = Path(f"/proc/{current}/task/{tid}/children").read_text().split()
+            except FileNotFoundError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.append(child)
+                    queue.append(child)
+    return found
+
+
+def write_json(path: Path, value: dict) -> None:
+    """Write atomically, so a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(value, f)
+    os.replace(tmp, path)
+
+
+# -- cgroups: per-run memory and pids limits when the hierarchy is writable --
+
+
+def _own_cgroup_paths() -> dict[str, str]:
+    """controller name ('' for cgroup v2) -> this process's cgroup path."""
+    paths = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            paths[controller] = path
+    return paths
+
+
+def cgroup_dirs(name: str) -> list[Path]:
+    """Where the cgroups named `name` live: children of this process's own cgroups.
+
+    Nested under our own cgroup (not the root), so a sandbox never escapes the
+    limits of the host service or container it runs in. Deterministic, so
+    cleanup() finds them even when the supervisor died before recording them.
+    """
+    own = _own_cgroup_paths()
+    if (CGROUP_ROOT / "cgroup.controllers").exists():  # unified (v2) hierarchy only
+        bases = {"": CGROUP_ROOT}
+    else:  # v1 (or hybrid): one hierarchy per controller
+        bases = {"memory": CGROUP_ROOT / "memory", "pids": CGROUP_ROOT / "pids"}
+    return [
+        base / own[controller].lstrip("/") / name
+        for controller, base in bases.items()
+        if controller in own
+    ]
+
+
+def create_cgroups(name: str, memory_bytes: int, pids_max: int) -> list[dict]:
+    """Create the run's cgroups and set its limits; return what was applied."""
+    limits = {
+        "memory.max": memory_bytes,  # v2
+        "memory.limit_in_bytes": memory_bytes,  # v1; memsw after it, so swap is no way out
+        "memory.memsw.limit_in_bytes": memory_bytes,
+        "pids.max": pids_max,  # v1 and v2
+    }
+    created = []
+    for directory in cgroup_dirs(name):
+        try:
+            directory.mkdir(exist_ok=True)
+        except OSError:
+            continue  # not writable here: the limit is simply not applied (see sandbox.json)
+        applied = {}
+        for filename, value in limits.items():
+            if not (directory / filename).exists():
+                continue
+            try:
+                (directory / filename).write_text(str(value))
+                applied[filename] = value
+            except OSError:
+                pass  # e.g. memsw without swap accounting
+        if applied:
+            created.append({"path": str(directory), "applied": applied})
+        else:
+            remove_cgroup(directory)
+    return created
+
+
+def remove_cgroup(directory: Path) -> None:
+    for _ in range(50):  # the last processes may take a moment to leave
+        try:
+            directory.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
+def remove_cgroups(cgroups: list[dict]) -> None:
+    for cgroup in cgroups:
+        remove_cgroup(Path(cgroup["path"]))
+
+
+# -- the supervisor proper ----------------------------------------------------
+
+PR_SET_PDEATHSIG = 1
+
+
+_libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork: preexec_fn must not import
+
+
+def _set_parent_death_signal(signum: int) -> None:
+    if _libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+class Supervisor:
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        config_path = run_dir / "config.json"
+        self.config = json.loads(config_path.read_text())
+        config_path.unlink()  # it holds the run token: keep it on disk no longer than needed
+        self.stop_reason: str | None = None
+        self.deadline = time.monotonic() + self.config["wall_seconds"]
+        self.kill_at: float | None = None
+
+    def _child_setup(self, cgroups: list[dict], nproc: int | None, supervisor_pid: int) -> None:
+        """In the forked child before exec: join the cgroups, set rlimits, drop to the host uid."""
+        for cgroup in cgroups:
+            with open(Path(cgroup["path"]) / "cgroup.procs", "w") as f:
+                f.write(str(os.getpid()))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        nofile = self.config["open_files"]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        fsize = self.config["file_size_bytes"]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        if nproc is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+        uid = self.config.get("host_uid")
+        if uid is not None:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+        # bwrap arms --die-with-parent only once it is set up; until then a killed
+        # supervisor would leave it running. Arm it from the start (after setuid,
+        # which clears it), and give up if the supervisor is already gone.
+        _set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != supervisor_pid:
+            os._exit(1)
+
+    def run(self) -> int:
+        import subprocess
+
+        cfg = self.config
+        cgroups = create_cgroups(cfg["cgroup"], cfg["memory_bytes"], cfg["processes"])
+        pids_limited = any("pids.max" in c["applied"] for c in cgroups)
+        # Without a pids cgroup fall back to RLIMIT_NPROC. It only binds a non-root
+        # host uid, and counts every process of that uid (all runs together).
+        nproc = None if pids_limited or cfg.get("host_uid") is None else cfg["processes"]
+
+        # bwrap reads its options from a memfd: the run token in --setenv never
+        # appears in a command line that `ps` shows.
+        args_fd = os.memfd_create("bwrap-args", 0)
+        os.write(args_fd, b"".join(arg.encode() + b"\0" for arg in cfg["bwrap_options"]))
+        os.lseek(args_fd, 0, os.SEEK_SET)
+
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGINT, self._on_sigterm)
+        log = open(self.run_dir / "runner.log", "ab")
+        supervisor_pid = os.getpid()
+        started = time.time()
+        try:
+            proc = subprocess.Popen(
+                [cfg["bwrap"], "--args", str(args_fd), *cfg["command"]],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={},
+                pass_fds=(args_fd,),
+                preexec_fn=lambda: self._child_setup(cgroups, nproc, supervisor_pid),
+                close_fds=True,
+            )
+        except OSError as exc:
+            write_json(
+                self.run_dir / "state.json",
+                {
+                    "exit_code": None,
+                    "reason": "error",
+                    "detail": f"bwrap could not start: {exc}",
+                    "started_at": started,
+                    "finished_at": time.time(),
+                },
+            )
+            remove_cgroups(cgroups)
+            return 1
+        finally:
+            os.close(args_fd)
+        write_json(
+            self.run_dir / "sandbox.json",
+            {
+                "bwrap_pid": proc.pid,
+                "bwrap_start": process_start_time(proc.pid),
+                "cgroups": cgroups,
+                "nproc_rlimit": nproc,
+            },
+        )
+
+        code = self._wait(proc)
+        log.close()
+        write_json(
+            self.run_dir / "state.json",
+            {
+                "exit_code": code,
+                "reason": self.stop_reason or "exited",
+                "started_at": started,
+                "finished_at": time.time(),
+            },
+        )
+        remove_cgroups(cgroups)
+        return 0
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.stop_reason = self.stop_reason or "stopped"
+
+    def _wait(self, proc) -> int:
+        import subprocess
+
+        grace = self.config["stop_grace_seconds"]
+        while True:
+            try:
+                code = proc.wait(timeout=0.2)
+                # bwrap reports a signalled child as 128+signal; Popen gives -signal
+                # when bwrap itself is killed: normalise to the shell convention.
+                return 128 - code if code < 0 else code
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if self.stop_reason is None and now >= self.deadline:
+                self.stop_reason = "wall_clock"
+            if self.stop_reason and self.kill_at is None:
+                # Ask nicely: the processes inside get SIGTERM (bwrap's own init and
+                # bwrap itself would just die, taking the runner with them unflushed).
+                for pid in descendants(proc.pid):
+                    try:
+                        os.kill(pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+                self.kill_at = now + grace
+            if self.kill_at is not None and now >= self.kill_at:
+                proc.kill()  # the sandbox's pid 1 dies with bwrap, and every process with it
+
+
+def main(argv: list[str]) -> int:
+    run_dir = Path(argv[1])
+    pid = os.fork()
+    if pid:
+        # Parent: record who supervises, then exit so the launcher is not kept waiting.
+        for _ in range(100):
+            start_time = process_start_time(pid)
+            if start_time:
+                break
+            time.sleep(0.01)
+        write_json(run_dir / "supervisor.json", {"pid": pid, "start_time": start_time})
+        return 0
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):
+        os.dup2(devnull, fd)
+    err = os.open(run_dir / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(err, 2)
+    try:
+        return Supervisor(run_dir).run()
+    except Exception as exc:  # record why, so status() does not just say "gone"
+        import traceback
+
+        traceback.print_exc()
+        write_json(
+            run_dir / "state.json",
+            {
+                "exit_code": None,
+                "reason": "error",
+                "detail": f"supervisor failed: {exc}",
+                "finished_at": time.time(),
+            },
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
