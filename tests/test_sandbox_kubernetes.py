@@ -1,0 +1,335 @@
+"""The Kubernetes provider through the real client against a local API double (tests/k8s_double.py).
+
+What is asserted is what the API server received on the wire: the manifests,
+the call sequence, and how answers map to sandbox states.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+
+import pytest
+from kubernetes import client
+
+from agentloop.sandboxes.base import (
+    Limits,
+    SandboxError,
+    SandboxHandle,
+    SandboxSpec,
+    SandboxState,
+)
+from agentloop.sandboxes.kubernetes import KubernetesProvider, object_name
+from tests.k8s_double import KubernetesDouble
+
+NS = "agentloop-runs"
+TOKEN = "al_sk_secret-run-token"
+
+
+@pytest.fixture
+def double():
+    double = KubernetesDouble(namespaces=[NS]).start()
+    yield double
+    double.close()
+
+
+@pytest.fixture
+def provider(double):
+    configuration = client.Configuration()
+    configuration.host = double.url
+    api = client.CoreV1Api(client.ApiClient(configuration))
+    return KubernetesProvider(
+        api, namespace=NS, image="registry.example/runner:1", stop_grace_seconds=15
+    )
+
+
+def run_spec(code="R7x2k", **overrides) -> SandboxSpec:
+    values = {
+        "run_code": code,
+        "command": ["python3", "-m", "agentloop.runner"],
+        "env": {"AGENTLOOP_URL": "http://agentloop-web:8000", "AGENTLOOP_RUN_TOKEN": TOKEN},
+        "limits": Limits(cpu=0.5, memory_mb=1024, processes=128, wall_seconds=900, disk_mb=512),
+    }
+    values.update(overrides)
+    return SandboxSpec(**values)
+
+
+def sent(double, method: str, kind: str) -> dict:
+    """The body of the (only) request of this method to this collection/object kind."""
+    bodies = [c["body"] for c in double.calls if c["method"] == method and f"/{kind}" in c["path"]]
+    assert len(bodies) == 1, double.calls_summary()
+    return bodies[0]
+
+
+def test_start_creates_the_secret_then_the_pod_then_makes_the_pod_own_the_secret(provider, double):
+    handle = provider.start(run_spec())
+
+    name = object_name("R7x2k")
+    assert double.calls_summary() == ["POST secrets", "POST pods", f"PATCH secrets/{name}-env"]
+    pod = double.pod(name)
+    secret = double.secret(f"{name}-env")
+    assert secret["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": name,
+            "uid": pod["metadata"]["uid"],
+            "blockOwnerDeletion": False,
+        }
+    ]
+    assert handle.to_json() == {
+        "provider": "kubernetes",
+        "id": name,
+        "data": {"namespace": NS, "secret": f"{name}-env", "uid": pod["metadata"]["uid"]},
+    }
+
+
+def test_the_env_lives_in_the_secret_and_never_in_the_pod_spec(provider, double):
+    provider.start(run_spec())
+
+    secret_body = sent(double, "POST", "secrets")
+    pod_body = sent(double, "POST", "pods")
+    assert secret_body["stringData"] == {
+        "AGENTLOOP_URL": "http://agentloop-web:8000",
+        "AGENTLOOP_RUN_TOKEN": TOKEN,
+    }
+    stored = double.secret(f"{object_name('R7x2k')}-env")["data"]
+    assert base64.b64decode(stored["AGENTLOOP_RUN_TOKEN"]).decode() == TOKEN
+    assert TOKEN not in json.dumps(pod_body)
+    container = pod_body["spec"]["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": f"{object_name('R7x2k')}-env"}}]
+    assert {e["name"] for e in container["env"]} == {
+        "HOME",
+        "AGENTLOOP_WORKSPACE",
+        "PYTHONUNBUFFERED",
+    }
+
+
+def test_the_pod_is_locked_down(provider, double):
+    provider.start(run_spec())
+
+    pod = sent(double, "POST", "pods")
+    spec = pod["spec"]
+    container = spec["containers"][0]
+    assert pod["metadata"]["labels"] == {
+        "app.kubernetes.io/managed-by": "agentloop",
+        "agentloop.dev/run": "R7x2k",
+    }
+    assert spec["restartPolicy"] == "Never"
+    assert spec["activeDeadlineSeconds"] == 900
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["enableServiceLinks"] is False
+    assert spec["terminationGracePeriodSeconds"] == 15
+    assert "runtimeClassName" not in spec
+    assert spec["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container["image"] == "registry.example/runner:1"
+    assert container["command"] == ["python3", "-m", "agentloop.runner"]
+    assert container["workingDir"] == "/workspace"
+    expected = {"cpu": "500m", "memory": "1024Mi", "ephemeral-storage": "512Mi"}
+    assert container["resources"] == {"requests": expected, "limits": expected}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts == {"/workspace": "workspace", "/home/agent": "home", "/tmp": "tmp"}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert set(volumes) == {"workspace", "home", "tmp"}
+    assert all(set(v) == {"name", "emptyDir"} for v in volumes.values())  # no host paths
+    assert volumes["workspace"]["emptyDir"] == {"sizeLimit": "512Mi"}
+
+
+def test_the_spec_image_and_a_runtime_class_are_used_when_given(double):
+    configuration = client.Configuration()
+    configuration.host = double.url
+    api = client.CoreV1Api(client.ApiClient(configuration))
+    provider = KubernetesProvider(api, namespace=NS, image="default:1", runtime_class="gvisor")
+
+    provider.start(run_spec(image="custom/runner:2"))
+
+    pod = sent(double, "POST", "pods")
+    assert pod["spec"]["runtimeClassName"] == "gvisor"
+    assert pod["spec"]["containers"][0]["image"] == "custom/runner:2"
+
+
+def test_status_follows_the_pod_phase(provider, double):
+    handle = provider.start(run_spec())
+
+    assert provider.status(handle).state == SandboxState.STARTING
+    double.set_phase(handle.id, "Running")
+    assert provider.status(handle).state == SandboxState.RUNNING
+    double.set_phase(handle.id, "Succeeded", exit_code=0)
+    status = provider.status(handle)
+    assert (status.state, status.exit_code, status.detail) == (SandboxState.EXITED, 0, "Completed")
+
+
+def test_a_failed_pod_reports_its_exit_code_and_a_deadline_its_reason(provider, double):
+    failed = provider.start(run_spec("Fail1"))
+    late = provider.start(run_spec("Late1"))
+
+    double.set_phase(failed.id, "Failed", exit_code=3)
+    double.set_phase(late.id, "Failed", reason="DeadlineExceeded")
+
+    assert provider.status(failed).exit_code == 3
+    status = provider.status(late)
+    assert (status.state, status.exit_code, status.detail) == (
+        SandboxState.EXITED,
+        None,
+        "DeadlineExceeded",
+    )
+
+
+def test_status_of_a_missing_pod_is_gone(provider):
+    status = provider.status(SandboxHandle(provider="kubernetes", id="agentloop-run-nope"))
+
+    assert (status.state, status.detail) == (SandboxState.GONE, "no such pod")
+
+
+def test_stop_deletes_the_pod_with_the_grace_period(provider, double):
+    handle = provider.start(run_spec())
+    double.set_phase(handle.id, "Running")
+
+    provider.stop(handle)
+
+    delete = double.calls[-1]
+    assert double.calls_summary()[-1] == f"DELETE pods/{handle.id}"
+    assert delete["query"].get("gracePeriodSeconds") == "15"
+    status = provider.status(handle)
+    assert (status.state, status.detail) == (SandboxState.RUNNING, "terminating")
+    double.kubelet_finishes(handle.id)
+    assert provider.status(handle).state == SandboxState.GONE
+    provider.stop(handle)  # a second stop of a gone pod is fine
+
+
+def test_cleanup_deletes_pod_and_secret_and_is_idempotent(provider, double):
+    handle = provider.start(run_spec())
+    double.set_phase(handle.id, "Running")
+
+    provider.cleanup(handle)
+    provider.cleanup(handle)
+
+    assert double.pod(handle.id) is None
+    assert double.secret(f"{handle.id}-env") is None
+    assert double.calls_summary()[-4:] == [
+        f"DELETE pods/{handle.id}",
+        f"DELETE secrets/{handle.id}-env",
+        f"DELETE pods/{handle.id}",
+        f"DELETE secrets/{handle.id}-env",
+    ]
+    first_delete = [c for c in double.calls if c["method"] == "DELETE"][0]
+    assert first_delete["query"].get("gracePeriodSeconds") == "0"
+
+
+def test_a_second_start_for_the_same_run_is_refused_and_changes_nothing(provider, double):
+    provider.start(run_spec())
+    before = json.dumps({str(key): obj for key, obj in double.objects.items()}, sort_keys=True)
+
+    with pytest.raises(SandboxError, match="409 .*already exists"):
+        provider.start(run_spec())
+
+    assert json.dumps({str(k): obj for k, obj in double.objects.items()}, sort_keys=True) == before
+
+
+@pytest.fixture
+def provider_without_image(double):
+    configuration = client.Configuration()
+    configuration.host = double.url
+    return KubernetesProvider(
+        client.CoreV1Api(client.ApiClient(configuration)), namespace=NS, image=""
+    )
+
+
+def test_a_pod_the_api_rejects_leaves_no_secret_behind(provider_without_image, double):
+    with pytest.raises(SandboxError, match="422 .*containers\\[0\\].image: Required value"):
+        provider_without_image.start(run_spec())
+
+    assert double.objects == {}
+    assert double.calls_summary() == [
+        "POST secrets",
+        "POST pods",
+        f"DELETE secrets/{object_name('R7x2k')}-env",
+    ]
+
+
+def test_an_unknown_namespace_is_a_clear_error(double):
+    configuration = client.Configuration()
+    configuration.host = double.url
+    api = client.CoreV1Api(client.ApiClient(configuration))
+    provider = KubernetesProvider(api, namespace="missing", image="x:1")
+
+    with pytest.raises(SandboxError, match='404 namespaces "missing" not found'):
+        provider.start(run_spec())
+
+
+def test_read_log_returns_the_runner_output(provider, double):
+    handle = provider.start(run_spec())
+    double.logs[(NS, handle.id)] = "runner started\n"
+
+    assert provider.read_log(handle) == "runner started\n"
+    log_call = double.calls[-1]
+    assert log_call["query"] == {"container": "runner", "limitBytes": "65536"}
+
+
+def test_object_names_are_dns_safe_and_distinct_for_codes_differing_in_case():
+    assert object_name("abc-123") == "agentloop-run-abc-123"
+    upper, lower = object_name("AbC"), object_name("abc")
+    assert upper != lower
+    assert upper.startswith("agentloop-run-abc-") and upper == upper.lower()
+
+
+def test_a_run_code_that_cannot_be_a_label_is_refused(provider, double):
+    with pytest.raises(SandboxError, match="cannot label"):
+        provider.start(run_spec(code="bad code!"))
+    assert double.calls == []
+
+
+# -- opt-in: a real cluster ------------------------------------------------------------
+
+
+@pytest.mark.k8s
+@pytest.mark.skipif(
+    not os.environ.get("AGENTLOOP_K8S_TEST_CONTEXT"),
+    reason="set AGENTLOOP_K8S_TEST_CONTEXT (and _NAMESPACE) to run against a real cluster",
+)
+def test_a_real_cluster_runs_a_tiny_pod_and_cleans_up():
+    from kubernetes import config
+
+    api = client.CoreV1Api(
+        config.new_client_from_config(context=os.environ["AGENTLOOP_K8S_TEST_CONTEXT"])
+    )
+    namespace = os.environ.get("AGENTLOOP_K8S_TEST_NAMESPACE", "default")
+    provider = KubernetesProvider(api, namespace=namespace, image="busybox:1.36")
+    code = f"k8stest{int(time.time())}"
+    handle = provider.start(
+        SandboxSpec(
+            run_code=code,
+            command=["sh", "-c", 'echo "hello $AGENTLOOP_RUN_TOKEN"'],
+            env={"AGENTLOOP_RUN_TOKEN": "from-the-secret"},
+            limits=Limits(cpu=0.1, memory_mb=64, wall_seconds=120, disk_mb=64),
+        )
+    )
+    try:
+        deadline = time.monotonic() + 120
+        status = provider.status(handle)
+        while status.state not in (SandboxState.EXITED, SandboxState.GONE):
+            assert time.monotonic() < deadline, f"pod still {status}"
+            time.sleep(1)
+            status = provider.status(handle)
+        assert (status.state, status.exit_code) == (SandboxState.EXITED, 0), status
+        assert "hello from-the-secret" in provider.read_log(handle)
+    finally:
+        provider.cleanup(handle)
+    assert provider.status(handle).state == SandboxState.GONE
