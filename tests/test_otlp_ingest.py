@@ -638,3 +638,20 @@ def test_a_failure_while_storing_stores_nothing(post, monkeypatch):
     # The spans were inserted before the failure, in the same transaction.
     assert not Span.objects.exists()
     assert not Trace.objects.exists()
+
+
+def test_values_json_cannot_hold_are_stored_as_text(post, project):
+    nameless = span(
+        trace_id=new_trace_id(),
+        attributes={"score": float("nan"), "limit": float("inf"), "blob": b"\x00\xff"},
+    )
+    nameless.attributes.add(key="empty")  # an AnyValue with nothing set
+
+    assert post(export_request(({}, [nameless])).SerializeToString()).status_code == 200
+
+    assert Span.objects.get(project=project).attributes == {
+        "score": "nan",
+        "limit": "inf",
+        "blob": "AP8=",
+        "empty": None,
+    }

@@ -15,6 +15,7 @@ and preparing each field through the ORM cost more than the whole insert.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC
@@ -107,58 +108,103 @@ def _projects_by_name(project: Project, decoded: DecodedExport) -> dict[str, int
     )
 
 
-def _datetime_adapter():
-    if connection.vendor == "sqlite":
-        # What Django's SQLite backend stores for an aware UTC datetime (naive UTC
-        # text), without its per-value checks: a fifth of the ingest time otherwise.
-        return _sqlite_datetime
-    return connection.ops.adapt_datetimefield_value
+def _insert_spans(batch: list[tuple[int, dict]], now) -> None:
+    if connection.vendor == "postgresql":
+        _copy_spans_postgresql(batch, now)
+    else:
+        _insert_spans_executemany(batch, now)
+
+
+def _span_rows(batch: list[tuple[int, dict]], now, to_db_time) -> list[tuple]:
+    """One tuple per span in SPAN_FIELDS order, JSON columns as JSON text."""
+    created_at = to_db_time(now)
+    dumps = json.dumps
+    # Every span of a resource shares its resource dict: encode it once.
+    resource_json: dict[int, str] = {}
+    rows = []
+    for project_id, s in batch:
+        resource = s["resource"]
+        encoded_resource = resource_json.get(id(resource))
+        if encoded_resource is None:
+            encoded_resource = resource_json[id(resource)] = dumps(resource)
+        rows.append(
+            (
+                project_id,
+                s["trace_id"],
+                s["span_id"],
+                s["parent_span_id"],
+                s["name"],
+                s["kind"],
+                s["status_code"],
+                s["status_message"],
+                to_db_time(s["start_time"]),
+                to_db_time(s["end_time"]),
+                s["duration_ms"],
+                dumps(s["attributes"]),
+                dumps(s["events"]) if s["events"] else "[]",
+                encoded_resource,
+                s["model_name"],
+                s["prompt_tokens"],
+                s["completion_tokens"],
+                s["total_tokens"],
+                s["session_id"],
+                s["user_id"],
+                created_at,
+            )
+        )
+    return rows
 
 
 def _sqlite_datetime(value) -> str:
+    # What Django's SQLite backend stores for an aware datetime (naive UTC text),
+    # without its per-value checks, which cost a fifth of the insert otherwise.
+    if value.tzinfo is UTC:
+        return str(value)[:-6]  # drop "+00:00"
     return str(value.astimezone(UTC).replace(tzinfo=None))
 
 
-def _insert_spans(batch: list[tuple[int, dict]], now) -> None:
-    ops = connection.ops
-    to_db_time = _datetime_adapter()
-    to_db_json = ops.adapt_json_value
-    created_at = to_db_time(now)
-    rows = [
-        (
-            project_id,
-            s["trace_id"],
-            s["span_id"],
-            s["parent_span_id"],
-            s["name"],
-            s["kind"],
-            s["status_code"],
-            s["status_message"],
-            to_db_time(s["start_time"]),
-            to_db_time(s["end_time"]),
-            s["duration_ms"],
-            to_db_json(s["attributes"], None),
-            to_db_json(s["events"], None),
-            to_db_json(s["resource"], None),
-            s["model_name"],
-            s["prompt_tokens"],
-            s["completion_tokens"],
-            s["total_tokens"],
-            s["session_id"],
-            s["user_id"],
-            created_at,
-        )
-        for project_id, s in batch
-    ]
-    qn = ops.quote_name
+def _insert_spans_executemany(batch: list[tuple[int, dict]], now) -> None:
+    to_db_time = (
+        _sqlite_datetime
+        if connection.vendor == "sqlite"
+        else connection.ops.adapt_datetimefield_value
+    )
+    rows = _span_rows(batch, now, to_db_time)
+    qn = connection.ops.quote_name
     columns = ", ".join(qn(column) for column in SPAN_FIELDS)
     placeholders = ", ".join(["%s"] * len(SPAN_FIELDS))
     sql = (
         f"INSERT INTO {qn(Span._meta.db_table)} ({columns}) VALUES ({placeholders}) "
-        f"ON CONFLICT ({qn('project_id')}, {qn('trace_id')}, {qn('span_id')}) DO NOTHING"
+        "ON CONFLICT (project_id, trace_id, span_id) DO NOTHING"
     )
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
+
+
+def _copy_spans_postgresql(batch: list[tuple[int, dict]], now) -> None:
+    """COPY into a temporary table, then one INSERT … SELECT … ON CONFLICT DO NOTHING.
+
+    psycopg's executemany quotes every value of every row in Python (about 1,000
+    spans/s); COPY streams the rows and PostgreSQL parses them (many times faster).
+    """
+    rows = _span_rows(batch, now, lambda value: value)
+    table = Span._meta.db_table
+    columns = ", ".join(SPAN_FIELDS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMPORARY TABLE span_ingest ON COMMIT DROP AS "
+            f"SELECT {columns} FROM {table} WITH NO DATA"
+        )
+        with cursor.cursor.copy(f"COPY span_ingest ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM span_ingest "
+            "ON CONFLICT (project_id, trace_id, span_id) DO NOTHING"
+        )
+        # ON COMMIT DROP is not enough inside an outer transaction (a savepoint
+        # does not commit): the next batch of that transaction would find it.
+        cursor.execute("DROP TABLE span_ingest")
 
 
 def _upsert_traces(batch: list[tuple[int, dict]], now) -> None:
@@ -175,7 +221,11 @@ def _upsert_traces(batch: list[tuple[int, dict]], now) -> None:
                 known[0] = s["start_time"]
             if s["end_time"] > known[1]:
                 known[1] = s["end_time"]
-    to_db_time = _datetime_adapter()
+    to_db_time = (
+        _sqlite_datetime
+        if connection.vendor == "sqlite"
+        else connection.ops.adapt_datetimefield_value
+    )
     created_at = to_db_time(now)
     rows = [
         (project_id, trace_id, to_db_time(start), to_db_time(end), created_at)

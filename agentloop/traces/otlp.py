@@ -275,6 +275,7 @@ def attributes_to_dict(key_values) -> dict:
         which = value.WhichOneof("value")
         # Strings and ints first, inline: they are nearly every attribute of a
         # real span, and this loop runs ~10 times per span on the ingest hot path.
+        # (ListFields() instead of WhichOneof + getattr measured slower.)
         if which == "string_value":
             out[kv.key] = value.string_value
         elif which == "int_value":
