@@ -428,3 +428,10 @@ def test_the_runner_package_imports_no_django():
         timeout=60,
     )
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_the_registry_loads_harnesses_by_name():
+    from agentloop.runner.harnesses.analyst import AnalystHarness
+
+    assert get_harness("analyst") is AnalystHarness
+    assert get_harness("claude-code").__name__ == "ClaudeCodeHarness"
