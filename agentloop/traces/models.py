@@ -86,6 +86,8 @@ class Span(models.Model):
 
     class Meta:
         constraints = [
+            # Its index also serves lookups by (project, trace_id): a separate
+            # index on those two would only slow ingest down.
             models.UniqueConstraint(
                 fields=["project", "trace_id", "span_id"], name="span_unique_in_project"
             )
@@ -98,7 +100,6 @@ class Span(models.Model):
                 fields=["project", "status_code", "-start_time"], name="span_project_status"
             ),
             models.Index(fields=["project", "name", "-start_time"], name="span_project_name"),
-            models.Index(fields=["project", "trace_id"], name="span_project_trace"),
             models.Index(fields=["project", "session_id"], name="span_project_session"),
             models.Index(
                 fields=["project", "-start_time"],
