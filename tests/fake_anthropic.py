@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -90,7 +91,7 @@ class FakeAnthropic:
     # -- lifecycle -------------------------------------------------------
     def start(self) -> FakeAnthropic:
         handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = _Server(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -140,6 +141,14 @@ class FakeAnthropic:
 
     def _message_id(self) -> str:
         return f"msg_fake{next(self._message_ids):04d}"
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        # A CLI stopped mid-request hangs up before its answer: expected, not noise.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 def _is_agent_loop(body: dict | None) -> bool:
