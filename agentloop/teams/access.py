@@ -43,7 +43,11 @@ def projects_for_user(user, need: str = "view") -> QuerySet[Project]:
         if not user.allows(need):
             return Project.objects.none()
         return Project.objects.filter(pk=user.project_id)
-    return Project.objects.filter(space__in=spaces_for_user(user, need)).select_related("space")
+    # Internal projects (a space's worker traces) are reached through their runs,
+    # never listed as projects to investigate.
+    return Project.objects.filter(
+        space__in=spaces_for_user(user, need), internal=False
+    ).select_related("space")
 
 
 def get_space_for_user(user, space_id, need: str = "view") -> Space:

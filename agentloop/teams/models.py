@@ -67,6 +67,20 @@ class Space(models.Model):
         Membership.objects.create(space=space, user=owner, role=Role.ADMIN)
         return space
 
+    def worker_project(self) -> Project:
+        """The space's internal project holding its workers' own traces.
+
+        Each run records its execution (turns, tool calls, LLM calls through the
+        gateway) as one trace here, so "View traces" reuses the trace store and
+        trace view, while the projects people investigate stay free of it.
+        """
+        project, _ = Project.objects.get_or_create(
+            space=self,
+            internal=True,
+            defaults={"name": "agentloop workers", "description": "Traces of this space's runs."},
+        )
+        return project
+
     def role_of(self, user) -> str | None:
         if not user.is_authenticated:
             return None
@@ -115,6 +129,9 @@ class Project(models.Model):
     space = models.ForeignKey(Space, on_delete=models.CASCADE, related_name="projects")
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
+    # True for the space's worker-traces project (Space.worker_project): hidden
+    # from project lists and pickers, reached only through a run.
+    internal = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

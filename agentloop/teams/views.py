@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import Prefetch
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
@@ -17,7 +18,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from agentloop.teams import actions
 from agentloop.teams.access import get_project_for_user, get_space_for_user, spaces_for_user
 from agentloop.teams.forms import ApiKeyForm, InviteForm, ProjectForm, RoleForm, SpaceForm
-from agentloop.teams.models import Role
+from agentloop.teams.models import Project, Role
 
 # Where the raw value of a just-minted key waits for the one page render that shows it.
 NEW_KEY_SESSION_KEY = "new_project_api_key"
@@ -26,7 +27,11 @@ NEW_KEY_SESSION_KEY = "new_project_api_key"
 @login_required
 def home(request):
     """The user's spaces and, in each, its projects: all they may see, nothing else."""
-    spaces = list(spaces_for_user(request.user).prefetch_related("projects"))
+    spaces = list(
+        spaces_for_user(request.user).prefetch_related(
+            Prefetch("projects", queryset=Project.objects.filter(internal=False))
+        )
+    )
     return render(request, "teams/home.html", {"spaces": spaces})
 
 
@@ -49,7 +54,7 @@ def _render_space(request, space, invite_form=None, status=200):
         "role": role,
         "is_admin": is_admin,
         "memberships": space.memberships.select_related("user").order_by("user__username"),
-        "projects": space.projects.all(),
+        "projects": space.projects.filter(internal=False),
         "roles": Role.choices,
         "invite_form": (invite_form or InviteForm()) if is_admin else None,
     }
