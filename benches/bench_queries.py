@@ -64,11 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=50, help="repetitions per query (default 50)")
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--keep", action="store_true", help="keep the bench databases")
+    parser.add_argument(
+        "--proposed",
+        action="store_true",
+        help="measure with the fixes docs/benchmarks.md proposes (index, query shapes, ANALYZE)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     spans = args.spans or (100_000 if args.quick else 1_000_000)
     if args.child:
-        return child(args.db, spans, args.reps)
+        return child(args.db, spans, args.reps, args.proposed)
 
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     print(
@@ -107,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             str(spans),
             "--reps",
             str(args.reps),
-        ]
+        ] + (["--proposed"] if args.proposed else [])
         try:
             failed |= subprocess.call(command, env=env, cwd=ROOT) != 0
         finally:
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 # -- child: load one database and time the queries --------------------------------
 
 
-def child(db: str, spans: int, reps: int) -> int:
+def child(db: str, spans: int, reps: int, proposed: bool = False) -> int:
     sys.path.insert(0, str(ROOT))
     import django
 
@@ -144,8 +149,12 @@ def child(db: str, spans: int, reps: int) -> int:
         f"({load['spans'] / load['seconds']:,.0f} spans/s; rows {load['rows_seconds']:.1f} s, "
         f"indexes {load['index_seconds']:.1f} s, analyze {load['analyze_seconds']:.1f} s)"
     )
-    runs = [(vendor, measure(project, now, reps))]
-    if vendor == "sqlite":
+    if proposed:
+        apply_proposed_schema(connection)
+        runs = [(f"{vendor}, proposed fixes", measure(project, now, reps, proposed=True))]
+    else:
+        runs = [(vendor, measure(project, now, reps))]
+    if vendor == "sqlite" and not proposed:
         # Without statistics SQLite's planner often walks the newest-first index
         # instead of the filter's own; ANALYZE shows what statistics buy.
         started = time.monotonic()
@@ -156,7 +165,7 @@ def child(db: str, spans: int, reps: int) -> int:
         runs.append(("sqlite after ANALYZE", measure(project, now, reps)))
     for label, results in runs:
         _report(label, results)
-    out = BENCH_DIR / f"queries-{vendor}.json"
+    out = BENCH_DIR / f"queries-{vendor}{'-proposed' if proposed else ''}.json"
     payload = {
         "vendor": vendor,
         "version": version,
@@ -384,10 +393,15 @@ def cases(project, now) -> list[tuple[str, dict, str | None]]:
     ]
 
 
-def measure(project, now, reps):
+def measure(project, now, reps, proposed=False):
     from django.db import connection, reset_queries
 
-    from agentloop.traces.queries import filter_spans, page_spans, parse_span_filter
+    from agentloop.traces.queries import parse_span_filter
+
+    if proposed:
+        filter_spans, page_spans = proposed_filter_spans, proposed_page_spans
+    else:
+        from agentloop.traces.queries import filter_spans, page_spans
 
     results = []
     for label, params, mode in cases(project, now):
@@ -424,6 +438,90 @@ def measure(project, now, reps):
         results.append(result)
         reset_queries()
     return results
+
+
+# -- the fixes this benchmark proposes (not in the app yet; see docs/benchmarks.md) --
+
+
+def proposed_indexes():
+    """(model, name of the index it replaces or None, new index)."""
+    from django.db import models
+
+    from agentloop.traces.models import Span
+
+    def listing(name, *columns, **kwargs):
+        # Every list index ends in (-start_time, -id), the explorer's whole
+        # ORDER BY: the index then yields rows in page order with no sort, so
+        # even SQLite without statistics prefers it to the newest-first index.
+        return models.Index(fields=["project", *columns, "-start_time", "-id"], name=name, **kwargs)
+
+    return [
+        (Span, "span_project_kind", listing("span_project_kind", "kind")),
+        (Span, "span_project_status", listing("span_project_status", "status_code")),
+        (Span, "span_project_name", listing("span_project_name", "name")),
+        (Span, "span_project_session", listing("span_project_session", "session_id")),
+        # user_id is an API filter with no index at all.
+        (Span, None, listing("span_project_user", "user_id")),
+        (
+            Span,
+            "span_project_roots",
+            listing("span_project_roots", condition=models.Q(parent_span_id="")),
+        ),
+    ]
+
+
+def apply_proposed_schema(connection):
+    """Swap in the proposed indexes exactly as a migration would; on SQLite,
+    gather statistics the cheap way `PRAGMA optimize` does (a sampled ANALYZE):
+    without them a trace_id filter walks the newest-first index, since the
+    unique (project, trace_id, span_id) index does not give page order."""
+    with connection.schema_editor() as editor:
+        for model, old, index in proposed_indexes():
+            if old:
+                editor.execute(editor._delete_index_sql(model, old))
+            editor.add_index(model, index)
+    started = time.monotonic()
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("PRAGMA analysis_limit=400")
+            cursor.execute("ANALYZE")
+        else:
+            cursor.execute("ANALYZE traces_span")
+    print(f"statistics after the index swap: {time.monotonic() - started:.2f} s")
+    connection.close()
+
+
+def proposed_filter_spans(project, span_filter):
+    """filter_spans, but the annotation filter as `id IN (labelled span ids)`:
+    the labelled spans are found through the annotation index and sorted,
+    instead of probing annotations for every span newest first."""
+    from dataclasses import replace
+
+    from agentloop.traces.models import SpanAnnotation
+    from agentloop.traces.queries import filter_spans
+
+    name, label = span_filter.annotation_name, span_filter.annotation_label
+    queryset = filter_spans(
+        project, replace(span_filter, annotation_name=None, annotation_label=None)
+    )
+    if name:
+        labelled = SpanAnnotation.objects.filter(project=project, name=name)
+        if label is not None:
+            labelled = labelled.filter(label=label)
+        queryset = queryset.filter(id__in=labelled.values("span_id"))
+    return queryset
+
+
+def proposed_page_spans(queryset, cursor, limit):
+    """page_spans, plus the redundant bound `start_time <= cursor time`: it
+    turns the keyset OR into an index range, which SQLite needs (with
+    statistics it otherwise reads every older row of the filter and sorts)."""
+    from agentloop.traces.queries import decode_cursor, page_spans
+
+    if cursor:
+        moment, _pk = decode_cursor(cursor)
+        queryset = queryset.filter(start_time__lte=moment)
+    return page_spans(queryset, cursor, limit)
 
 
 def _percentile(sorted_values, pct):
