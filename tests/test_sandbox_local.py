@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import tempfile
 import textwrap
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from agentloop.sandboxes.base import (
     Limits,
+    NetworkPolicy,
     SandboxError,
     SandboxHandle,
     SandboxSpec,
@@ -96,6 +100,15 @@ def wait_until_running(provider, handle, timeout=10.0):
             return
         time.sleep(0.05)
     raise AssertionError(f"sandbox {handle.id} never ran: {provider.status(handle)}")
+
+
+def wait_for_output(provider, handle, text: str, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in provider.read_log(handle):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} never appeared in the log: {provider.read_log(handle)!r}")
 
 
 def wait_until_gone(pid: int, start_time: str, timeout=10.0):
@@ -273,6 +286,86 @@ def test_the_run_token_is_in_no_command_line_and_not_left_on_disk(provider):
             assert token not in path.read_bytes(), f"token left in {path}"
 
 
+@pytest.fixture
+def web_and_database():
+    """A stand-in web process (HTTP) and a stand-in database port on the host's loopback."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Hello(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = f"hello {self.path} via {self.headers['Host']}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    web = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    threading.Thread(target=web.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    database = socket.create_server(("127.0.0.1", 0))
+    yield web.server_address[1], database.getsockname()[1]
+    web.shutdown()
+    web.server_close()
+    database.close()
+
+
+PROBE = """
+import json, os, socket, urllib.request
+result = {"url": os.environ["AGENTLOOP_URL"]}
+try:
+    result["web"] = urllib.request.urlopen(os.environ["AGENTLOOP_URL"] + "api/runner/v1/spec",
+                                           timeout=10).read().decode()
+except OSError as exc:
+    result["web"] = repr(exc)
+for name, address in [("database", ("127.0.0.1", %(db)d)), ("internet", ("1.1.1.1", 53))]:
+    try:
+        socket.create_connection(address, timeout=3).close()
+        result[name] = "connected"
+    except OSError as exc:
+        result[name] = type(exc).__name__
+print(json.dumps(result))
+"""
+
+
+def test_runner_only_reaches_the_web_process_and_nothing_else(provider, web_and_database):
+    web_port, db_port = web_and_database
+    sandbox_spec = replace(
+        spec("netonly", ["python3", "-c", PROBE % {"db": db_port}]),
+        env={"AGENTLOOP_URL": f"http://localhost:{web_port}/"},
+        network=NetworkPolicy.RUNNER_ONLY,
+    )
+
+    result = run_json(provider, sandbox_spec)
+
+    assert result["url"] == f"http://127.0.0.1:{web_port}/"
+    assert result["web"] == f"hello /api/runner/v1/spec via 127.0.0.1:{web_port}"
+    assert result["database"] == "ConnectionRefusedError"  # nothing listens in its own netns
+    assert result["internet"] == "OSError"  # no route at all: ENETUNREACH
+
+
+def test_open_network_reaches_what_the_host_reaches(provider, web_and_database):
+    web_port, db_port = web_and_database
+    sandbox_spec = replace(
+        spec("netopen", ["python3", "-c", PROBE % {"db": db_port}]),
+        env={"AGENTLOOP_URL": f"http://127.0.0.1:{web_port}/"},
+        network=NetworkPolicy.OPEN,
+    )
+
+    result = run_json(provider, sandbox_spec)
+
+    assert result["web"].startswith("hello /api/runner/v1/spec")
+    assert result["database"] == "connected"
+
+
+def test_runner_only_without_an_agentloop_url_is_refused(provider, sandbox_root):
+    with pytest.raises(SandboxError, match="runner-only needs AGENTLOOP_URL"):
+        provider.start(replace(spec("nourl", ["true"]), env={}))
+
+    assert list(sandbox_root.iterdir()) == []
+
+
 def test_the_runner_package_imports_inside(provider):
     handle = provider.start(
         spec(
@@ -368,10 +461,7 @@ def test_stop_ends_it_gracefully(provider):
             """,
         )
     )
-    wait_until_running(provider, handle)
-    deadline = time.monotonic() + 10
-    while "ready" not in provider.read_log(handle) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_output(provider, handle, "ready")
 
     provider.stop(handle)
     status = wait_until_done(provider, handle)
@@ -393,10 +483,7 @@ def test_stop_kills_what_ignores_sigterm_after_the_grace_period(provider):
             """,
         )
     )
-    wait_until_running(provider, handle)
-    deadline = time.monotonic() + 10
-    while "ready" not in provider.read_log(handle) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_output(provider, handle, "ready")
 
     provider.stop(handle)
     status = wait_until_done(provider, handle)
@@ -406,8 +493,12 @@ def test_stop_kills_what_ignores_sigterm_after_the_grace_period(provider):
 
 
 def test_the_sandbox_dies_with_its_supervisor(provider):
-    handle = provider.start(spec("orphan", ["sleep", "30"]))
-    wait_until_running(provider, handle)
+    handle = provider.start(
+        python("orphan", "import time; print('ready', flush=True); time.sleep(30)")
+    )
+    # Once the command runs, bwrap has armed --die-with-parent. (Killed during bwrap's
+    # own setup, a sandbox can outlive its supervisor: cleanup() sweeps its cgroup.)
+    wait_for_output(provider, handle, "ready")
     sandbox = json.loads((Path(handle.data["dir"]) / "sandbox.json").read_text())
     inside = {pid: process_start_time(pid) for pid in descendants(sandbox["bwrap_pid"])}
     assert inside, "bwrap has no children: the sandbox is not running"

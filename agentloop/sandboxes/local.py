@@ -28,11 +28,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 
 from agentloop.sandboxes.base import (
+    NetworkPolicy,
     SandboxError,
     SandboxHandle,
     SandboxProvider,
@@ -47,6 +51,7 @@ WORKSPACE = "/workspace"
 HOME = "/home/agent"
 RUNNER_PYTHONPATH = "/opt/agentloop"
 CLAUDE_DIR = "/opt/claude"
+BRIDGE_DIR = "/run/agentloop"
 RUN_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 # Read-only from the host's /etc: name resolution and TLS roots, nothing else
@@ -178,6 +183,8 @@ class LocalProvider(SandboxProvider):
             opts += ["--ro-bind", str(claude), f"{CLAUDE_DIR}/claude"]
         for host, inside in parse_binds(_setting("SANDBOX_RO_BINDS", [])):
             opts += ["--ro-bind", host, inside]
+        if spec.network == NetworkPolicy.RUNNER_ONLY:
+            opts += ["--unshare-net", "--ro-bind", str(run_dir / "net"), BRIDGE_DIR]
         opts += ["--remount-ro", "/", "--chdir", WORKSPACE]
         return opts
 
@@ -195,6 +202,29 @@ class LocalProvider(SandboxProvider):
             )
         return Path(settings.SANDBOX_ROOT) / run_code
 
+    def restrict_network(self, spec: SandboxSpec) -> tuple[SandboxSpec, dict | None]:
+        """RUNNER_ONLY: the sandbox gets its own network namespace (loopback only) and
+        reaches AGENTLOOP_URL's host:port, and nothing else, through the netbridge.
+
+        Returns the spec as the sandbox runs it (command wrapped, AGENTLOOP_URL
+        pointing at the bridge on 127.0.0.1) and the host side of the bridge.
+        """
+        if spec.network != NetworkPolicy.RUNNER_ONLY:
+            return spec, None
+        url = urlsplit(spec.env.get("AGENTLOOP_URL", ""))
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise SandboxError(
+                "network policy runner-only needs AGENTLOOP_URL (http://host:port) in the env."
+            )
+        port = url.port or (443 if url.scheme == "https" else 80)
+        inside_url = urlunsplit((url.scheme, f"127.0.0.1:{port}", url.path, url.query, ""))
+        command = [
+            "python3", "-m", "agentloop.sandboxes.netbridge",
+            str(port), f"{BRIDGE_DIR}/web.sock", "--", *spec.command,
+        ]  # fmt: skip
+        inside = replace(spec, command=command, env={**spec.env, "AGENTLOOP_URL": inside_url})
+        return inside, {"host": url.hostname, "port": port}
+
     def start(self, spec: SandboxSpec) -> SandboxHandle:
         bwrap = _setting("SANDBOX_BWRAP", "/usr/bin/bwrap")
         if not os.access(bwrap, os.X_OK):
@@ -203,6 +233,7 @@ class LocalProvider(SandboxProvider):
             )
         if not spec.command:
             raise SandboxError("the sandbox spec has no command.")
+        spec, bridge = self.restrict_network(spec)
         run_dir = self.run_dir(spec.run_code)
         root = run_dir.parent
         root.mkdir(parents=True, exist_ok=True)
@@ -228,6 +259,9 @@ class LocalProvider(SandboxProvider):
         (run_dir / "etc" / "group").write_text(
             f"root:x:0:\nagent:x:{SANDBOX_UID}:\nnogroup:x:65534:\n"
         )
+        if bridge is not None:
+            (run_dir / "net").mkdir(mode=0o711)
+            bridge["socket"] = str(run_dir / "net" / "web.sock")
         limits = spec.limits
         # Unique per sandbox, not just per run: cleanup kills whatever is in it.
         cgroup = f"agentloop-{spec.run_code}-{secrets.token_hex(4)}"
@@ -239,6 +273,7 @@ class LocalProvider(SandboxProvider):
                 "bwrap": bwrap,
                 "bwrap_options": self.bwrap_options(spec, run_dir),
                 "command": list(spec.command),
+                "bridge": bridge,
                 "host_uid": uid,
                 "wall_seconds": limits.wall_seconds,
                 "memory_bytes": limits.memory_mb * 1024 * 1024,
@@ -292,23 +327,30 @@ class LocalProvider(SandboxProvider):
 
     def status(self, handle: SandboxHandle) -> SandboxStatus:
         run_dir = self._dir(handle)
-        state_path = run_dir / "state.json"
-        if state_path.exists():
-            state = json.loads(state_path.read_text())
-            if state["exit_code"] is None:  # bwrap never ran, or the supervisor failed
-                return SandboxStatus(SandboxState.GONE, detail=state.get("detail", state["reason"]))
-            return SandboxStatus(
-                SandboxState.EXITED, exit_code=state["exit_code"], detail=state["reason"]
-            )
+        if not run_dir.exists():  # never started here, or cleaned up
+            return SandboxStatus(SandboxState.GONE, detail="no sandbox directory")
+        recorded = self._recorded_exit(run_dir)
+        if recorded:
+            return recorded
         if self._supervisor_alive(handle):
             if (run_dir / "sandbox.json").exists():
                 return SandboxStatus(SandboxState.RUNNING)
             return SandboxStatus(SandboxState.STARTING)
-        if run_dir.exists():
-            return SandboxStatus(
-                SandboxState.GONE, detail="the supervisor ended without recording an exit"
-            )
-        return SandboxStatus(SandboxState.GONE, detail="no sandbox directory")
+        # It may have written its state between the first look and now.
+        return self._recorded_exit(run_dir) or SandboxStatus(
+            SandboxState.GONE, detail="the supervisor ended without recording an exit"
+        )
+
+    @staticmethod
+    def _recorded_exit(run_dir: Path) -> SandboxStatus | None:
+        state = _read_json(run_dir / "state.json")
+        if state is None:
+            return None
+        if state["exit_code"] is None:  # bwrap never ran, or the supervisor failed
+            return SandboxStatus(SandboxState.GONE, detail=state.get("detail", state["reason"]))
+        return SandboxStatus(
+            SandboxState.EXITED, exit_code=state["exit_code"], detail=state["reason"]
+        )
 
     def stop(self, handle: SandboxHandle) -> None:
         """SIGTERM to the supervisor; it signals the processes inside and SIGKILLs
@@ -320,12 +362,13 @@ class LocalProvider(SandboxProvider):
                 pass
 
     def kill(self, handle: SandboxHandle) -> None:
-        """SIGKILL the supervisor: bwrap dies with its parent, the sandbox with bwrap."""
+        """SIGKILL the supervisor: bwrap dies with its parent, the sandbox with bwrap.
+        Waits (briefly) until it is dead, so what follows sees a settled state."""
         if self._supervisor_alive(handle):
-            try:
-                os.kill(handle.data["supervisor_pid"], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _kill(handle.data["supervisor_pid"])
+        deadline = time.monotonic() + 2
+        while self._supervisor_alive(handle) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def cleanup(self, handle: SandboxHandle) -> None:
         run_dir = self._dir(handle)

@@ -20,9 +20,13 @@ import json
 import os
 import resource
 import signal
+import socket
 import sys
+import threading
 import time
 from pathlib import Path
+
+from agentloop.sandboxes.netbridge import serve
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -222,6 +226,8 @@ class Supervisor:
         os.write(args_fd, b"".join(arg.encode() + b"\0" for arg in cfg["bwrap_options"]))
         os.lseek(args_fd, 0, os.SEEK_SET)
 
+        listener = self._bridge_listener() if cfg.get("bridge") else None
+
         signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.signal(signal.SIGINT, self._on_sigterm)
         log = open(self.run_dir / "runner.log", "ab")
@@ -253,6 +259,9 @@ class Supervisor:
             return 1
         finally:
             os.close(args_fd)
+        if listener is not None:
+            # Threads only after the fork above: preexec_fn and threads do not mix.
+            threading.Thread(target=serve, args=(listener, self._connect_web), daemon=True).start()
         write_json(
             self.run_dir / "sandbox.json",
             {
@@ -276,6 +285,24 @@ class Supervisor:
         )
         remove_cgroups(cgroups)
         return 0
+
+    def _bridge_listener(self) -> socket.socket:
+        """The Unix socket a RUNNER_ONLY sandbox's netbridge connects to."""
+        path = self.config["bridge"]["socket"]
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        uid = self.config.get("host_uid")
+        if uid is not None:
+            os.chown(path, uid, uid)
+        os.chmod(path, 0o600)
+        listener.listen(64)
+        return listener
+
+    def _connect_web(self) -> socket.socket:
+        bridge = self.config["bridge"]
+        upstream = socket.create_connection((bridge["host"], bridge["port"]), timeout=10)
+        upstream.settimeout(None)
+        return upstream
 
     def _on_sigterm(self, signum, frame) -> None:
         self.stop_reason = self.stop_reason or "stopped"
