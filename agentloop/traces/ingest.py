@@ -15,7 +15,10 @@ and preparing each field through the ORM cost more than the whole insert.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC
@@ -67,6 +70,7 @@ def ingest_export(project: Project, decoded: DecodedExport, now=None) -> IngestR
     and counted in the result, never stored in the key's own project.
     """
     now = now or timezone.now()
+    _keep_sqlite_file_open()
     rejected = Counter(decoded.rejected)
     project_ids = _projects_by_name(project, decoded)
     batch: list[tuple[int, dict]] = []
@@ -87,6 +91,46 @@ def ingest_export(project: Project, decoded: DecodedExport, now=None) -> IngestR
             _insert_spans(batch, now)
             _upsert_traces(batch, now)
     return IngestResult(accepted=len(batch), rejected=rejected)
+
+
+_sqlite_ingest_lock = threading.Lock()
+
+
+def one_ingest_at_a_time():
+    """On SQLite, run this process's ingest requests (decode and store) one at a time.
+
+    SQLite has one writer at a time anyway. Concurrent requests only contend:
+    a writer that finds the database busy sleeps in SQLite's busy handler in
+    steps of up to 100 ms, and the writer holding it releases the GIL at every
+    row of executemany and then waits for threads busy decoding to give it back
+    (up to 5 ms each time). Queued on a lock, each request runs at full speed and
+    the next starts the moment the previous one commits. With 4 concurrent
+    clients this cut the server's CPU time per span by a fifth to a quarter.
+    """
+    if connection.vendor == "sqlite":
+        return _sqlite_ingest_lock
+    return contextlib.nullcontext()
+
+
+# SQLite file -> an idle connection kept open for the life of the process.
+_sqlite_keepers: dict[str, sqlite3.Connection] = {}
+
+
+def _keep_sqlite_file_open() -> None:
+    """Hold one idle connection to the SQLite file for the life of the process.
+
+    Django closes its connection after each request (CONN_MAX_AGE=0), and when
+    the last connection to a WAL database closes, SQLite checkpoints the whole
+    WAL into the database with an fsync: once per ingest request. With an idle
+    connection left open, SQLite checkpoints every 1,000 WAL pages instead (its
+    default): the insert alone measured a third faster or more. The idle
+    connection takes no locks.
+    """
+    if connection.vendor != "sqlite" or connection.is_in_memory_db():
+        return
+    name = str(connection.settings_dict["NAME"])
+    if name not in _sqlite_keepers:
+        _sqlite_keepers[name] = sqlite3.connect(name, check_same_thread=False)
 
 
 def _projects_by_name(project: Project, decoded: DecodedExport) -> dict[str, int]:
@@ -164,6 +208,7 @@ def _sqlite_datetime(value) -> str:
 
 
 def _insert_spans_executemany(batch: list[tuple[int, dict]], now) -> None:
+    # (One multi-row INSERT per ~1,500 spans instead measured slower on SQLite.)
     to_db_time = (
         _sqlite_datetime
         if connection.vendor == "sqlite"

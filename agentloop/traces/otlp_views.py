@@ -15,7 +15,7 @@ from django.views.decorators.http import require_POST
 from agentloop.teams.authentication import bearer_token
 from agentloop.teams.models import ProjectApiKey
 from agentloop.traces import otlp
-from agentloop.traces.ingest import ingest_export
+from agentloop.traces.ingest import ingest_export, one_ingest_at_a_time
 
 
 @csrf_exempt
@@ -57,15 +57,19 @@ def otlp_traces(request):
     limit = settings.OTLP_MAX_BODY_BYTES
     try:
         body = _read_body(request, limit)
-        if encoding == "gzip":
-            body = otlp.gunzip_bounded(body, limit)
-        decoded = otlp.decode_export(body, content_type)
     except otlp.BodyTooLarge as exc:
         return _error(413, otlp.RESOURCE_EXHAUSTED, f"Request too large: {exc}.", answer_as)
-    except otlp.OtlpDecodeError as exc:
-        return _error(400, otlp.INVALID_ARGUMENT, f"Invalid OTLP trace export: {exc}.", answer_as)
-
-    result = ingest_export(key.project, decoded)
+    with one_ingest_at_a_time():
+        try:
+            if encoding == "gzip":
+                body = otlp.gunzip_bounded(body, limit)
+            decoded = otlp.decode_export(body, content_type)
+        except otlp.BodyTooLarge as exc:
+            return _error(413, otlp.RESOURCE_EXHAUSTED, f"Request too large: {exc}.", answer_as)
+        except otlp.OtlpDecodeError as exc:
+            message = f"Invalid OTLP trace export: {exc}."
+            return _error(400, otlp.INVALID_ARGUMENT, message, answer_as)
+        result = ingest_export(key.project, decoded)
     return HttpResponse(
         otlp.export_response(result.rejected, content_type), content_type=content_type
     )
