@@ -296,6 +296,56 @@ def test_a_run_code_that_cannot_be_a_label_is_refused(provider, double):
     assert double.calls == []
 
 
+def test_the_registry_builds_the_provider_from_a_kubeconfig_context(
+    double, settings, tmp_path, monkeypatch
+):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "double", "cluster": {"server": double.url}}],
+                "users": [{"name": "agentloop", "user": {"token": "test-token"}}],
+                "contexts": [
+                    {"name": "other", "context": {"cluster": "nowhere", "user": "agentloop"}},
+                    {"name": "double", "context": {"cluster": "double", "user": "agentloop"}},
+                ],
+                "current-context": "other",
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    settings.K8S_CONTEXT = "double"
+    settings.K8S_NAMESPACE = NS
+    settings.K8S_IMAGE = "from-settings:1"
+    settings.K8S_RUNTIME_CLASS = "kata"
+    from agentloop.sandboxes.registry import get_provider, provider_names, unregister_provider
+
+    unregister_provider("kubernetes")  # build afresh from these settings
+    try:
+        provider = get_provider("kubernetes")
+        handle = provider.start(run_spec())
+    finally:
+        unregister_provider("kubernetes")
+
+    assert "kubernetes" in provider_names() and "local" in provider_names()
+    pod = double.pod(handle.id)
+    assert pod["spec"]["containers"][0]["image"] == "from-settings:1"
+    assert pod["spec"]["runtimeClassName"] == "kata"
+
+
+def test_a_missing_kube_context_is_a_clear_error(settings, tmp_path, monkeypatch):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text('{"apiVersion": "v1", "kind": "Config", "contexts": [], "clusters": []}')
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    settings.K8S_CONTEXT = "absent"
+
+    with pytest.raises(SandboxError, match="no Kubernetes configuration"):
+        KubernetesProvider.from_settings()
+
+
 # -- opt-in: a real cluster ------------------------------------------------------------
 
 

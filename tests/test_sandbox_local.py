@@ -366,6 +366,45 @@ def test_runner_only_without_an_agentloop_url_is_refused(provider, sandbox_root)
     assert list(sandbox_root.iterdir()) == []
 
 
+def test_extra_read_only_binds_come_from_settings(provider, settings, sandbox_root):
+    extra = sandbox_root.parent / f"{sandbox_root.name}-extra"
+    extra.mkdir(mode=0o755)
+    (extra / "model.txt").write_text("shared read-only data")
+    (extra / "model.txt").chmod(0o644)
+    settings.SANDBOX_RO_BINDS = [f"{extra}:/opt/data"]
+    try:
+        result = run_json(
+            provider,
+            python(
+                "binds",
+                """
+                import errno, json
+                try:
+                    open('/opt/data/new.txt', 'w')
+                    write = 'written'
+                except OSError as exc:
+                    write = errno.errorcode[exc.errno]
+                print(json.dumps({"read": open('/opt/data/model.txt').read(), "write": write}))
+                """,
+            ),
+        )
+    finally:
+        import shutil
+
+        shutil.rmtree(extra)
+
+    assert result == {"read": "shared read-only data", "write": "EROFS"}
+
+
+def test_a_malformed_extra_bind_is_a_clear_error(provider, settings, sandbox_root):
+    settings.SANDBOX_RO_BINDS = ["relative/path:/opt/data"]
+
+    with pytest.raises(SandboxError, match="not 'host_path:sandbox_path'"):
+        provider.start(spec("badbind", ["true"]))
+
+    assert list(sandbox_root.iterdir()) == []
+
+
 def test_the_runner_package_imports_inside(provider):
     handle = provider.start(
         spec(

@@ -87,3 +87,7 @@ class SandboxProvider(ABC):
     @abstractmethod
     def cleanup(self, handle: SandboxHandle) -> None:
         """Remove everything the sandbox left (workspace, pod, secret); idempotent."""
+
+    def read_log(self, handle: SandboxHandle, tail_bytes: int = 64 * 1024) -> str:
+        """The end of the runner's stdout/stderr, for debugging ("" when unknown)."""
+        return ""

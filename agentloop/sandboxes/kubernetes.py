@@ -74,7 +74,9 @@ class KubernetesProvider(SandboxProvider):
                 config.load_incluster_config()
                 api_client = client.ApiClient()
             else:
-                api_client = config.new_client_from_config(context=context)
+                api_client = config.new_client_from_config(
+                    config_file=os.environ.get("KUBECONFIG"), context=context
+                )
         except config.ConfigException as exc:
             raise SandboxError(f"no Kubernetes configuration: {exc}") from exc
         return cls(

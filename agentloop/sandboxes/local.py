@@ -245,7 +245,39 @@ class LocalProvider(SandboxProvider):
             raise SandboxError(
                 f"a sandbox for run {spec.run_code} already exists at {run_dir}; clean it up first."
             ) from None
-        uid = self.host_uid()
+        try:
+            uid = self.host_uid()
+            cgroup = f"agentloop-{spec.run_code}-{secrets.token_hex(4)}"
+            self._lay_out(run_dir, spec, bridge, bwrap, uid, cgroup)
+            supervisor = self._launch(run_dir)
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)  # a failed start leaves nothing
+            raise
+        return SandboxHandle(
+            provider=self.name,
+            id=spec.run_code,
+            data={
+                "dir": str(run_dir),
+                "supervisor_pid": supervisor["pid"],
+                "supervisor_start": supervisor["start_time"],
+                "cgroup": cgroup,
+            },
+        )
+
+    def _lay_out(
+        self,
+        run_dir: Path,
+        spec: SandboxSpec,
+        bridge: dict | None,
+        bwrap: str,
+        uid: int | None,
+        cgroup: str,
+    ) -> None:
+        """Workspace, HOME, /etc files and the supervisor's config in the run directory.
+
+        The cgroup name is unique per sandbox, not just per run: cleanup kills
+        whatever is in it.
+        """
         for sub in ("workspace", "home"):
             (run_dir / sub).mkdir(mode=0o700)
             if uid is not None:
@@ -263,8 +295,6 @@ class LocalProvider(SandboxProvider):
             (run_dir / "net").mkdir(mode=0o711)
             bridge["socket"] = str(run_dir / "net" / "web.sock")
         limits = spec.limits
-        # Unique per sandbox, not just per run: cleanup kills whatever is in it.
-        cgroup = f"agentloop-{spec.run_code}-{secrets.token_hex(4)}"
         write_json(
             run_dir / "config.json",
             {
@@ -283,6 +313,9 @@ class LocalProvider(SandboxProvider):
                 "stop_grace_seconds": int(_setting("SANDBOX_STOP_GRACE_SECONDS", 10)),
             },
         )
+
+    def _launch(self, run_dir: Path) -> dict:
+        """Start the supervisor; return its pid and start time once it has forked."""
         # The supervisor gets a bare environment: none of this process's secrets.
         launcher = subprocess.run(
             [sys.executable, "-m", "agentloop.sandboxes.supervise", str(run_dir)],
@@ -296,7 +329,6 @@ class LocalProvider(SandboxProvider):
         try:
             supervisor = json.loads((run_dir / "supervisor.json").read_text())
         except (FileNotFoundError, ValueError):
-            shutil.rmtree(run_dir, ignore_errors=True)
             raise SandboxError(
                 "the sandbox supervisor did not start: "
                 + (
@@ -304,16 +336,7 @@ class LocalProvider(SandboxProvider):
                     or f"exit {launcher.returncode}"
                 )
             ) from None
-        return SandboxHandle(
-            provider=self.name,
-            id=spec.run_code,
-            data={
-                "dir": str(run_dir),
-                "supervisor_pid": supervisor["pid"],
-                "supervisor_start": supervisor["start_time"],
-                "cgroup": cgroup,
-            },
-        )
+        return supervisor
 
     # -- asking and stopping -----------------------------------------------------
 

@@ -40,6 +40,11 @@ def get_provider(name: str) -> SandboxProvider:
     return _INSTANCES[name]
 
 
+def provider_names() -> list[str]:
+    """Names get_provider() knows, without building any provider."""
+    return sorted(_FACTORIES)
+
+
 def register_provider(name: str, provider: SandboxProvider) -> None:
     """Make get_provider(name) return this instance (tests: a fake provider)."""
     _FACTORIES[name] = lambda: provider
