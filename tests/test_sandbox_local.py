@@ -485,6 +485,32 @@ def test_the_memory_limit_kills_a_hog(provider):
     assert "allocated" not in provider.read_log(handle)
 
 
+def test_the_cpu_limit_throttles_a_busy_loop(provider):
+    handle = provider.start(
+        python(
+            "busy",
+            """
+            import time
+            end = time.monotonic() + 1.0
+            while time.monotonic() < end:
+                pass
+            print(round(time.process_time(), 2))
+            """,
+            cpu=0.2,
+        )
+    )
+
+    status = wait_until_done(provider, handle)
+    sandbox = json.loads((Path(handle.data["dir"]) / "sandbox.json").read_text())
+    applied = {name for cgroup in sandbox["cgroups"] for name in cgroup["applied"]}
+    if not applied & {"cpu.cfs_quota_us", "cpu.max"}:
+        pytest.skip("no writable cpu cgroup here: cpu is not limited (docs/sandboxes.md)")
+
+    assert status.exit_code == 0
+    cpu_seconds = float(provider.read_log(handle).split()[-1])
+    assert cpu_seconds < 0.5  # a fifth of a core for a second, not the whole second
+
+
 def test_stop_ends_it_gracefully(provider):
     handle = provider.start(
         python(

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass(frozen=True)
 class Limits:
-    cpu: float = 1.0  # cores (kubernetes: limits.cpu; local: advisory)
+    cpu: float = 1.0  # cores (kubernetes: limits.cpu; local: a cpu cgroup quota when writable)
     memory_mb: int = 2048  # local: a memory cgroup when writable (never RLIMIT_AS: node needs VM)
     processes: int = 256  # local: a pids cgroup, else RLIMIT_NPROC of the sandbox host uid
     wall_seconds: int = 3600  # hard deadline: the sandbox is killed after this

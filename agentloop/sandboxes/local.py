@@ -306,6 +306,7 @@ class LocalProvider(SandboxProvider):
                 "bridge": bridge,
                 "host_uid": uid,
                 "wall_seconds": limits.wall_seconds,
+                "cpu": limits.cpu,
                 "memory_bytes": limits.memory_mb * 1024 * 1024,
                 "processes": limits.processes,
                 "open_files": limits.open_files,

@@ -109,7 +109,11 @@ def cgroup_dirs(name: str) -> list[Path]:
     if (CGROUP_ROOT / "cgroup.controllers").exists():  # unified (v2) hierarchy only
         bases = {"": CGROUP_ROOT}
     else:  # v1 (or hybrid): one hierarchy per controller
-        bases = {"memory": CGROUP_ROOT / "memory", "pids": CGROUP_ROOT / "pids"}
+        bases = {
+            "cpu": CGROUP_ROOT / "cpu",
+            "memory": CGROUP_ROOT / "memory",
+            "pids": CGROUP_ROOT / "pids",
+        }
     return [
         base / own[controller].lstrip("/") / name
         for controller, base in bases.items()
@@ -117,9 +121,14 @@ def cgroup_dirs(name: str) -> list[Path]:
     ]
 
 
-def create_cgroups(name: str, memory_bytes: int, pids_max: int) -> list[dict]:
+def create_cgroups(name: str, memory_bytes: int, pids_max: int, cpu: float) -> list[dict]:
     """Create the run's cgroups and set its limits; return what was applied."""
+    period = 100_000
+    quota = max(1000, round(cpu * period))
     limits = {
+        "cpu.max": f"{quota} {period}",  # v2
+        "cpu.cfs_period_us": period,  # v1; the period before the quota measured in it
+        "cpu.cfs_quota_us": quota,
         "memory.max": memory_bytes,  # v2
         "memory.limit_in_bytes": memory_bytes,  # v1; memsw after it, so swap is no way out
         "memory.memsw.limit_in_bytes": memory_bytes,
@@ -214,7 +223,7 @@ class Supervisor:
         import subprocess
 
         cfg = self.config
-        cgroups = create_cgroups(cfg["cgroup"], cfg["memory_bytes"], cfg["processes"])
+        cgroups = create_cgroups(cfg["cgroup"], cfg["memory_bytes"], cfg["processes"], cfg["cpu"])
         pids_limited = any("pids.max" in c["applied"] for c in cgroups)
         # Without a pids cgroup fall back to RLIMIT_NPROC. It only binds a non-root
         # host uid, and counts every process of that uid (all runs together).
