@@ -29,6 +29,12 @@ from agentloop.runner.client import ApiError, RunnerClient
 from agentloop.runner.events import EventQueue
 from agentloop.runner.harnesses.base import Harness, TurnResult
 from agentloop.runner.harnesses.registry import UnknownHarness, get_harness
+from agentloop.runner.repo import (
+    RepositoryError,
+    branch_artifact,
+    clone_repository,
+    publish_branch,
+)
 from agentloop.runner.workspace import ArtifactTracker, prepare_workspace
 
 STOP_USER = "user"
@@ -70,6 +76,7 @@ class Runner:
         self.inbox_wait = inbox_wait
         self.log = log
         self.artifacts = ArtifactTracker(workspace)
+        self.checkout = None  # the run's repository, when its spec has one
 
         self.stop_event = threading.Event()
         self.stop_reason: str | None = None
@@ -176,7 +183,8 @@ class Runner:
             return 1
         self._start_threads()
         try:
-            state, reason = self._drive(harness_env)
+            clone_error = self._clone_repository(harness_env)
+            state, reason = ("failed", clone_error) if clone_error else self._drive(harness_env)
         except Exception as error:  # the runner's own bug: still end the run honestly
             state, reason = "failed", f"runner error: {error!r}"
             self.events.emit("error", {"message": reason}, source="system")
@@ -185,6 +193,7 @@ class Runner:
             timer = getattr(self, "_timer", None)
             if timer is not None:
                 timer.cancel()
+        self._publish_branch(harness_env)
         self._upload_artifacts()
         if not self.events.close(timeout=60):
             self.log("some events were not delivered")
@@ -243,6 +252,41 @@ class Runner:
             except queue.Empty:
                 continue
         return None
+
+    # -- the repository (agentloop/runner/repo.py) ---------------------------------------
+
+    def _clone_repository(self, harness_env: dict[str, str]) -> str | None:
+        """Check out the spec's repository in the workspace; the reason when that failed."""
+        repository = self.spec.get("repository")
+        if not repository:
+            return None
+        try:
+            self.checkout = clone_repository(repository, self.workspace, harness_env)
+        except RepositoryError as error:
+            self.events.emit("error", {"message": str(error)}, source="system")
+            return str(error)
+        return None
+
+    def _publish_branch(self, harness_env: dict[str, str]) -> None:
+        """Push what the agent left as agentloop/<run-code> and report a branch artifact."""
+        if self.checkout is None:
+            return
+        try:
+            metadata = publish_branch(self.checkout, str(self.spec.get("run") or ""), harness_env)
+        except (RepositoryError, ValueError) as error:
+            self.events.emit("error", {"message": f"branch not pushed: {error}"}, source="system")
+            return
+        if metadata is None:
+            return
+        key, name, content = branch_artifact(metadata)
+        try:
+            answer = self.client.post_artifact(key, "branch", name, content, metadata)
+        except ApiError as error:
+            self.events.emit("error", {"message": f"branch artifact not recorded: "
+                                                  f"{error.message}"}, source="system")
+            return
+        self.events.emit("artifact", {"artifact_id": answer.get("id"), "kind": "branch",
+                                      "name": name}, source="system")
 
     def _upload_artifacts(self) -> None:
         changed, problems = self.artifacts.changed()
