@@ -156,6 +156,10 @@ MEDIA_ROOT = VAR_DIR / "media"
 
 # Where sandboxes reach the web process (runner API, span API, LLM gateway).
 AGENTLOOP_PUBLIC_URL = env_str("AGENTLOOP_PUBLIC_URL", "http://127.0.0.1:8000")
+# LLM gateway (docs/gateway.md): the Anthropic-compatible upstream it forwards to,
+# and the real key it adds (never sent to a sandbox; _FILE variant for secrets).
+AGENTLOOP_LLM_UPSTREAM_URL = env_str("AGENTLOOP_LLM_UPSTREAM_URL", "https://api.anthropic.com")
+AGENTLOOP_ANTHROPIC_API_KEY = env_str("AGENTLOOP_ANTHROPIC_API_KEY", "")
 # Per-run workspaces of the local (bubblewrap) sandbox provider.
 SANDBOX_ROOT = Path(env_str("AGENTLOOP_SANDBOX_ROOT", str(VAR_DIR / "sandboxes")))
 SANDBOX_PROVIDER_DEFAULT = env_str("AGENTLOOP_SANDBOX_PROVIDER", "local")

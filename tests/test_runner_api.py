@@ -102,7 +102,7 @@ def test_spec(launched, settings):
         "allowed_tools": ["Read"],
         "time_limit_seconds": 600,
         "api_url": f"{settings.AGENTLOOP_PUBLIC_URL}/api/v1/projects/{run.project_id}/",
-        "llm_base_url": f"{settings.AGENTLOOP_PUBLIC_URL}/api/llm",
+        "llm_base_url": f"{settings.AGENTLOOP_PUBLIC_URL}/llm/anthropic",
         "env": {"REGION": "eu", "DATADOG_KEY": "dd-secret-123456"},
         "repository": None,
         "status": "provisioning",

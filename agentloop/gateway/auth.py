@@ -1,0 +1,68 @@
+"""Who is calling the gateway: a run, by its service key.
+
+Claude Code sends its API key in `x-api-key`; other clients may send
+`Authorization: Bearer`. Only a run's service key (al_sk_…) is accepted — a
+project API key reads traces, it does not spend model tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agentloop.gateway import budget
+from agentloop.runs.models import Run, RunStatus, ServiceKey
+from agentloop.teams.models import ProjectApiKey
+
+CALLABLE_STATES = (RunStatus.RUNNING, RunStatus.WAITING)
+
+
+@dataclass
+class Refusal:
+    status: int
+    error_type: str
+    message: str
+
+
+def presented_key(headers) -> str:
+    key = headers.get("x-api-key", "").strip()
+    if key:
+        return key
+    authorization = headers.get("authorization", "")
+    if authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return ""
+
+
+def authenticate(headers) -> tuple[Run, str] | Refusal:
+    """(run, raw token) of the caller, or why it may not call (sync: use sync_to_async)."""
+    raw = presented_key(headers)
+    if not raw:
+        return Refusal(
+            401,
+            "authentication_error",
+            "No run key: send the run's service key in x-api-key (or Authorization: Bearer).",
+        )
+    if raw.startswith(ProjectApiKey.PREFIX):
+        return Refusal(
+            401,
+            "authentication_error",
+            "A project API key cannot call the LLM gateway; only a run's service key can.",
+        )
+    key = ServiceKey.authenticate(raw)
+    if key is None:
+        return Refusal(401, "authentication_error", "Unknown, expired or revoked run key.")
+    run = Run.objects.select_related("space", "project").get(pk=key.run_id)
+    if budget.ended_for_budget(run):
+        return Refusal(400, "budget_exceeded", budget_message(run))
+    if run.status not in CALLABLE_STATES:
+        return Refusal(
+            409,
+            "invalid_request_error",
+            f"The run is {run.status}, not running: it cannot call the model.",
+        )
+    return run, raw
+
+
+def budget_message(run: Run) -> str:
+    why = budget.exceeded(run) or "The run has used its budget."
+    return f"{why} The run has been stopped (exit reason: budget)."
