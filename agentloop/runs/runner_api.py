@@ -96,7 +96,7 @@ def _public_url() -> str:
 def spec(request, run: Run, token, body):
     config = run.config
     llm_base_url = config.get("llm_base_url") or getattr(
-        settings, "AGENTLOOP_LLM_BASE_URL", f"{_public_url()}/api/llm"
+        settings, "AGENTLOOP_LLM_BASE_URL", f"{_public_url()}/llm/anthropic"
     )
     return JsonResponse(
         {
