@@ -339,10 +339,23 @@ def test_runner_only_reaches_the_web_process_and_nothing_else(provider, web_and_
 
     result = run_json(provider, sandbox_spec)
 
-    assert result["url"] == f"http://127.0.0.1:{web_port}/"
-    assert result["web"] == f"hello /api/runner/v1/spec via 127.0.0.1:{web_port}"
+    assert result["url"] == f"http://localhost:{web_port}/"  # the name resolves to the bridge
+    assert result["web"] == f"hello /api/runner/v1/spec via localhost:{web_port}"
     assert result["database"] == "ConnectionRefusedError"  # nothing listens in its own netns
     assert result["internet"] == "OSError"  # no route at all: ENETUNREACH
+
+
+def test_runner_only_rewrites_an_ip_address_to_the_bridge(provider, web_and_database):
+    web_port, db_port = web_and_database
+    sandbox_spec = replace(
+        spec("netip", ["python3", "-c", PROBE % {"db": db_port}]),
+        env={"AGENTLOOP_URL": f"http://127.0.0.1:{web_port}/"},
+    )
+
+    result = run_json(provider, sandbox_spec)
+
+    assert result["web"] == f"hello /api/runner/v1/spec via 127.0.0.1:{web_port}"
+    assert result["database"] == "ConnectionRefusedError"
 
 
 def test_open_network_reaches_what_the_host_reaches(provider, web_and_database):

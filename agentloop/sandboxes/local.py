@@ -20,6 +20,7 @@ memory is limited by a cgroup rather than RLIMIT_AS.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import json
 import os
 import re
@@ -151,8 +152,10 @@ class LocalProvider(SandboxProvider):
                 opts += ["--symlink", os.readlink(top), top]
             elif os.path.isdir(top):
                 opts += ["--ro-bind", top, top]
+        runner_only = spec.network == NetworkPolicy.RUNNER_ONLY
         for path in ETC_FILES:
-            opts += ["--ro-bind-try", path, path]
+            if not (runner_only and path == "/etc/hosts"):  # runner-only: our own hosts
+                opts += ["--ro-bind-try", path, path]
         opts += [
             "--ro-bind",
             str(run_dir / "etc" / "passwd"),
@@ -183,8 +186,9 @@ class LocalProvider(SandboxProvider):
             opts += ["--ro-bind", str(claude), f"{CLAUDE_DIR}/claude"]
         for host, inside in parse_binds(_setting("SANDBOX_RO_BINDS", [])):
             opts += ["--ro-bind", host, inside]
-        if spec.network == NetworkPolicy.RUNNER_ONLY:
+        if runner_only:
             opts += ["--unshare-net", "--ro-bind", str(run_dir / "net"), BRIDGE_DIR]
+            opts += ["--ro-bind", str(run_dir / "etc" / "hosts"), "/etc/hosts"]
         opts += ["--remount-ro", "/", "--chdir", WORKSPACE]
         return opts
 
@@ -206,8 +210,10 @@ class LocalProvider(SandboxProvider):
         """RUNNER_ONLY: the sandbox gets its own network namespace (loopback only) and
         reaches AGENTLOOP_URL's host:port, and nothing else, through the netbridge.
 
-        Returns the spec as the sandbox runs it (command wrapped, AGENTLOOP_URL
-        pointing at the bridge on 127.0.0.1) and the host side of the bridge.
+        A host name in AGENTLOOP_URL resolves to 127.0.0.1 inside (a generated
+        /etc/hosts), so the URL, the Host header and TLS names stay as they are;
+        an IP address is rewritten to 127.0.0.1. Returns the spec as the sandbox
+        runs it (command wrapped in the bridge) and the host side of the bridge.
         """
         if spec.network != NetworkPolicy.RUNNER_ONLY:
             return spec, None
@@ -217,13 +223,21 @@ class LocalProvider(SandboxProvider):
                 "network policy runner-only needs AGENTLOOP_URL (http://host:port) in the env."
             )
         port = url.port or (443 if url.scheme == "https" else 80)
-        inside_url = urlunsplit((url.scheme, f"127.0.0.1:{port}", url.path, url.query, ""))
+        env = dict(spec.env)
+        alias = None
+        try:
+            ipaddress.ip_address(url.hostname)
+        except ValueError:
+            alias = url.hostname
+        else:
+            netloc = f"127.0.0.1:{port}" if url.port else "127.0.0.1"
+            env["AGENTLOOP_URL"] = urlunsplit((url.scheme, netloc, url.path, url.query, ""))
         command = [
             "python3", "-m", "agentloop.sandboxes.netbridge",
             str(port), f"{BRIDGE_DIR}/web.sock", "--", *spec.command,
         ]  # fmt: skip
-        inside = replace(spec, command=command, env={**spec.env, "AGENTLOOP_URL": inside_url})
-        return inside, {"host": url.hostname, "port": port}
+        inside = replace(spec, command=command, env=env)
+        return inside, {"host": url.hostname, "port": port, "alias": alias}
 
     def start(self, spec: SandboxSpec) -> SandboxHandle:
         bwrap = _setting("SANDBOX_BWRAP", "/usr/bin/bwrap")
@@ -292,6 +306,11 @@ class LocalProvider(SandboxProvider):
             f"root:x:0:\nagent:x:{SANDBOX_UID}:\nnogroup:x:65534:\n"
         )
         if bridge is not None:
+            # Only loopback exists inside; the web process's name points there.
+            names = " ".join(filter(None, ["localhost", bridge["alias"]]))
+            (run_dir / "etc" / "hosts").write_text(
+                f"127.0.0.1\t{names}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            )
             (run_dir / "net").mkdir(mode=0o711)
             bridge["socket"] = str(run_dir / "net" / "web.sock")
         limits = spec.limits
