@@ -4,15 +4,23 @@
 the full snapshot (every key present, defaults filled in), or raises
 ValidationError with a message per field. Secret env values are split off: they
 are stored encrypted on the Run, and only their names stay in the snapshot.
+
+Budgets: `token_budget` (input + output tokens) and `cost_budget_usd` (a float)
+are None when unlimited; the LLM gateway enforces them. `repository` is None
+or {"url", "base_branch"} (https://, or file:// when
+AGENTLOOP_ALLOW_FILE_REPOSITORIES is set, for tests and local mirrors).
+`preset_id`/`preset_name` record which preset the snapshot came from.
 """
 
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from agentloop.runner.repo import repository_url_problem, valid_branch_name
 from agentloop.runs.providers import provider_names
 
 HARNESSES = ("analyst", "claude-code")
@@ -23,6 +31,8 @@ DEFAULT_MAX_TURNS = 50
 LIMIT_KEYS = {"cpu": float, "memory_mb": int, "processes": int, "disk_mb": int}
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 RESERVED_ENV = {"AGENTLOOP_URL", "AGENTLOOP_RUN_TOKEN"}
+MAX_COST_BUDGET_USD = Decimal("100000")
+MAX_SYSTEM_PROMPT_LENGTH = 100_000
 
 
 def _positive_int(value, field: str, errors: dict, maximum: int | None = None) -> int | None:
@@ -48,6 +58,41 @@ def _env(value, field: str, errors: dict) -> dict[str, str]:
         errors[field] = f"{field} has names that are not allowed: {', '.join(map(str, bad))}."
         return {}
     return {k: str(v) for k, v in value.items()}
+
+
+def _repository(value, errors: dict) -> dict | None:
+    """{"url", "base_branch"} the runner clones and pushes agentloop/<run-code> to, or None."""
+    if value in (None, "", {}):
+        return None
+    if not isinstance(value, dict):
+        errors["repository"] = "repository must be an object with url and base_branch, or null."
+        return None
+    url = str(value.get("url") or "").strip()
+    base = str(value.get("base_branch") or "main").strip()
+    allow_file = getattr(settings, "AGENTLOOP_ALLOW_FILE_REPOSITORIES", False)
+    problem = repository_url_problem(url, allow_file=allow_file)
+    if problem:
+        errors["repository.url"] = problem
+    if not valid_branch_name(base):
+        errors["repository.base_branch"] = f"{base!r} is not a branch name."
+    return {"url": url, "base_branch": base}
+
+
+def _cost(value, errors: dict) -> float | None:
+    """A budget in US dollars (a float in the snapshot, at most 6 decimals), or None."""
+    if value in (None, ""):
+        return None
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        errors["cost_budget_usd"] = "cost_budget_usd must be a number of dollars."
+        return None
+    if not amount.is_finite() or amount <= 0 or amount > MAX_COST_BUDGET_USD:
+        errors["cost_budget_usd"] = (
+            f"cost_budget_usd must be more than 0 and at most {MAX_COST_BUDGET_USD}."
+        )
+        return None
+    return float(round(amount, 6))
 
 
 def normalize_config(config: dict) -> tuple[dict, dict[str, str]]:
@@ -83,11 +128,17 @@ def normalize_config(config: dict) -> tuple[dict, dict[str, str]]:
                 limits[name] = cast(config["limits"][name])
             except (TypeError, ValueError):
                 errors[f"limits.{name}"] = f"limits.{name} must be a number."
+    if len(str(config.get("system_prompt") or "")) > MAX_SYSTEM_PROMPT_LENGTH:
+        errors["system_prompt"] = (
+            f"system_prompt is longer than {MAX_SYSTEM_PROMPT_LENGTH:,} characters."
+        )
     env = _env(config.get("env"), "env", errors)
     secret_env = _env(config.get("secret_env"), "secret_env", errors)
-    repository = config.get("repository")
-    if repository is not None and not isinstance(repository, dict):
-        errors["repository"] = "repository must be an object or null."
+    repository = _repository(config.get("repository"), errors)
+    token_budget = None
+    if config.get("token_budget") not in (None, ""):
+        token_budget = _positive_int(config["token_budget"], "token_budget", errors, 10**12)
+    cost_budget = _cost(config.get("cost_budget_usd"), errors)
     if errors:
         raise ValidationError(errors)
     snapshot = {
@@ -103,6 +154,9 @@ def normalize_config(config: dict) -> tuple[dict, dict[str, str]]:
         "secret_env_names": sorted(secret_env),
         "skills": list(config.get("skills") or []),
         "repository": repository,
+        "token_budget": token_budget,
+        "cost_budget_usd": cost_budget,
+        "preset_id": config.get("preset_id") or None,
         "image": config.get("image") or None,
         "network": config.get("network") or "runner-only",
         "preset_name": config.get("preset_name") or "",
