@@ -9,7 +9,8 @@ so any process on the same host can ask.
 Layout of SANDBOX_ROOT/<run_code>/ (mode 0711, root-owned):
   workspace/  -> /workspace inside (writable; owned by the sandbox host uid)
   home/       -> /home/agent inside (writable)
-  etc/        passwd and group naming the sandbox user, bound read-only
+  etc/        passwd, group (and hosts under runner-only), bound read-only
+  net/        web.sock, the host end of the runner-only network bridge
   config.json, supervisor.json, sandbox.json, state.json, runner.log, supervisor.log
               (only the supervisor and the host see these)
 
@@ -252,7 +253,8 @@ class LocalProvider(SandboxProvider):
         root = run_dir.parent
         root.mkdir(parents=True, exist_ok=True)
         root.chmod(0o711)  # traversable by the sandbox uid (bwrap binds from here), not listable
-        _check_traversable(root)
+        if self.host_uid() is not None:
+            _check_traversable(root)
         try:
             run_dir.mkdir(mode=0o711)
         except FileExistsError:

@@ -21,6 +21,7 @@ import os
 import resource
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -220,8 +221,6 @@ class Supervisor:
             os._exit(1)
 
     def run(self) -> int:
-        import subprocess
-
         cfg = self.config
         cgroups = create_cgroups(cfg["cgroup"], cfg["memory_bytes"], cfg["processes"], cfg["cpu"])
         pids_limited = any("pids.max" in c["applied"] for c in cgroups)
@@ -316,9 +315,7 @@ class Supervisor:
     def _on_sigterm(self, signum, frame) -> None:
         self.stop_reason = self.stop_reason or "stopped"
 
-    def _wait(self, proc) -> int:
-        import subprocess
-
+    def _wait(self, proc: subprocess.Popen) -> int:
         grace = self.config["stop_grace_seconds"]
         while True:
             try:
