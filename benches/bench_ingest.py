@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"building {2 * batches + 2} protobuf batches of {BATCH} spans…", flush=True)
     bodies = [benchmark_request(BATCH, seed=i) for i in range(2 * batches + 2)]
     print(f"batch size: {len(bodies[0]) / 1024:.0f} KiB", flush=True)
+    # The machine may be shared: say how busy it was, so figures can be compared.
+    load_before = os.getloadavg()[0]
 
     results: list[tuple[str, str, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="agentloop-bench-ingest-") as tmp:
@@ -87,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     drop_pg_database(admin_url)
 
-    print(f"\n### OTLP ingest, {date.today().isoformat()}, {batches} batches of {BATCH} per run\n")
+    print(
+        f"\n### OTLP ingest, {date.today().isoformat()}, {batches} batches of {BATCH} per run, "
+        f"load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after "
+        f"({os.cpu_count()} cores)\n"
+    )
     print("| database | clients | spans/s (wall) | spans per server CPU-second |")
     print("|---|---:|---:|---:|")
     for database, clients, rate, per_cpu in results:

@@ -10,7 +10,8 @@ two `executemany` statements in one transaction and no per-span query:
   concurrent requests for one trace cannot lose each other's times.
 
 Raw SQL instead of `bulk_create`: building 512 model instances per request
-and preparing each field through the ORM cost more than the whole insert.
+and preparing each field through the ORM made the insert 3-4 times slower
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
