@@ -105,6 +105,7 @@ def test_spec(launched, settings):
         "llm_base_url": f"{settings.AGENTLOOP_PUBLIC_URL}/llm/anthropic",
         "env": {"REGION": "eu", "DATADOG_KEY": "dd-secret-123456"},
         "repository": None,
+        "skills": [],
         "status": "provisioning",
     }
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import agentloop
+from agentloop.runner.skills import install_skills
 from agentloop.runner.traces_cli import CONFIG_PATH
 
 ARTIFACTS_DIR = "artifacts"
@@ -114,6 +115,7 @@ def prepare_workspace(workspace: Path, spec: dict, env: dict[str, str]) -> dict[
     skill = home / ".claude" / "skills" / "agentloop-traces" / "SKILL.md"
     skill.parent.mkdir(parents=True, exist_ok=True)
     skill.write_text(SKILL_MD)
+    install_skills(home, spec.get("skills") or [], env)  # the run's custom skills
 
     # The token stays in the environment only; the file holds what is not secret.
     config = home / CONFIG_PATH

@@ -62,7 +62,7 @@ def create_run(
     No access check: callers (start_session, automations) have done theirs.
     """
     prompt = _clean_text(prompt, "prompt")
-    snapshot, secret_env = normalize_config(config)
+    snapshot, secret_env = normalize_config(config, space=project.space, user=creator)
     with transaction.atomic():
         run = Run(
             space_id=project.space_id,

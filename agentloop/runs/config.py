@@ -95,8 +95,11 @@ def _cost(value, errors: dict) -> float | None:
     return float(round(amount, 6))
 
 
-def normalize_config(config: dict) -> tuple[dict, dict[str, str]]:
-    """Return (snapshot, secret_env) or raise ValidationError."""
+def normalize_config(config: dict, *, space=None, user=None) -> tuple[dict, dict[str, str]]:
+    """Return (snapshot, secret_env) or raise ValidationError.
+
+    With `space` (and `user`), skill ids must name skills of that space the user may use.
+    """
     if not isinstance(config, dict):
         raise ValidationError("The configuration must be an object.")
     errors: dict[str, str] = {}
@@ -139,6 +142,11 @@ def normalize_config(config: dict) -> tuple[dict, dict[str, str]]:
     if config.get("token_budget") not in (None, ""):
         token_budget = _positive_int(config["token_budget"], "token_budget", errors, 10**12)
     cost_budget = _cost(config.get("cost_budget_usd"), errors)
+    from skills.runtime import check_skill_ids
+
+    skills, skills_problem = check_skill_ids(config.get("skills"), space, user)
+    if skills_problem:
+        errors["skills"] = skills_problem
     if errors:
         raise ValidationError(errors)
     snapshot = {
@@ -152,7 +160,7 @@ def normalize_config(config: dict) -> tuple[dict, dict[str, str]]:
         "limits": limits,
         "env": env,
         "secret_env_names": sorted(secret_env),
-        "skills": list(config.get("skills") or []),
+        "skills": skills,
         "repository": repository,
         "token_budget": token_budget,
         "cost_budget_usd": cost_budget,

@@ -8,7 +8,8 @@ events share, the boundary is checked and both parts are replaced.
 
 Which secrets: `run_secrets(run, token)` — the run token (the raw token is
 never stored, so it is taken from the request that presents it) and the run's
-secret env values (skills; `Run.secret_env()`). Skills plug in there.
+secret env values (skills are merged into it at launch by skills.runtime;
+before that, the skills' current secrets are added here).
 Values shorter than MIN_SECRET_LENGTH are ignored: redacting "1" or "yes"
 everywhere would destroy transcripts and protect nothing.
 """
@@ -31,6 +32,11 @@ def run_secrets(run, token: str | None = None) -> Secrets:
     if token:
         pairs.append(("AGENTLOOP_RUN_TOKEN", token))
     pairs.extend(run.secret_env().items())
+    if run.config.get("skills") and "skill_names" not in run.config:
+        # Not launched yet: the skills' secrets are not in the secret env so far.
+        from skills.runtime import skill_secret_pairs
+
+        pairs.extend(skill_secret_pairs(run))
     return prepare(pairs)
 
 

@@ -113,6 +113,7 @@ def spec(request, run: Run, token, body):
             "llm_base_url": llm_base_url,
             "env": {**config.get("env", {}), **run.secret_env()},
             "repository": config.get("repository"),
+            "skills": config.get("skill_installs") or [],  # custom skills to install
             "status": run.status,
         }
     )

@@ -27,7 +27,11 @@ def build_spec(run: Run, token: str) -> SandboxSpec:
         **config.get("limits", {}),
         wall_seconds=config["time_limit_seconds"] + SANDBOX_GRACE_SECONDS,
     )
+    # The run's env and secret env (skills included, see skills.runtime) are the
+    # sandbox's environment; the runner's own two variables come last and win.
     env = {
+        **config.get("env", {}),
+        **run.secret_env(),
         "AGENTLOOP_URL": settings.AGENTLOOP_PUBLIC_URL,
         "AGENTLOOP_RUN_TOKEN": token,
     }
@@ -51,6 +55,14 @@ def launch_run(run_id: int, now=None) -> bool:
     if not run.transition(
         RunStatus.PROVISIONING, deadline=deadline, detail="Starting the sandbox.", now=now
     ):
+        return False
+    from skills.runtime import SkillUnavailable, apply_skills
+
+    try:
+        apply_skills(run)  # before any sandbox: a skill we cannot decrypt fails the run here
+    except SkillUnavailable as error:
+        log.warning("run %s: %s", run.code, error)
+        run.transition(RunStatus.FAILED, exit_reason=str(error), now=now)
         return False
     key, token = ServiceKey.mint(run, expires_at=deadline)
     try:
