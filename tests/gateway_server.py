@@ -66,6 +66,12 @@ REAL_KEY = "sk-ant-real-upstream-key-0123456789"
 
 
 @pytest.fixture
+def real_key() -> str:
+    """The upstream key the gateway is configured with (`gateway` fixture)."""
+    return REAL_KEY
+
+
+@pytest.fixture
 def gateway(settings, upstream_model, asgi_server):
     """The gateway's URL, forwarding to the fake upstream with REAL_KEY."""
     settings.AGENTLOOP_LLM_UPSTREAM_URL = upstream_model.url

@@ -16,15 +16,15 @@ import httpx
 import pytest
 from django.utils import timezone
 
+from agentloop.gateway import views
 from agentloop.runs.models import Run, RunStatus, ServiceKey
 from agentloop.runs.worker_trace import root_span_id, trace_id_for
 from agentloop.teams.models import ProjectApiKey
 from agentloop.traces.models import Span, Trace
 from tests import fake_anthropic
 from tests.fake_anthropic import FakeAnthropic, error, text, tool_use
-from tests.gateway_server import REAL_KEY
 
-pytest_plugins = ["tests.gateway_server"]  # asgi_server, upstream_model, gateway
+pytest_plugins = ["tests.gateway_server"]  # asgi_server, upstream_model, gateway, real_key
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MODEL = "claude-sonnet-4-5"
@@ -288,18 +288,20 @@ def test_without_an_upstream_key_the_gateway_says_so(gateway, settings, upstream
 # -- (3) keys: the real key goes upstream only, the run token never --------------------
 
 
-def test_the_upstream_gets_the_real_key_and_never_the_run_token(gateway, upstream_model, project):
+def test_the_upstream_gets_the_real_key_and_never_the_run_token(
+    gateway, upstream_model, project, real_key
+):
     run, token = make_run(project)
     upstream_model.script([text("fine"), text("fine again")])
     # The agent echoed its token into the conversation: it must not be stored.
-    leaky = request_body(content=f"my key is {token} and {REAL_KEY}")
+    leaky = request_body(content=f"my key is {token} and {real_key}")
 
     assert call(gateway, token, leaky).status_code == 200
     assert call(gateway, token, request_body(stream=True), auth="bearer").status_code == 200
 
     for seen in upstream_model.requests:
         headers = {name.lower(): value for name, value in seen["headers"].items()}
-        assert headers["x-api-key"] == REAL_KEY
+        assert headers["x-api-key"] == real_key
         assert "authorization" not in headers and "cookie" not in headers
         assert "x-private-hop" not in headers  # named in Connection: hop-by-hop
         assert headers["anthropic-version"] == "2023-06-01"
@@ -315,7 +317,7 @@ def test_the_upstream_gets_the_real_key_and_never_the_run_token(gateway, upstrea
             for s in Span.objects.all()
         ]
     )
-    assert token not in stored and REAL_KEY not in stored
+    assert token not in stored and real_key not in stored
     assert "[REDACTED:AGENTLOOP_RUN_TOKEN]" in stored
     assert "[REDACTED:AGENTLOOP_ANTHROPIC_API_KEY]" in stored
 
@@ -468,3 +470,38 @@ def test_bad_input_gets_a_clear_error_and_stores_nothing(gateway, upstream_model
     get = httpx.get(gateway + "/v1/messages", headers={"x-api-key": token}, timeout=TIMEOUT)
     assert get.status_code == 405
     assert upstream_model.requests == [] and not run_spans(run).exists()
+
+
+def test_a_caller_hanging_up_mid_stream_is_recorded_as_an_error_span(
+    gateway, holding_upstream, project, monkeypatch
+):
+    run, token = make_run(project)
+    holding_upstream.script([text("a long answer nobody reads")])
+    recorded = threading.Event()
+    finish = views._finish
+
+    def finish_and_tell(*args):
+        finish(*args)
+        recorded.set()
+
+    monkeypatch.setattr(views, "_finish", finish_and_tell)
+    headers = {"x-api-key": token, "anthropic-version": "2023-06-01"}
+
+    with httpx.stream(
+        "POST",
+        gateway + "/v1/messages",
+        json=request_body(stream=True),
+        headers=headers,
+        timeout=TIMEOUT,
+    ) as response:
+        assert b"message_start" in next(response.iter_raw())
+    # The caller is gone; the gateway notices, stops relaying and records what it saw.
+
+    assert recorded.wait(20), "the gateway never recorded the abandoned call"
+    holding_upstream.go_on.set()
+    (span,) = run_spans(run)
+    assert span.status_code == "ERROR"
+    assert span.status_message == "the caller hung up before the answer ended"
+    assert span.prompt_tokens == 12  # message_start's usage had arrived
+    run.refresh_from_db()
+    assert run.input_tokens == 12

@@ -19,12 +19,11 @@ from agentloop.runner.harnesses.claude_code import ClaudeCodeHarness
 from agentloop.runs.models import RunStatus
 from agentloop.traces.models import Span
 from tests.fake_anthropic import text, tool_use
-from tests.gateway_server import REAL_KEY
 from tests.test_claude_code_harness import CLAUDE, SANDBOX_UID
 from tests.test_claude_code_parse import ListSink
 from tests.test_gateway import make_run, run_spans
 
-pytest_plugins = ["tests.gateway_server"]  # asgi_server, upstream_model, gateway
+pytest_plugins = ["tests.gateway_server"]  # asgi_server, upstream_model, gateway, real_key
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
@@ -71,7 +70,7 @@ def harness_for(gateway, claude_as_sandbox_user):
 
 
 def test_a_claude_code_turn_through_the_gateway_is_recorded_in_the_runs_trace(
-    harness_for, upstream_model, project
+    harness_for, upstream_model, project, real_key
 ):
     run, token = make_run(project)
     upstream_model.script(
@@ -88,7 +87,7 @@ def test_a_claude_code_turn_through_the_gateway_is_recorded_in_the_runs_trace(
     # From inside: the CLI's environment holds the run token, never the real key.
     env = (harness.workspace / "env.txt").read_text()
     assert f"ANTHROPIC_API_KEY={token}" in env
-    assert REAL_KEY not in env
+    assert real_key not in env
     assert "ANTHROPIC_BASE_URL=" + harness.spec["llm_base_url"] in env
 
     # Upstream: every call came through the gateway with the real key.
@@ -96,7 +95,7 @@ def test_a_claude_code_turn_through_the_gateway_is_recorded_in_the_runs_trace(
     assert len(upstream_model.main_requests()) == 2
     for seen in calls:
         headers = {name.lower(): value for name, value in seen["headers"].items()}
-        assert headers["x-api-key"] == REAL_KEY
+        assert headers["x-api-key"] == real_key
         assert token not in json.dumps(headers)
         assert headers["anthropic-version"] == "2023-06-01"
 
@@ -111,7 +110,7 @@ def test_a_claude_code_turn_through_the_gateway_is_recorded_in_the_runs_trace(
     assert '"tool_result"' in agent_loop[1].attributes["input.value"]
     assert agent_loop[0].session_id == harness.session_id
     stored = json.dumps([s.attributes for s in Span.objects.all()])
-    assert token not in stored and REAL_KEY not in stored
+    assert token not in stored and real_key not in stored
 
     run.refresh_from_db()
     assert run.input_tokens == sum(s.prompt_tokens for s in spans) > 0
