@@ -70,6 +70,7 @@ def create_run(
             kind=kind,
             trigger=trigger,
             config=snapshot,
+            preset_id=Run.preset_in_space(snapshot.get("preset_id"), project.space_id),
             prompt=prompt,
             creator=creator if getattr(creator, "pk", None) else None,
         )

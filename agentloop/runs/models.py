@@ -224,7 +224,11 @@ class Run(models.Model):
                 "from": from_status,
                 "detail": detail or updates.get("exit_reason", ""),
             }
-            self.append_event(EventSource.SYSTEM, EventKind.STATUS, payload)
+            event = self.append_event(EventSource.SYSTEM, EventKind.STATUS, payload)
+            # Opens/closes the run's AGENT root span and its turn spans.
+            from agentloop.runs import worker_trace
+
+            worker_trace.record_events(self, [event])
         return True
 
     def request_stop(self, now: datetime | None = None) -> bool:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from agentloop.runs import worker_trace
 from agentloop.runs.models import (
     Artifact,
     ArtifactKind,
@@ -100,6 +101,7 @@ def _record_events(run: Run, events: list[dict], secrets: Secrets) -> BatchResul
             for e, p, seq in zip(fresh, payloads, seqs, strict=True)
         ]
         RunEvent.objects.bulk_create(rows)
+        worker_trace.record_events(run, rows)  # turns and tool calls, for "View traces"
         assigned = {**known, **{row.key: row.seq for row in rows}}
         last_seq = Run.objects.filter(pk=run.pk).values_list("next_seq", flat=True).get()
     return BatchResult(
