@@ -108,6 +108,11 @@ class Run(models.Model):
     # Snapshot of the whole configuration at start (see runs.config); a preset
     # edited or deleted later never changes a run already started.
     config = models.JSONField(default=dict)
+    # The preset the snapshot came from, for "runs of this preset"; the run never
+    # reads its configuration from here, and keeps its preset_name when it is deleted.
+    preset = models.ForeignKey(
+        "studio.AgentPreset", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
     # Secret env values (skills), MultiFernet-encrypted JSON {NAME: value}. The
     # runner gets them in its spec; redaction replaces them in everything stored.
     secret_env_encrypted = models.TextField(blank=True, default="")
@@ -152,6 +157,15 @@ class Run(models.Model):
     @property
     def preset_name(self) -> str:
         return self.config.get("preset_name") or ""
+
+    @classmethod
+    def preset_in_space(cls, preset_id, space_id) -> int | None:
+        """preset_id when that preset exists in this space, else None: a snapshot
+        may name a preset deleted since, or come from a caller we do not trust."""
+        if not isinstance(preset_id, int) or isinstance(preset_id, bool):
+            return None
+        presets = cls._meta.get_field("preset").related_model.objects
+        return preset_id if presets.filter(pk=preset_id, space_id=space_id).exists() else None
 
     # --- secrets ---------------------------------------------------------
 
