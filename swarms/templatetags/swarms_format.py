@@ -1,0 +1,59 @@
+"""Filters of the Swarms pages: run durations, and markdown that is safe to show."""
+
+from __future__ import annotations
+
+import markdown as markdown_lib
+import nh3
+from django import template
+from django.utils import timezone
+from django.utils.safestring import mark_safe
+
+register = template.Library()
+
+# What investigation markdown may produce; nh3 strips everything else (scripts,
+# event handlers, iframes, styles, javascript: links).
+ALLOWED_TAGS = {
+    "a", "p", "br", "hr", "strong", "em", "b", "i", "code", "pre", "blockquote",
+    "ul", "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6",
+    "table", "thead", "tbody", "tr", "th", "td", "del",
+}  # fmt: skip
+ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}}
+
+
+@register.filter
+def safe_markdown(text) -> str:
+    html = markdown_lib.markdown(str(text or ""), extensions=["fenced_code", "tables"])
+    return mark_safe(
+        nh3.clean(
+            html,
+            tags=ALLOWED_TAGS,
+            attributes=ALLOWED_ATTRIBUTES,
+            url_schemes={"http", "https", "mailto"},
+            link_rel="noopener noreferrer nofollow",
+        )
+    )
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+@register.simple_tag
+def run_duration(run, now=None) -> str:
+    """From start to finish, or to now while the run is still going."""
+    if run.started_at is None:
+        return ""
+    end = run.finished_at or now or timezone.now()
+    return format_seconds((end - run.started_at).total_seconds())
+
+
+@register.filter
+def short_code(run) -> str:
+    return run.code.hex[:8]
