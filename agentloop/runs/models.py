@@ -192,9 +192,11 @@ class Run(models.Model):
     def append_event(
         self, source: str, kind: str, payload: dict, key: str | None = None
     ) -> RunEvent:
+        from agentloop.runs.notify import ring
+
         with transaction.atomic():
             (seq,) = self.allocate_seqs(1)
-            return RunEvent.objects.create(
+            event = RunEvent.objects.create(
                 run=self,
                 seq=seq,
                 key=key or f"server-{uuid.uuid4().hex}",
@@ -202,6 +204,8 @@ class Run(models.Model):
                 kind=kind,
                 payload=payload,
             )
+            ring(self.code, seq)  # sent once this transaction commits
+            return event
 
     # --- the state machine -------------------------------------------------
 

@@ -21,6 +21,7 @@ from agentloop.runs.models import (
     Run,
     RunEvent,
 )
+from agentloop.runs.notify import ring
 from agentloop.runs.redaction import Secrets, redact, redact_batch
 
 MAX_BATCH = 500
@@ -104,6 +105,8 @@ def _record_events(run: Run, events: list[dict], secrets: Secrets) -> BatchResul
         worker_trace.record_events(run, rows)  # turns and tool calls, for "View traces"
         assigned = {**known, **{row.key: row.seq for row in rows}}
         last_seq = Run.objects.filter(pk=run.pk).values_list("next_seq", flat=True).get()
+        if rows:
+            ring(run.code, last_seq)  # watchers are told once the batch is committed
     return BatchResult(
         stored=len(rows),
         duplicates=len(events) - len(rows),

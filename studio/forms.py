@@ -1,0 +1,105 @@
+"""The new-session form: a preset (or None for an ad-hoc choice), a project, a prompt.
+
+The form only offers what the user may use: projects through
+`projects_for_user(user, "use")`, presets through the presets module's
+`presets_for_user`. It builds the run configuration; `normalize_config` (called
+by start_session) remains the one validator of it, and the view shows its
+messages on the fields they name. Presets and skills are read through their
+parts' own helpers (studio.presets, skills.access).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from django import forms
+from django.conf import settings
+
+from agentloop.runs.config import DEFAULT_MODEL, HARNESSES
+from agentloop.runs.providers import provider_names
+from agentloop.teams.access import projects_for_user
+
+NO_PRESET = ""
+
+
+def _optional(module_name: str):
+    """A module of a part that may not have landed yet (presets, skills)."""
+    try:
+        return importlib.import_module(module_name)
+    except ImportError:
+        return None
+
+
+def presets_for_user(user) -> list:
+    """Presets the user may start sessions from (studio.presets, once it exists)."""
+    presets = _optional("studio.presets")
+    if presets is None:
+        return []
+    return list(presets.presets_for_user(user, need="use"))
+
+
+def skills_for_user(user) -> list:
+    skills = _optional("skills.access")
+    if skills is None:
+        return []
+    return list(skills.skills_for_user(user, "use").select_related("space"))
+
+
+class ProjectChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, project) -> str:
+        return f"{project.space.name} / {project.name}"
+
+
+class SessionForm(forms.Form):
+    preset = forms.ChoiceField(required=False, label="Preset")
+    project = ProjectChoiceField(queryset=None, label="Project", empty_label="Choose a project")
+    harness = forms.ChoiceField(choices=[(h, h) for h in HARNESSES], initial="analyst")
+    sandbox = forms.ChoiceField(label="Sandbox provider")
+    model = forms.CharField(max_length=200, initial=DEFAULT_MODEL)
+    skills = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
+    prompt = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 8}), label="Task", strip=True
+    )
+
+    def __init__(self, user, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+        self.fields["project"].queryset = projects_for_user(user, "use").order_by(
+            "space__name", "name"
+        )
+        sandboxes = sorted(provider_names())
+        self.fields["sandbox"].choices = [(s, s) for s in sandboxes]
+        self.fields["sandbox"].initial = settings.SANDBOX_PROVIDER_DEFAULT
+        self.fields["preset"].choices = [(NO_PRESET, "None — choose below")] + [
+            (str(p.pk), f"{p.space.name} / {p.name}") for p in presets_for_user(user)
+        ]
+        self.fields["skills"].choices = [
+            (str(skill.pk), f"{skill.space.name} / {skill.name}") for skill in skills_for_user(user)
+        ]
+        if not self.fields["skills"].choices:
+            self.fields["skills"].help_text = "No skills available to you yet."
+
+    @property
+    def uses_preset(self) -> bool:
+        return bool(self.cleaned_data.get("preset"))
+
+    def clean(self):
+        data = super().clean()
+        if data.get("preset"):
+            # A preset decides harness, sandbox, model and skills: ad-hoc fields are ignored.
+            for name in ("harness", "sandbox", "model", "skills"):
+                self.errors.pop(name, None)
+        return data
+
+    def config(self) -> dict:
+        """The run config; a preset's is checked against the project (ValidationError)."""
+        data = self.cleaned_data
+        if data.get("preset"):
+            presets = _optional("studio.presets")
+            return presets.config_from_preset(self.user, data["project"], int(data["preset"]))
+        return {
+            "harness": data["harness"],
+            "sandbox": data["sandbox"],
+            "model": data["model"],
+            "skills": [int(pk) for pk in data.get("skills") or []],
+        }

@@ -1,0 +1,116 @@
+"""What the session page and the websocket consumer both render.
+
+The first page load and every websocket push use the same partials of
+studio/transcript.html, fed by the functions here, so an event looks the same
+whether it was there at load time or arrived live.
+"""
+
+from __future__ import annotations
+
+from django.template.loader import render_to_string
+
+from agentloop.runs.models import EventKind, Run, RunEvent, RunStatus
+
+# One websocket frame carries at most this many events; a consumer that is
+# further behind sends several frames in a row.
+FRAME_EVENTS = 200
+ACCEPTING = (RunStatus.RUNNING, RunStatus.WAITING)
+PANEL_KINDS = {EventKind.ARTIFACT, EventKind.STATUS}
+
+
+def accepts_followups(run: Run) -> bool:
+    return run.status in ACCEPTING and run.stop_requested_at is None
+
+
+def tool_names(run_id: int, events) -> dict[str, str]:
+    """tool_call id → tool name for the tool results among `events` (one query)."""
+    wanted = {
+        str(e.payload.get("tool_call_id"))
+        for e in events
+        if e.kind == EventKind.TOOL_RESULT and e.payload.get("tool_call_id")
+    }
+    if not wanted:
+        return {}
+    names = {}
+    calls = RunEvent.objects.filter(run_id=run_id, kind=EventKind.TOOL_CALL).values_list(
+        "payload", flat=True
+    )
+    for payload in calls:
+        call_id = str(payload.get("id", ""))
+        if call_id in wanted:
+            names[call_id] = payload.get("name", "")
+    return names
+
+
+def events_after(run_id: int, after: int, limit: int | None = None) -> list[RunEvent]:
+    rows = RunEvent.objects.filter(run_id=run_id, seq__gt=after).order_by("seq")
+    return list(rows[:limit] if limit else rows)
+
+
+def _run_with_relations(run_id: int) -> Run:
+    return Run.objects.select_related("project__space", "creator").get(pk=run_id)
+
+
+def facts_context(run: Run) -> dict:
+    return {"run": run, "accepting": accepts_followups(run)}
+
+
+def controls_context(run: Run, can_use: bool) -> dict:
+    return {"run": run, "can_use": can_use, "accepting": accepts_followups(run)}
+
+
+def page_context(run: Run, user) -> dict:
+    from django.core.exceptions import PermissionDenied
+    from django.http import Http404
+
+    from agentloop.teams.access import get_project_for_user
+
+    try:
+        get_project_for_user(user, run.project_id, "use")
+        can_use = True
+    except (PermissionDenied, Http404):
+        can_use = False
+    run = _run_with_relations(run.pk)
+    events = events_after(run.pk, 0)
+    return {
+        **controls_context(run, can_use),
+        "events": events,
+        "tool_names": tool_names(run.pk, events),
+        "last_seq": events[-1].seq if events else 0,
+        "artifacts": list(run.artifacts.all()),
+    }
+
+
+def render_frame(run_id: int, after: int, can_use: bool, was_accepting: bool | None) -> dict:
+    """The next websocket frame for a watcher who has seen everything up to `after`.
+
+    Returns {"html", "last_seq", "accepting", "more"}; html is "" when there is
+    nothing new, "more" when the frame is full and more events may follow.
+    The facts panel (status, tokens, cost) comes with every frame, the artifacts
+    panel when an artifact or status event is among the new ones, the controls
+    when whether the run takes follow-ups changed since the watcher's last frame.
+    """
+    events = events_after(run_id, after, FRAME_EVENTS)
+    run = _run_with_relations(run_id)
+    accepting = accepts_followups(run)
+    controls_changed = was_accepting is not None and accepting != was_accepting
+    if not events and not controls_changed:
+        return {"html": "", "last_seq": after, "accepting": accepting, "more": False}
+    artifacts_changed = any(e.kind in PANEL_KINDS for e in events)
+    context = {
+        **controls_context(run, can_use),
+        "events": events,
+        "tool_names": tool_names(run_id, events),
+        "last_seq": events[-1].seq if events else after,
+        "artifacts": list(run.artifacts.all()) if artifacts_changed else [],
+        "artifacts_changed": artifacts_changed,
+        "controls_changed": controls_changed and can_use,
+        "oob": True,
+    }
+    html = render_to_string("studio/transcript.html#frame", context)
+    return {
+        "html": html,
+        "last_seq": context["last_seq"],
+        "accepting": accepting,
+        "more": len(events) == FRAME_EVENTS,
+    }

@@ -1,0 +1,187 @@
+"""The live transcript consumer, through the full ASGI application.
+
+Real session cookies, the real origin check and the real channel layer: an
+event is recorded the way the runner API records it, and the watcher must get
+it over the socket once, in order, and only if they may see the run.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from agentloop.asgi import application
+from agentloop.runs import actions, recording
+from agentloop.runs.models import RunStatus
+from studio import consumers
+
+pytest_plugins = ["tests.fake_sandbox"]  # the fake_provider fixture
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CONFIG = {"harness": "analyst", "sandbox": "fake"}
+SEQ = re.compile(r'id="event-(\d+)"')
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """Each test runs in its own event loop; the in-memory layer's queues must too."""
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
+def slow_poll(monkeypatch):
+    """Doorbell tests must pass on the doorbell alone: the poll is made too slow to help."""
+    monkeypatch.setattr(consumers, "POLL_SECONDS", 60)
+
+
+@pytest.fixture
+def run(project, alice, fake_provider):
+    run = actions.start_session(alice, project, CONFIG, "Why do refunds fail?")
+    run.refresh_from_db()  # launched on commit: provisioning
+    run.transition(RunStatus.RUNNING)
+    return run
+
+
+def cookie_headers(user) -> list[tuple[bytes, bytes]]:
+    headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
+    if user is not None:
+        client = Client()
+        client.force_login(user)
+        headers.append((b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()))
+    return headers
+
+
+async def connect(run, user, after: int | None = None):
+    path = f"/ws/runs/{run.code}/" + (f"?after={after}" if after is not None else "")
+    headers = await database_sync_to_async(cookie_headers)(user)
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+@database_sync_to_async
+def post_events(run, *texts):
+    """What the runner API's POST events does."""
+    batch = [
+        {"key": f"k-{text}", "source": "agent", "kind": "message", "payload": {"role": "assistant", "text": text}}
+        for text in texts
+    ]
+    return recording.record_events(run, batch, secrets=None).last_seq
+
+
+def seqs(frame: str) -> list[int]:
+    return [int(s) for s in SEQ.findall(frame)]
+
+
+async def test_the_owner_gets_the_transcript_then_each_event_in_order(run, alice):
+    ws = await connect(run, alice, after=0)
+    first = await ws.receive_from(timeout=5)
+    assert seqs(first) == [1, 2, 3]  # the prompt, provisioning, running
+    assert "Why do refunds fail?" in first
+    assert 'id="transcript" hx-swap-oob="beforeend"' in first
+
+    await post_events(run, "one", "two")
+    frame = await ws.receive_from(timeout=5)
+    assert seqs(frame) == [4, 5]
+    assert frame.index("one") < frame.index("two")
+    assert '<section id="run-facts" class="card tx-facts" hx-swap-oob="true">' in frame
+
+    await post_events(run, "three")
+    assert seqs(await ws.receive_from(timeout=5)) == [6]
+    assert await ws.receive_nothing(timeout=0.2)
+    await ws.disconnect()
+
+
+async def test_resume_sends_only_what_came_after(run, alice):
+    await post_events(run, "seen before", "new one")
+    ws = await connect(run, alice, after=4)
+    frame = await ws.receive_from(timeout=5)
+    assert seqs(frame) == [5]
+    assert "new one" in frame and "seen before" not in frame
+    await ws.disconnect()
+
+
+async def test_nothing_new_means_no_frame(run, alice):
+    ws = await connect(run, alice, after=3)
+    assert await ws.receive_nothing(timeout=0.2)
+    await ws.disconnect()
+
+
+@pytest.mark.parametrize("role", ["outsider", "anonymous"])
+async def test_outsiders_are_refused_and_get_nothing(role, run, users):
+    user = None if role == "anonymous" else users[role]
+    ws = await connect(run, user, after=0)
+    assert await ws.receive_output(timeout=5) == {"type": "websocket.close", "code": 4403}
+    await post_events(run, "secret finding")
+    assert await ws.receive_nothing(timeout=0.2)
+
+
+async def test_an_unknown_run_is_refused(run, alice):
+    run.code = "00000000-0000-0000-0000-000000000000"
+    ws = await connect(run, alice)
+    assert await ws.receive_output(timeout=5) == {"type": "websocket.close", "code": 4403}
+
+
+async def test_a_viewer_can_watch_but_not_send(run, carol):
+    ws = await connect(run, carol, after=3)
+    await post_events(run, "visible to viewers")
+    frame = await ws.receive_from(timeout=5)
+    assert "visible to viewers" in frame
+    assert 'name="text"' not in frame
+    # The socket is for listening: a message sent over it stores nothing.
+    await ws.send_to(text_data="let me in")
+    assert await ws.receive_nothing(timeout=0.2)
+    count = await database_sync_to_async(run.events.count)()
+    assert count == 4
+    await ws.disconnect()
+
+
+async def test_a_finished_run_closes_the_owners_followup_box(run, alice):
+    ws = await connect(run, alice, after=3)
+    await database_sync_to_async(run.transition)(RunStatus.SUCCEEDED)
+    frame = await ws.receive_from(timeout=5)
+    assert seqs(frame) == [4]
+    assert 'id="run-controls" hx-swap-oob="true"' in frame
+    assert "This session has ended" in frame
+    assert '<section id="run-artifacts" class="card" hx-swap-oob="true">' in frame  # refreshed on status changes
+    await ws.disconnect()
+
+
+async def test_a_viewer_gets_no_controls_when_the_run_ends(run, carol):
+    ws = await connect(run, carol, after=3)
+    await database_sync_to_async(run.transition)(RunStatus.SUCCEEDED)
+    frame = await ws.receive_from(timeout=5)
+    assert "run-controls" not in frame and "Succeeded" in frame
+    await ws.disconnect()
+
+
+async def test_without_a_doorbell_the_consumer_polls(run, alice, monkeypatch):
+    """A worker in another process cannot ring an in-memory layer: the poll finds its events."""
+    monkeypatch.setattr("agentloop.runs.notify._send", lambda group, message: None)
+    monkeypatch.setattr(consumers, "POLL_SECONDS", 0.02)
+    ws = await connect(run, alice, after=3)
+    await post_events(run, "from another process")
+    frame = await ws.receive_from(timeout=5)
+    assert seqs(frame) == [4]
+    await ws.disconnect()
+
+
+async def test_doorbell_and_poll_together_send_each_event_once(run, alice, monkeypatch):
+    monkeypatch.setattr(consumers, "POLL_SECONDS", 0.01)
+    ws = await connect(run, alice, after=3)
+    received = []
+    for text in ("a", "b", "c"):
+        await post_events(run, text)
+        received += seqs(await ws.receive_from(timeout=5))
+    assert await ws.receive_nothing(timeout=0.2)  # twenty polls later: still nothing new
+    assert received == [4, 5, 6]
+    await ws.disconnect()
