@@ -500,3 +500,32 @@ def test_a_member_made_admin_gets_checkboxes(client_for, bob, space, runs):
     Membership.objects.get(space=space, user=bob).save()  # sync the permissions
     html = client_for(bob).get("/swarms/").content.decode()
     assert f'name="run" value="{runs["queued"].code}"' in html
+
+
+def test_our_own_event_partial_renders_every_kind_safely(runs):
+    """The fallback used when the Studio's transcript partial is not installed."""
+    from django.template.loader import render_to_string
+
+    run = runs["refunds"]
+    payloads = [
+        (EventSource.USER, EventKind.MESSAGE, {"role": "user", "text": "<i>why</i>"}),
+        (EventSource.AGENT, EventKind.MESSAGE, {"role": "assistant", "text": "**x**<script>"}),
+        (EventSource.AGENT, EventKind.TOOL_CALL, {"id": "t", "name": "Read", "input": {"p": 1}}),
+        (
+            EventSource.AGENT,
+            EventKind.TOOL_RESULT,
+            {"tool_call_id": "t", "output": "<b>", "is_error": True},
+        ),
+        (EventSource.SYSTEM, EventKind.STATUS, {"state": "running", "detail": "go"}),
+        (EventSource.AGENT, EventKind.ERROR, {"message": "<boom>"}),
+    ]
+    html = "".join(
+        render_to_string("swarms/_event.html", {"event": run.append_event(s, k, p)})
+        for s, k, p in payloads
+    )
+    assert "&lt;i&gt;why&lt;/i&gt;" in html
+    assert "<strong>x</strong>" in html and "<script>" not in html
+    assert "<code>Read</code>" in html
+    assert "&lt;b&gt;" in html and '<span class="badge failed">error</span>' in html
+    assert '<span class="badge running">running</span>' in html
+    assert "&lt;boom&gt;" in html
