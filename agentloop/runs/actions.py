@@ -75,8 +75,10 @@ def create_run(
             creator=creator if getattr(creator, "pk", None) else None,
         )
         run.set_secret_env(secret_env)
+        # The prompt is shown on pages too: stored redacted like every event.
+        run.prompt = redact(prompt, run_secrets(run))
         run.save()
-        payload = {"role": "user", "text": redact(prompt, run_secrets(run))}
+        payload = {"role": "user", "text": run.prompt}
         run.append_event(EventSource.USER, EventKind.MESSAGE, payload, key="prompt")
         enqueue_launch(run)
     return run

@@ -1,0 +1,240 @@
+"""A canary secret planted in skills must never come back out.
+
+The canaries go into a custom skill's env secret and a GitHub skill's token
+(through the skills page, as an admin would). A session uses both skills; its
+"runner" echoes them in events (whole, and split across two events), in a
+follow-up, an artifact and its exit reason. Then every page we can reach, every
+API response, every stored row of every table, and every log record is
+searched for the canaries. The one place they must be is the sandbox's env.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import re
+
+import pytest
+from django.apps import apps
+from django.db import connection
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from agentloop.runs import actions
+from agentloop.runs.models import Artifact, Run, RunEvent
+from agentloop.runs.tasks import launch_run
+from agentloop.runs.worker_trace import root_span_id, trace_id_for
+from agentloop.teams.models import ProjectApiKey
+from skills.models import Skill
+
+pytest_plugins = ["tests.fake_sandbox"]
+
+CANARY = "canary-7f3a9c2e5b1d4f608a2c91"
+GH_CANARY = "ghp_canary0b9e8d7c6b5a4f3e2d1c0b9a8"
+CANARIES = (CANARY, GH_CANARY)
+RUNNER = "/api/runner/v1/"
+
+
+def leaks(text: str) -> list[str]:
+    return [c for c in CANARIES if c in text]
+
+
+def walk(patterns, prefix=""):
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            yield from walk(pattern.url_patterns, prefix + str(pattern.pattern))
+        elif isinstance(pattern, URLPattern):
+            yield prefix + str(pattern.pattern)
+
+
+PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
+
+
+def reachable_urls(values: dict[str, list]) -> tuple[list[str], list[str]]:
+    """Every route of the project with its parameters filled from `values`.
+
+    Returns (urls, routes skipped because a parameter has no value)."""
+    urls, skipped = [], []
+    for route in walk(get_resolver().url_patterns):
+        if route.startswith("^") or "(?P" in route or "django-admin/" in route:
+            continue  # regex routes: the admin's catch-alls
+        names = [name for _, name in PARAM.findall(route)]
+        if any(name not in values for name in names):
+            skipped.append(route)
+            continue
+        for combo in itertools.product(*(values[name] for name in names)):
+            url = route
+            for name, value in zip(names, combo, strict=True):
+                url = PARAM.sub(lambda m, v=value, n=name: str(v) if m.group(2) == n else m.group(0), url, count=1)
+            urls.append("/" + url)
+    return urls, skipped
+
+
+def body_of(response) -> str:
+    if getattr(response, "streaming", False):
+        return ""  # long-lived streams (none of ours hold secrets at rest)
+    return response.content.decode(errors="replace")
+
+
+@pytest.fixture
+def scene(project, alice, bob, fake_provider, client_for, caplog, django_capture_on_commit_callbacks):
+    """Plant the canaries, run a session that leaks them everywhere it can."""
+    caplog.set_level(logging.DEBUG)
+    # Every SQL statement and its parameters, logged: no query may carry a canary either.
+    caplog.set_level(logging.DEBUG, logger="django.db.backends")
+    connection.force_debug_cursor = True
+    owner = client_for(alice)
+    space = project.space
+    created = owner.post(f"/skills/spaces/{space.pk}/new/custom/", {
+        "name": "canary tools", "repo_url": "https://example.com/tools.git", "ref": "main",
+        "env_secrets": f"CANARY_TOKEN={CANARY}",
+    })
+    assert created.status_code == 302
+    owner.post(f"/skills/spaces/{space.pk}/new/github/",
+               {"name": "GitHub", "token_type": "personal", "token": GH_CANARY})
+    skills = list(Skill.objects.filter(space=space).values_list("pk", flat=True))
+    assert len(skills) == 2
+
+    run = actions.start_session(
+        alice, project,
+        {"harness": "analyst", "sandbox": "fake", "skills": skills},
+        f"Check that {CANARY} works.",  # a person pasting the secret into the prompt
+    )
+    assert launch_run(run.pk) is True
+    env = fake_provider.started[0].env
+    runner = Client(HTTP_AUTHORIZATION=f"Bearer {env['AGENTLOOP_RUN_TOKEN']}")
+
+    def post(path, body):
+        answer = runner.post(RUNNER + path, json.dumps(body), content_type="application/json")
+        assert answer.status_code in (200, 201), answer.content
+        return answer
+
+    spec = runner.get(RUNNER + "spec").json()  # the runner needs them: the one sanctioned copy
+    post("status", {"state": "running"})
+    cut = 11
+    post("events", {"events": [
+        # Payloads shaped as the claude-code harness emits them.
+        {"key": "e1", "kind": "message",
+         "payload": {"role": "assistant", "text": f"My token is {CANARY} ok", "message_id": "m1"}},
+        {"key": "e2", "kind": "tool_call",
+         "payload": {"id": "t1", "name": "Bash",
+                     "input": {"command": f"echo $CANARY_TOKEN # {CANARY}", GH_CANARY: "as a key"}}},
+        {"key": "e3", "kind": "tool_result",
+         "payload": {"tool_call_id": "t1", "output": f"GH_TOKEN={GH_CANARY}", "is_error": False}},
+        # Streamed output: the secret split across two consecutive events.
+        {"key": "e4", "kind": "message",
+         "payload": {"role": "assistant", "text": "the value: " + CANARY[:cut], "message_id": "m2"}},
+        {"key": "e5", "kind": "message",
+         "payload": {"role": "assistant", "text": CANARY[cut:] + " (end)", "message_id": "m3"}},
+    ]})
+    post("artifacts", {
+        "key": "investigation.md:abc", "kind": "investigation", "name": "investigation.md",
+        "content": f"# Findings\n\nThe env held {CANARY} and {GH_CANARY}.\n",
+        "metadata": {"note": CANARY},
+    })
+    post("events", {"events": [{"key": "e6", "kind": "artifact",
+                                "payload": {"name": "investigation.md", "preview": GH_CANARY}}]})
+    post("status", {"state": "waiting"})
+    actions.send_followup(bob, run, f"Also try {GH_CANARY} please")
+    post("status", {"state": "succeeded", "exit_reason": f"done with {CANARY}"})
+    run.refresh_from_db()
+
+    # A second run whose sandbox fails to start: its failure is logged.
+    fake_provider.fail_start = "no capacity"
+    failed = actions.start_session(alice, project, {"harness": "analyst", "sandbox": "fake",
+                                                    "skills": skills}, "Again.")
+    assert launch_run(failed.pk) is False
+    fake_provider.fail_start = None
+    connection.force_debug_cursor = False
+    return {"run": run, "env": env, "spec": spec, "owner": owner, "caplog": caplog}
+
+
+def test_the_sandbox_gets_the_canaries(scene):
+    env = scene["env"]
+    assert env["CANARY_TOKEN"] == CANARY and env["GH_TOKEN"] == GH_CANARY
+    assert scene["spec"]["env"]["CANARY_TOKEN"] == CANARY
+
+
+def test_stored_events_and_artifacts_hold_markers_not_canaries(scene):
+    run = scene["run"]
+    events = list(RunEvent.objects.filter(run=run).order_by("seq"))
+    stored = json.dumps([e.payload for e in events]) + json.dumps([e.key for e in events])
+    assert leaks(stored) == []
+    by_key = {e.key: e.payload for e in events}
+    assert by_key["e1"]["text"] == "My token is [REDACTED:CANARY_TOKEN] ok"
+    assert by_key["e2"]["input"] == {"command": "echo $CANARY_TOKEN # [REDACTED:CANARY_TOKEN]",
+                                     "[REDACTED:GH_TOKEN]": "as a key"}
+    assert by_key["e4"]["text"] == "the value: [REDACTED:CANARY_TOKEN]"
+    assert by_key["e5"]["text"] == "[REDACTED:CANARY_TOKEN] (end)"
+    assert by_key["prompt"]["text"] == "Check that [REDACTED:CANARY_TOKEN] works."
+    artifact = Artifact.objects.get(run=run)
+    assert leaks(artifact.content + json.dumps(artifact.metadata) + artifact.name + artifact.key) == []
+    assert "[REDACTED:GH_TOKEN]" in artifact.content
+    assert run.exit_reason == "done with [REDACTED:CANARY_TOKEN]"
+
+
+def test_no_table_holds_a_canary_in_the_clear(scene):
+    # Every row of every model, as the database returns it: only ciphertext may hold them.
+    found = []
+    for model in apps.get_models():
+        for row in model.objects.all().values():
+            if leaks(repr(row)):
+                found.append(f"{model._meta.label} {row.get('id')}")
+    assert found == []
+
+
+def test_no_page_or_api_response_shows_a_canary(scene, project, alice, other_space):
+    run, owner = scene["run"], scene["owner"]
+    space = project.space
+    skill_ids = list(Skill.objects.values_list("pk", flat=True))
+    membership = space.memberships.first()
+    _, raw_key = ProjectApiKey.mint(project, name="reader") if hasattr(ProjectApiKey, "mint") else (None, None)
+    values = {
+        "space_id": [space.pk],
+        "project_id": [project.pk, space.worker_project().pk],
+        "skill_id": skill_ids,
+        "kind": ["github", "traces_api", "datadog", "custom"],
+        "code": [run.code],
+        "trace_id": [trace_id_for(run)],
+        "span_id": [root_span_id(run)],
+        "membership_id": [membership.pk],
+        "key_id": list(ProjectApiKey.objects.values_list("pk", flat=True)) or [1],
+        "preset_id": [1],
+        "object_id": [run.pk],
+        "id": [alice.pk],
+    }
+    urls, skipped = reachable_urls(values)
+    assert skipped == [], f"routes without test values: {skipped}"
+    assert f"/skills/spaces/{space.pk}/{skill_ids[0]}/edit/" in urls
+    assert f"/studio/sessions/{run.code}/" in urls
+
+    pages_seen = 0
+    for url in urls:
+        for response in (owner.get(url), owner.get(url, HTTP_HX_REQUEST="true")):
+            text = body_of(response) + json.dumps(dict(response.headers))
+            assert leaks(text) == [], f"GET {url} shows a canary"
+            pages_seen += response.status_code == 200
+    assert pages_seen > 20  # the walk really rendered pages, not just redirects
+
+    # The session's own pages render the redacted transcript.
+    session = owner.get(f"/studio/sessions/{run.code}/").content.decode()
+    swarm = owner.get(f"/swarms/runs/{run.code}/").content.decode()
+    assert "REDACTED" in session + swarm
+
+    # The REST API with a project key, as a script would call it.
+    if raw_key:
+        api = Client(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+        for url in [u for u in urls if u.startswith("/api/v1/")]:
+            assert leaks(body_of(api.get(url))) == [], f"API {url} shows a canary"
+
+
+def test_no_log_record_mentions_a_canary(scene):
+    caplog = scene["caplog"]
+    records = caplog.get_records("setup") + caplog.get_records("call")  # the scene is set up
+    names = {record.name for record in records}
+    assert {"django.db.backends", "agentloop.runs.tasks"} <= names, "the capture is not working"
+    assert any("INSERT" in r.getMessage() and "runs_runevent" in r.getMessage() for r in records)
+    for record in records:
+        text = record.getMessage() + repr(record.args) + (record.exc_text or "")
+        assert leaks(text) == [], f"log {record.name}: {record.getMessage()[:80]}"
