@@ -12,12 +12,24 @@ from agentloop.runs.config import HARNESSES, MAX_SYSTEM_PROMPT_LENGTH, MAX_TIME_
 from agentloop.runs.providers import provider_names
 from skills.models import Skill
 from studio.models import AgentPreset
-from studio.presets import check_preset
+from studio.presets import GITHUB_KIND, check_preset
 
 
 def _tools(text: str) -> list[str]:
     parts = [p.strip() for chunk in text.splitlines() for p in chunk.split(",")]
     return [p for p in parts if p]
+
+
+class SkillCheckboxes(forms.CheckboxSelectMultiple):
+    """Each box carries its skill's kind, so the page can offer the repository
+    fields only while a GitHub skill is ticked (the server checks it anyway)."""
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+        option = super().create_option(name, value, label, selected, index, subindex, attrs)
+        skill = getattr(value, "instance", None)
+        if skill is not None:
+            option["attrs"]["data-kind"] = skill.kind
+        return option
 
 
 class PresetForm(forms.ModelForm):
@@ -30,19 +42,23 @@ class PresetForm(forms.ModelForm):
         help_text=f"Up to {MAX_SYSTEM_PROMPT_LENGTH:,} characters.",
     )
     skills = forms.ModelMultipleChoiceField(
-        queryset=Skill.objects.none(), required=False, widget=forms.CheckboxSelectMultiple
+        queryset=Skill.objects.none(), required=False, widget=SkillCheckboxes
     )
     allowed_tools_text = forms.CharField(
         required=False,
         label="Allowed tools",
         widget=forms.Textarea(attrs={"rows": 2}),
-        help_text="Comma or newline separated, e.g. Read, Edit, Bash(git:*). Empty: the harness default.",
+        help_text="Comma or newline separated, e.g. Read, Edit, Bash(git:*). "
+        "Empty: the harness default.",
     )
     time_limit_minutes = forms.IntegerField(
         min_value=1, max_value=MAX_TIME_LIMIT_SECONDS // 60, label="Time limit (minutes)"
     )
     cost_budget_usd = forms.DecimalField(
-        required=False, min_value=Decimal("0.01"), max_digits=12, decimal_places=2,
+        required=False,
+        min_value=Decimal("0.01"),
+        max_digits=12,
+        decimal_places=2,
         label="Cost budget (USD)",
     )
 
@@ -79,13 +95,13 @@ class PresetForm(forms.ModelForm):
     def __init__(self, *args, space, **kwargs):
         super().__init__(*args, **kwargs)
         self.instance.space = space
-        self.fields["sandbox"].choices = [("", f"default ({settings.SANDBOX_PROVIDER_DEFAULT})")] + [
-            (name, name) for name in sorted(provider_names())
-        ]
+        default = ("", f"default ({settings.SANDBOX_PROVIDER_DEFAULT})")
+        self.fields["sandbox"].choices = [default] + [(n, n) for n in sorted(provider_names())]
         self.fields["skills"].queryset = Skill.objects.filter(space=space).order_by("name")
-        self.fields["skills"].label_from_instance = (
-            lambda skill: f"{skill.name} ({skill.get_kind_display()})"
+        self.fields["skills"].label_from_instance = lambda skill: (
+            f"{skill.name} ({skill.get_kind_display()})"
         )
+        self.has_github_skills = self.fields["skills"].queryset.filter(kind=GITHUB_KIND).exists()
         if self.instance.pk:
             self.initial.setdefault("allowed_tools_text", ", ".join(self.instance.allowed_tools))
         self.initial.setdefault("time_limit_minutes", self.instance.time_limit_seconds // 60)

@@ -27,9 +27,7 @@ def preset_list(request):
     wanted = request.GET.get("space")
     if wanted:
         spaces = [get_space_for_user(request.user, wanted, "view")]
-    visible = presets.presets_for_user(request.user, include_hidden=True).prefetch_related(
-        "skills"
-    )
+    visible = presets.presets_for_user(request.user, include_hidden=True).prefetch_related("skills")
     by_space = {space.pk: [] for space in spaces}
     for preset in visible:
         if preset.space_id in by_space:
@@ -80,7 +78,9 @@ def preset_create(request, space_id):
             return response
     status = 400 if form.errors else 200
     return render(
-        request, "studio/presets/form.html", {"form": form, "space": space, "preset": None},
+        request,
+        "studio/presets/form.html",
+        {"form": form, "space": space, "preset": None},
         status=status,
     )
 

@@ -215,4 +215,3 @@ def delete_preset(user, preset: AgentPreset) -> str:
     name = preset.name
     preset.delete()
     return name
-

@@ -73,7 +73,9 @@ class GitHubDouble:
     def _sha(self, repo: Path, branch: str) -> str | None:
         done = subprocess.run(
             ["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}"],
-            cwd=repo, capture_output=True, text=True,
+            cwd=repo,
+            capture_output=True,
+            text=True,
         )
         return done.stdout.strip() if done.returncode == 0 else None
 
@@ -94,10 +96,14 @@ class GitHubDouble:
             self.requests.append(record)
         auth = handler.headers.get("Authorization") or ""
         if auth not in (f"Bearer {self.token}", f"token {self.token}"):
-            return self._send(handler, 401, {
-                "message": "Bad credentials",
-                "documentation_url": "https://docs.github.com/rest",
-            })
+            return self._send(
+                handler,
+                401,
+                {
+                    "message": "Bad credentials",
+                    "documentation_url": "https://docs.github.com/rest",
+                },
+            )
         parts = handler.path.strip("/").split("/")
         if len(parts) != 4 or parts[0] != "repos" or parts[3] != "pulls":
             return self._send(handler, 404, {"message": "Not Found"})
@@ -108,11 +114,17 @@ class GitHubDouble:
             return self._send(handler, 400, {"message": "Problems parsing JSON"})
         missing = [f for f in ("title", "head", "base") if not body.get(f)]
         if missing:
-            return self._send(handler, 422, {
-                "message": "Validation Failed",
-                "errors": [{"resource": "PullRequest", "field": f, "code": "missing_field"}
-                           for f in missing],
-            })
+            return self._send(
+                handler,
+                422,
+                {
+                    "message": "Validation Failed",
+                    "errors": [
+                        {"resource": "PullRequest", "field": f, "code": "missing_field"}
+                        for f in missing
+                    ],
+                },
+            )
         repo = self.repos[name]
         head_sha = self._sha(repo, body["head"])
         base_sha = self._sha(repo, body["base"])
@@ -125,11 +137,21 @@ class GitHubDouble:
             return self._send(handler, 422, {"message": "Validation Failed", "errors": errors})
         with self._lock:
             if any(p["head"]["ref"] == body["head"] for p in self.pulls[name]):
-                return self._send(handler, 422, {
-                    "message": "Validation Failed",
-                    "errors": [{"resource": "PullRequest", "code": "custom", "message":
-                                f"A pull request already exists for {parts[1]}:{body['head']}."}],
-                })
+                exists = f"A pull request already exists for {parts[1]}:{body['head']}."
+                return self._send(
+                    handler,
+                    422,
+                    {
+                        "message": "Validation Failed",
+                        "errors": [
+                            {
+                                "resource": "PullRequest",
+                                "code": "custom",
+                                "message": exists,
+                            }
+                        ],
+                    },
+                )
             number = sum(len(p) for p in self.pulls.values()) + 1
             pull = {
                 "number": number,

@@ -14,7 +14,6 @@ import pytest
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
-from django.test import override_settings
 
 from agentloop.runner.repo import git_env
 from agentloop.runs import github
@@ -26,8 +25,14 @@ TOKEN = "ghp_" + "T" * 36
 
 
 def git(*args, cwd=None) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True,
-                          env=git_env({"PATH": "/usr/bin:/bin"})).stdout.strip()
+    return subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=git_env({"PATH": "/usr/bin:/bin"}),
+    ).stdout.strip()
 
 
 @pytest.fixture
@@ -103,7 +108,7 @@ def pull_requests(run):
     return list(run.artifacts.filter(kind=ArtifactKind.PULL_REQUEST))
 
 
-# -- approving ---------------------------------------------------------------------------------
+# -- approving --
 
 
 def test_approving_the_branch_opens_a_draft_pull_request(run, branch, bob, github_double):
@@ -126,7 +131,9 @@ def test_approving_the_branch_opens_a_draft_pull_request(run, branch, bob, githu
     assert pull_request.metadata["branch_artifact_id"] == branch.pk
     branch.refresh_from_db()
     assert (branch.review_state, branch.reviewer, branch.review_comment) == (
-        ReviewState.APPROVED, bob, "Looks right."
+        ReviewState.APPROVED,
+        bob,
+        "Looks right.",
     )
     event = RunEvent.objects.filter(run=run, kind="artifact").last()
     assert event.payload["kind"] == "pull_request"
@@ -138,7 +145,10 @@ def test_a_branch_that_was_never_pushed_gets_githubs_answer_and_stays_pending(
     run, origin, bob, github_double
 ):
     unpushed = Artifact.objects.create(
-        run=run, key="b", kind=ArtifactKind.BRANCH, name="x",
+        run=run,
+        key="b",
+        kind=ArtifactKind.BRANCH,
+        name="x",
         metadata={"branch": f"agentloop/{run.code}"},
     )
 
@@ -214,13 +224,18 @@ def test_a_run_without_a_github_token_says_so(run, branch, bob, github_double):
     assert github_double.requests == []
 
 
-# -- who may review ------------------------------------------------------------------------------
+# -- who may review --
 
 
 @pytest.mark.parametrize(
     "role,raises",
-    [("owner", None), ("member", None), ("viewer", PermissionDenied), ("outsider", Http404),
-     ("anonymous", Http404)],
+    [
+        ("owner", None),
+        ("member", None),
+        ("viewer", PermissionDenied),
+        ("outsider", Http404),
+        ("anonymous", Http404),
+    ],
 )
 def test_approve_permissions(run, branch, users, github_double, role, raises):
     user = AnonymousUser() if role == "anonymous" else users[role]
@@ -239,8 +254,13 @@ def test_approve_permissions(run, branch, users, github_double, role, raises):
 
 @pytest.mark.parametrize(
     "role,raises",
-    [("owner", None), ("member", None), ("viewer", PermissionDenied), ("outsider", Http404),
-     ("anonymous", Http404)],
+    [
+        ("owner", None),
+        ("member", None),
+        ("viewer", PermissionDenied),
+        ("outsider", Http404),
+        ("anonymous", Http404),
+    ],
 )
 def test_reject_permissions(run, branch, users, github_double, role, raises):
     user = AnonymousUser() if role == "anonymous" else users[role]
@@ -258,7 +278,7 @@ def test_reject_permissions(run, branch, users, github_double, role, raises):
     assert github_double.requests == []
 
 
-# -- the client ---------------------------------------------------------------------------------------
+# -- the client --
 
 
 def test_the_client_says_when_github_cannot_be_reached():
@@ -283,7 +303,10 @@ def test_owner_and_repository_come_from_the_url(url, expected):
 
 
 @pytest.mark.skipif(
-    not (os.environ.get("AGENTLOOP_GITHUB_TEST_TOKEN") and os.environ.get("AGENTLOOP_GITHUB_TEST_REPO")),
+    not (
+        os.environ.get("AGENTLOOP_GITHUB_TEST_TOKEN")
+        and os.environ.get("AGENTLOOP_GITHUB_TEST_REPO")
+    ),
     reason="set AGENTLOOP_GITHUB_TEST_TOKEN and AGENTLOOP_GITHUB_TEST_REPO (owner/repo) to run",
 )
 def test_against_real_github():
@@ -291,17 +314,25 @@ def test_against_real_github():
     (checks the token, the endpoint and our error handling, and opens nothing). With it:
     opens a real draft pull request from that branch to AGENTLOOP_GITHUB_TEST_BASE (main)."""
     owner, repo = os.environ["AGENTLOOP_GITHUB_TEST_REPO"].split("/", 1)
-    client = github.GitHubClient(os.environ["AGENTLOOP_GITHUB_TEST_TOKEN"],
-                                 base_url=github.DEFAULT_API_URL)
+    client = github.GitHubClient(
+        os.environ["AGENTLOOP_GITHUB_TEST_TOKEN"], base_url=github.DEFAULT_API_URL
+    )
     head = os.environ.get("AGENTLOOP_GITHUB_TEST_HEAD")
     base = os.environ.get("AGENTLOOP_GITHUB_TEST_BASE", "main")
     if not head:
         with pytest.raises(github.GitHubError) as caught:
-            client.create_pull_request(owner, repo, head="agentloop/no-such-branch-0000",
-                                       base=base, title="agentloop test", body="")
+            client.create_pull_request(
+                owner,
+                repo,
+                head="agentloop/no-such-branch-0000",
+                base=base,
+                title="agentloop test",
+                body="",
+            )
         assert caught.value.status == 422
         return
-    pull = client.create_pull_request(owner, repo, head=head, base=base,
-                                      title="agentloop opt-in test", body="Safe to close.")
+    pull = client.create_pull_request(
+        owner, repo, head=head, base=base, title="agentloop opt-in test", body="Safe to close."
+    )
     assert pull["draft"] is True
     assert pull["html_url"].startswith(f"https://github.com/{owner}/{repo}/pull/")

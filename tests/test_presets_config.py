@@ -26,14 +26,19 @@ def test_budgets_and_repository_are_snapshotted():
 
     assert snapshot["token_budget"] == 150000
     assert snapshot["cost_budget_usd"] == 2.5
-    assert snapshot["repository"] == {"url": "https://github.com/acme/shop", "base_branch": "develop"}
+    assert snapshot["repository"] == {
+        "url": "https://github.com/acme/shop",
+        "base_branch": "develop",
+    }
 
 
 def test_no_budget_and_no_repository_mean_none():
     snapshot, _ = normalize_config({"token_budget": "", "repository": {}})
 
     assert (snapshot["token_budget"], snapshot["cost_budget_usd"], snapshot["repository"]) == (
-        None, None, None
+        None,
+        None,
+        None,
     )
 
 
@@ -54,8 +59,10 @@ def test_the_base_branch_defaults_to_main():
         ({"repository": "https://github.com/acme/shop"}, "repository"),
         ({"repository": {"url": "git@github.com:acme/shop.git"}}, "repository.url"),
         ({"repository": {"url": "https://tok@github.com/acme/shop"}}, "repository.url"),
-        ({"repository": {"url": "https://github.com/a/b", "base_branch": "-f"}},
-         "repository.base_branch"),
+        (
+            {"repository": {"url": "https://github.com/a/b", "base_branch": "-f"}},
+            "repository.base_branch",
+        ),
         ({"system_prompt": "x" * 100_001}, "system_prompt"),
     ],
 )

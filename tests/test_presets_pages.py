@@ -10,7 +10,6 @@ from django.test import override_settings
 from skills.models import Skill
 from studio.models import AgentPreset
 
-
 ROLES = ["owner", "member", "viewer", "outsider", "anonymous"]
 
 
@@ -60,7 +59,7 @@ def form_data(**overrides):
     return {k: v for k, v in data.items() if v is not None}
 
 
-# -- list and detail ---------------------------------------------------------------------------
+# -- list and detail --
 
 
 @pytest.mark.parametrize(
@@ -98,8 +97,10 @@ def test_the_list_of_another_space_is_a_404_for_an_outsider(client_for, users, s
     assert response.status_code == 404
 
 
-@pytest.mark.parametrize("role,status", [("owner", 200), ("member", 200), ("viewer", 200),
-                                         ("outsider", 404), ("anonymous", 302)])
+@pytest.mark.parametrize(
+    "role,status",
+    [("owner", 200), ("member", 200), ("viewer", 200), ("outsider", 404), ("anonymous", 302)],
+)
 def test_detail_permissions(client_for, users, preset, role, status):
     response = client_for(who(users, role)).get(f"/studio/presets/{preset.pk}/")
 
@@ -118,11 +119,13 @@ def test_hidden_presets_are_listed_as_built_in(client_for, users, preset):
     assert "built-in" in page
 
 
-# -- create ----------------------------------------------------------------------------------------
+# -- create --
 
 
-@pytest.mark.parametrize("role,status", [("owner", 302), ("member", 403), ("viewer", 403),
-                                         ("outsider", 404), ("anonymous", 302)])
+@pytest.mark.parametrize(
+    "role,status",
+    [("owner", 302), ("member", 403), ("viewer", 403), ("outsider", 404), ("anonymous", 302)],
+)
 def test_create_permissions(client_for, users, space, role, status):
     response = client_for(who(users, role)).post(
         f"/studio/presets/space/{space.pk}/new/", form_data()
@@ -132,8 +135,9 @@ def test_create_permissions(client_for, users, space, role, status):
     assert AgentPreset.objects.filter(name="Investigator").exists() is (role == "owner")
 
 
-@pytest.mark.parametrize("role,status", [("owner", 200), ("member", 403), ("viewer", 403),
-                                         ("outsider", 404)])
+@pytest.mark.parametrize(
+    "role,status", [("owner", 200), ("member", 403), ("viewer", 403), ("outsider", 404)]
+)
 def test_the_create_form_is_for_admins(client_for, users, space, role, status):
     response = client_for(users[role]).get(f"/studio/presets/space/{space.pk}/new/")
 
@@ -234,11 +238,13 @@ def test_file_repositories_are_refused_unless_allowed(client_for, alice, space):
     assert not AgentPreset.objects.exists()
 
 
-# -- edit --------------------------------------------------------------------------------------------
+# -- edit --
 
 
-@pytest.mark.parametrize("role,status", [("owner", 302), ("member", 403), ("viewer", 403),
-                                         ("outsider", 404), ("anonymous", 302)])
+@pytest.mark.parametrize(
+    "role,status",
+    [("owner", 302), ("member", 403), ("viewer", 403), ("outsider", 404), ("anonymous", 302)],
+)
 def test_edit_permissions(client_for, users, preset, role, status):
     response = client_for(who(users, role)).post(
         f"/studio/presets/{preset.pk}/edit/", form_data(name="Renamed")
@@ -249,8 +255,9 @@ def test_edit_permissions(client_for, users, preset, role, status):
     assert (preset.name == "Renamed") is (role == "owner")
 
 
-@pytest.mark.parametrize("role,status", [("owner", 200), ("member", 403), ("viewer", 403),
-                                         ("outsider", 404)])
+@pytest.mark.parametrize(
+    "role,status", [("owner", 200), ("member", 403), ("viewer", 403), ("outsider", 404)]
+)
 def test_the_edit_form_is_for_admins(client_for, users, preset, role, status):
     response = client_for(users[role]).get(f"/studio/presets/{preset.pk}/edit/")
 
@@ -274,19 +281,21 @@ def test_editing_keeps_the_creator_and_replaces_the_skills(client_for, alice, sp
     assert preset.created_by == alice
 
 
-# -- duplicate and delete ---------------------------------------------------------------------------
+# -- duplicate and delete --
 
 
-@pytest.mark.parametrize("role,status", [("owner", 302), ("member", 403), ("viewer", 403),
-                                         ("outsider", 404), ("anonymous", 302)])
+@pytest.mark.parametrize(
+    "role,status",
+    [("owner", 302), ("member", 403), ("viewer", 403), ("outsider", 404), ("anonymous", 302)],
+)
 def test_duplicate_permissions(client_for, users, preset, role, status):
     response = client_for(who(users, role)).post(f"/studio/presets/{preset.pk}/duplicate/")
 
     assert response.status_code == status
     names = sorted(AgentPreset.objects.values_list("name", flat=True))
-    expected = ["Copy of Fix flaky evals", "Fix flaky evals"] if role == "owner" else [
-        "Fix flaky evals"
-    ]
+    expected = (
+        ["Copy of Fix flaky evals", "Fix flaky evals"] if role == "owner" else ["Fix flaky evals"]
+    )
     assert names == expected
 
 
@@ -306,7 +315,9 @@ def test_a_duplicate_copies_every_setting_and_the_skills(client_for, alice, bob,
     assert response["Location"] == f"/studio/presets/{copy.pk}/edit/"
     assert copy.pk != preset.pk
     assert (copy.system_prompt, copy.max_turns, copy.repository_url) == (
-        "Be careful.", 20, "https://github.com/acme/shop"
+        "Be careful.",
+        20,
+        "https://github.com/acme/shop",
     )
     assert list(copy.skills.all()) == [gh]
     assert copy.hidden is False  # a copy of a built-in is an ordinary preset
@@ -322,8 +333,10 @@ def test_a_get_does_not_duplicate_or_delete(client_for, alice, preset):
     assert AgentPreset.objects.count() == 1
 
 
-@pytest.mark.parametrize("role,status", [("owner", 302), ("member", 403), ("viewer", 403),
-                                         ("outsider", 404), ("anonymous", 302)])
+@pytest.mark.parametrize(
+    "role,status",
+    [("owner", 302), ("member", 403), ("viewer", 403), ("outsider", 404), ("anonymous", 302)],
+)
 def test_delete_permissions(client_for, users, preset, role, status):
     response = client_for(who(users, role)).post(f"/studio/presets/{preset.pk}/delete/")
 
@@ -336,7 +349,21 @@ def test_an_admin_of_another_space_cannot_touch_this_one(client_for, dave, prese
 
     assert client.get(f"/studio/presets/{preset.pk}/").status_code == 404
     assert client.post(f"/studio/presets/{preset.pk}/delete/").status_code == 404
-    assert client.post(
-        f"/studio/presets/space/{preset.space_id}/new/", form_data()
-    ).status_code == 404
+    assert (
+        client.post(f"/studio/presets/space/{preset.space_id}/new/", form_data()).status_code == 404
+    )
     assert AgentPreset.objects.filter(space=other_space).count() == 0
+
+
+def test_the_repository_is_offered_only_in_a_space_with_a_github_skill(client_for, alice, space):
+    client = client_for(alice)
+    url = f"/studio/presets/space/{space.pk}/new/"
+
+    without = client.get(url).content.decode()
+    gh = make_skill(space)
+    with_github = client.get(url).content.decode()
+
+    assert 'name="repository_url"' not in without
+    assert "Acme has none yet" in without
+    assert 'name="repository_url"' in with_github
+    assert 'data-kind="github"' in with_github and f'value="{gh.pk}"' in with_github

@@ -60,8 +60,13 @@ def test_a_preset_with_a_repository_ends_in_a_draft_pull_request(
     gh = make_skill(space)
     token = gh.secrets()["token"]
     preset = AgentPreset.objects.create(
-        space=space, name="Fixer", harness="claude-code", sandbox="fake",
-        repository_url=origin.as_uri(), base_branch="main", created_by=alice,
+        space=space,
+        name="Fixer",
+        harness="claude-code",
+        sandbox="fake",
+        repository_url=origin.as_uri(),
+        base_branch="main",
+        created_by=alice,
     )
     preset.skills.set([gh])
 
@@ -72,8 +77,12 @@ def test_a_preset_with_a_repository_ends_in_a_draft_pull_request(
     sandbox_env = fake_provider.started[0].env
 
     workspace = tmp_path / "work"
-    client = RunnerClient(live_server.url, sandbox_env["AGENTLOOP_RUN_TOKEN"],
-                          sleep=lambda s: None, log=lambda m: None)
+    client = RunnerClient(
+        live_server.url,
+        sandbox_env["AGENTLOOP_RUN_TOKEN"],
+        sleep=lambda s: None,
+        log=lambda m: None,
+    )
     runner = Runner(
         client,
         {**sandbox_env, "HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"},

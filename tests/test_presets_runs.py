@@ -54,7 +54,9 @@ def test_a_preset_becomes_the_config_a_run_snapshots(preset, project, bob):
     assert run.preset_name == "Fixer"
     snapshot = run.config
     assert (snapshot["harness"], snapshot["sandbox"], snapshot["model"]) == (
-        "claude-code", "local", "claude-opus-4-1"
+        "claude-code",
+        "local",
+        "claude-opus-4-1",
     )
     assert snapshot["system_prompt"] == "Fix what is broken."
     assert snapshot["allowed_tools"] == ["Read", "Edit"]
@@ -63,7 +65,8 @@ def test_a_preset_becomes_the_config_a_run_snapshots(preset, project, bob):
     assert snapshot["limits"] == {"cpu": 1.5, "memory_mb": 2048}
     assert snapshot["skills"] == list(preset.skills.values_list("pk", flat=True))
     assert snapshot["repository"] == {
-        "url": "https://github.com/acme/shop", "base_branch": "develop"
+        "url": "https://github.com/acme/shop",
+        "base_branch": "develop",
     }
     assert snapshot["preset_id"] == preset.pk
 
@@ -78,9 +81,16 @@ def test_editing_and_deleting_the_preset_leaves_started_runs_alone(
     edit = admin.post(
         f"/studio/presets/{preset.pk}/edit/",
         {
-            "name": "Fixer v2", "harness": "analyst", "sandbox": "", "model": "claude-haiku-4-5",
-            "system_prompt": "Changed.", "max_turns": "3", "time_limit_minutes": "5",
-            "skills": [], "repository_url": "", "base_branch": "",
+            "name": "Fixer v2",
+            "harness": "analyst",
+            "sandbox": "",
+            "model": "claude-haiku-4-5",
+            "system_prompt": "Changed.",
+            "max_turns": "3",
+            "time_limit_minutes": "5",
+            "skills": [],
+            "repository_url": "",
+            "base_branch": "",
         },
     )
     assert edit.status_code == 302
@@ -101,8 +111,9 @@ def test_editing_and_deleting_the_preset_leaves_started_runs_alone(
 
 
 def test_sessions_may_override_the_harmless_fields(preset, project, bob):
-    config = config_from_preset(bob, project, preset.pk, {"model": "claude-haiku-4-5",
-                                                          "max_turns": 3})
+    config = config_from_preset(
+        bob, project, preset.pk, {"model": "claude-haiku-4-5", "max_turns": 3}
+    )
 
     assert (config["model"], config["max_turns"]) == ("claude-haiku-4-5", 3)
     assert config["repository"] == preset.repository
@@ -151,7 +162,8 @@ def test_the_picker_lists_visible_presets_of_the_users_spaces(preset, space, oth
     assert [p.name for p in presets_for_user(users["viewer"], space)] == ["Fixer"]
     assert [p.name for p in presets_for_user(users["outsider"])] == ["Theirs"]
     assert sorted(p.name for p in presets_for_user(users["owner"], include_hidden=True)) == [
-        "Fixer", "Signal"
+        "Fixer",
+        "Signal",
     ]
 
 

@@ -28,8 +28,14 @@ CANARY = "ghp_canary0123456789abcdefSECRET"
 
 
 def git(*args, cwd=None) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True,
-                          env=git_env({"PATH": "/usr/bin:/bin"}))
+    done = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=git_env({"PATH": "/usr/bin:/bin"}),
+    )
     return done.stdout.strip()
 
 
@@ -186,9 +192,7 @@ def test_tags_and_other_branches_the_agent_made_are_not_pushed(tmp_path, origin)
     )
 
 
-def test_a_repository_that_cannot_be_cloned_fails_the_run_before_the_agent_starts(
-    tmp_path, origin
-):
+def test_a_repository_that_cannot_be_cloned_fails_the_run_before_the_agent_starts(tmp_path, origin):
     ran = []
 
     code, double, exit_code = run_with_repository(
@@ -213,7 +217,7 @@ def test_a_run_whose_code_is_not_a_uuid_pushes_nothing(tmp_path, origin):
     assert any("not a run code" in m for m in errors)
 
 
-# -- the command and the validators ---------------------------------------------------------
+# -- the command and the validators --
 
 
 def test_the_push_command_has_one_refspec_and_no_force():
@@ -233,8 +237,14 @@ def test_the_push_command_has_one_refspec_and_no_force():
 
 @pytest.mark.parametrize(
     "code",
-    ["", "main", "0B7F9C2E-1D2A-4C5B-9E8F-0123456789AB", "0b7f9c2e-1d2a-4c5b-9e8f-0123456789ab:x",
-     "--force", "../../main"],
+    [
+        "",
+        "main",
+        "0B7F9C2E-1D2A-4C5B-9E8F-0123456789AB",
+        "0b7f9c2e-1d2a-4c5b-9e8f-0123456789ab:x",
+        "--force",
+        "../../main",
+    ],
 )
 def test_branch_names_come_only_from_run_codes(code):
     with pytest.raises(ValueError):
@@ -243,9 +253,16 @@ def test_branch_names_come_only_from_run_codes(code):
 
 @pytest.mark.parametrize(
     "url",
-    ["", "-uhttps://x", "ext::sh -c touch% /tmp/pwned", "ssh://github.com/a/b",
-     "https://user:pw@github.com/a/b", "https:///nohost", "git@github.com:a/b.git",
-     "https://github.com/a/b?x=1"],
+    [
+        "",
+        "-uhttps://x",
+        "ext::sh -c touch% /tmp/pwned",
+        "ssh://github.com/a/b",
+        "https://user:pw@github.com/a/b",
+        "https:///nohost",
+        "git@github.com:a/b.git",
+        "https://github.com/a/b?x=1",
+    ],
 )
 def test_repository_urls_other_than_https_and_file_are_refused(url):
     assert repository_url_problem(url) is not None
@@ -271,10 +288,20 @@ def test_odd_branch_names_are_not(name):
 def test_the_credential_helper_reads_the_token_from_the_environment(tmp_path):
     # What git does when a https remote asks for a password, without the network.
     done = subprocess.run(
-        ["git", "-c", "credential.helper=", "-c", f"credential.helper={CREDENTIAL_HELPER}",
-         "credential", "fill"],
+        [
+            "git",
+            "-c",
+            "credential.helper=",
+            "-c",
+            f"credential.helper={CREDENTIAL_HELPER}",
+            "credential",
+            "fill",
+        ],
         input="protocol=https\nhost=github.com\n\n",
-        capture_output=True, text=True, check=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
         env=git_env({"PATH": "/usr/bin:/bin", "GH_TOKEN": CANARY}),
     )
 

@@ -1,4 +1,6 @@
-"""The run's repository: cloned before the agent starts, its work pushed after. Standard library only.
+"""The run's repository: cloned before the agent starts, its work pushed after.
+
+Standard library only.
 
 When the spec has `repository: {"url", "base_branch"}`, `clone_repository()`
 makes the workspace a checkout of the base branch (git init + fetch, because
@@ -67,7 +69,9 @@ def repository_url_problem(url: str, allow_file: bool = True) -> str | None:
     if parsed.scheme not in schemes:
         return f"The repository URL must start with {' or '.join(s + '://' for s in schemes)}."
     if parsed.scheme == "https" and (not parsed.hostname or parsed.username or parsed.password):
-        return "The repository URL needs a host and no credentials (the GitHub skill provides them)."
+        return (
+            "The repository URL needs a host and no credentials (the GitHub skill provides them)."
+        )
     if parsed.query or parsed.fragment:
         return "The repository URL may not have a query or fragment."
     if parsed.scheme == "file" and not parsed.path.startswith("/"):
@@ -95,33 +99,43 @@ def _git_prefix() -> list[str]:
     # An empty credential.helper first clears any helper the repo or user set.
     return [
         "git",
-        "-c", "credential.helper=",
-        "-c", f"credential.helper={CREDENTIAL_HELPER}",
-        "-c", "core.hooksPath=/dev/null",
-        "-c", "advice.detachedHead=false",
+        "-c",
+        "credential.helper=",
+        "-c",
+        f"credential.helper={CREDENTIAL_HELPER}",
+        "-c",
+        "core.hooksPath=/dev/null",
+        "-c",
+        "advice.detachedHead=false",
     ]
 
 
 def git_env(env: dict[str, str]) -> dict[str, str]:
     """The environment for the runner's git commands: never prompt, no user config."""
     result = dict(env)
-    result.update({
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_AUTHOR_NAME": env.get("GIT_AUTHOR_NAME") or "agentloop",
-        "GIT_AUTHOR_EMAIL": env.get("GIT_AUTHOR_EMAIL") or "agentloop@localhost",
-        "GIT_COMMITTER_NAME": env.get("GIT_COMMITTER_NAME") or "agentloop",
-        "GIT_COMMITTER_EMAIL": env.get("GIT_COMMITTER_EMAIL") or "agentloop@localhost",
-    })
+    result.update(
+        {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_AUTHOR_NAME": env.get("GIT_AUTHOR_NAME") or "agentloop",
+            "GIT_AUTHOR_EMAIL": env.get("GIT_AUTHOR_EMAIL") or "agentloop@localhost",
+            "GIT_COMMITTER_NAME": env.get("GIT_COMMITTER_NAME") or "agentloop",
+            "GIT_COMMITTER_EMAIL": env.get("GIT_COMMITTER_EMAIL") or "agentloop@localhost",
+        }
+    )
     return result
 
 
 def _git(args: list[str], cwd: Path, env: dict[str, str], what: str) -> str:
     try:
         done = subprocess.run(
-            [*_git_prefix(), *args], cwd=cwd, env=git_env(env), capture_output=True,
-            text=True, timeout=GIT_TIMEOUT_SECONDS,
+            [*_git_prefix(), *args],
+            cwd=cwd,
+            env=git_env(env),
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_SECONDS,
         )
     except (OSError, subprocess.TimeoutExpired) as error:
         raise RepositoryError(f"{what} failed: {error}") from None
@@ -155,10 +169,18 @@ def clone_repository(repository: dict, workspace: Path, env: dict[str, str]) -> 
     workspace.mkdir(parents=True, exist_ok=True)
     _git(["init", "-q", "-b", base, "."], workspace, env, "git init")
     _git(["remote", "add", "origin", url], workspace, env, "git remote add")
-    _git(["fetch", "-q", "--no-tags", "origin", f"+refs/heads/{base}:refs/remotes/origin/{base}"],
-         workspace, env, f"Fetching {base} from {url}")
-    _git(["checkout", "-q", "-B", base, f"refs/remotes/origin/{base}"], workspace, env,
-         f"Checking out {base}")
+    _git(
+        ["fetch", "-q", "--no-tags", "origin", f"+refs/heads/{base}:refs/remotes/origin/{base}"],
+        workspace,
+        env,
+        f"Fetching {base} from {url}",
+    )
+    _git(
+        ["checkout", "-q", "-B", base, f"refs/remotes/origin/{base}"],
+        workspace,
+        env,
+        f"Checking out {base}",
+    )
     exclude = workspace / ".git" / "info" / "exclude"
     exclude.parent.mkdir(parents=True, exist_ok=True)
     with exclude.open("a") as f:
@@ -176,11 +198,19 @@ def publish_branch(checkout: Checkout, run_code: str, env: dict[str, str]) -> di
     cwd = checkout.path
     if _git(["status", "--porcelain", "--untracked-files=all"], cwd, env, "git status").strip():
         _git(["add", "-A"], cwd, env, "git add")
-        _git(["commit", "-q", "--no-verify", "-m", COMMIT_MESSAGE.format(code=run_code)],
-             cwd, env, "git commit")
+        _git(
+            ["commit", "-q", "--no-verify", "-m", COMMIT_MESSAGE.format(code=run_code)],
+            cwd,
+            env,
+            "git commit",
+        )
     head = _git(["rev-parse", "HEAD"], cwd, env, "git rev-parse").strip()
-    count = int(_git(["rev-list", "--count", f"{checkout.base_sha}..{head}"], cwd, env,
-                     "git rev-list").strip() or 0)
+    count = int(
+        _git(
+            ["rev-list", "--count", f"{checkout.base_sha}..{head}"], cwd, env, "git rev-list"
+        ).strip()
+        or 0
+    )
     if count == 0:
         return None
     shortstat = _git(["diff", "--shortstat", checkout.base_sha, head], cwd, env, "git diff")
@@ -188,12 +218,19 @@ def publish_branch(checkout: Checkout, run_code: str, env: dict[str, str]) -> di
     log = _git(["log", "--format=%h %s", f"{checkout.base_sha}..{head}"], cwd, env, "git log")
     command = push_command(checkout.url, run_code)
     try:
-        done = subprocess.run(command, cwd=cwd, env=git_env(env),
-                              capture_output=True, text=True, timeout=GIT_TIMEOUT_SECONDS)
+        done = subprocess.run(
+            command,
+            cwd=cwd,
+            env=git_env(env),
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_SECONDS,
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         raise RepositoryError(f"Pushing {branch} failed: {error}") from None
     if done.returncode != 0:
-        raise RepositoryError(f"Pushing {branch} failed: {_redact(done.stderr, env).strip()[-800:]}")
+        reason = _redact(done.stderr, env).strip()[-800:]
+        raise RepositoryError(f"Pushing {branch} failed: {reason}")
     return {
         "repo": checkout.url,
         "branch": branch,

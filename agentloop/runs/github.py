@@ -86,12 +86,20 @@ class GitHubClient:
             raise GitHubError(error.code, _message(error.code, error.read())) from None
         except (urllib.error.URLError, TimeoutError, OSError) as error:
             reason = getattr(error, "reason", error)
-            raise GitHubError(None, f"Could not reach GitHub at {self.base_url}: {reason}.") from None
+            message = f"Could not reach GitHub at {self.base_url}: {reason}."
+            raise GitHubError(None, message) from None
         except ValueError:
             raise GitHubError(None, "GitHub answered with something that is not JSON.") from None
 
     def create_pull_request(
-        self, owner: str, repo: str, *, head: str, base: str, title: str, body: str,
+        self,
+        owner: str,
+        repo: str,
+        *,
+        head: str,
+        base: str,
+        title: str,
+        body: str,
         draft: bool = True,
     ) -> dict:
         """POST /repos/{owner}/{repo}/pulls; the created pull request (number, html_url, ...)."""

@@ -60,8 +60,9 @@ def reject(user, artifact: Artifact, comment: str = "", *, now=None) -> Artifact
 
 def _pull_request_text(run, artifact: Artifact, user, comment: str) -> tuple[str, str]:
     secrets = run_secrets(run)
-    first_line = redact_text(run.prompt.strip().splitlines()[0] if run.prompt.strip() else "",
-                             secrets)
+    first_line = redact_text(
+        run.prompt.strip().splitlines()[0] if run.prompt.strip() else "", secrets
+    )
     title = f"agentloop: {first_line}"[:120] if first_line else f"agentloop run {run.code}"
     meta = artifact.metadata or {}
     stat = meta.get("diffstat") or {}
