@@ -105,9 +105,12 @@ def scene(project, alice, bob, fake_provider, client_for, caplog, django_capture
     env = fake_provider.started[0].env
     runner = Client(HTTP_AUTHORIZATION=f"Bearer {env['AGENTLOOP_RUN_TOKEN']}")
 
+    answers = []  # every runner API answer except the spec
+
     def post(path, body):
         answer = runner.post(RUNNER + path, json.dumps(body), content_type="application/json")
         assert answer.status_code in (200, 201), answer.content
+        answers.append(answer.content.decode())
         return answer
 
     spec = runner.get(RUNNER + "spec").json()  # the runner needs them: the one sanctioned copy
@@ -135,6 +138,8 @@ def scene(project, alice, bob, fake_provider, client_for, caplog, django_capture
     })
     post("events", {"events": [{"key": "e6", "kind": "artifact",
                                 "payload": {"name": "investigation.md", "preview": GH_CANARY}}]})
+    answers.append(runner.get(RUNNER + "inbox", {"wait": 0}).content.decode())
+    post("heartbeat", {})
     post("status", {"state": "waiting"})
     actions.send_followup(bob, run, f"Also try {GH_CANARY} please")
     post("status", {"state": "succeeded", "exit_reason": f"done with {CANARY}"})
@@ -147,13 +152,19 @@ def scene(project, alice, bob, fake_provider, client_for, caplog, django_capture
     assert launch_run(failed.pk) is False
     fake_provider.fail_start = None
     connection.force_debug_cursor = False
-    return {"run": run, "env": env, "spec": spec, "owner": owner, "caplog": caplog}
+    return {"run": run, "env": env, "spec": spec, "owner": owner, "caplog": caplog,
+            "runner_answers": answers}
 
 
 def test_the_sandbox_gets_the_canaries(scene):
     env = scene["env"]
     assert env["CANARY_TOKEN"] == CANARY and env["GH_TOKEN"] == GH_CANARY
     assert scene["spec"]["env"]["CANARY_TOKEN"] == CANARY
+
+
+def test_runner_api_answers_do_not_echo_canaries(scene):
+    assert len(scene["runner_answers"]) == 8
+    assert leaks("".join(scene["runner_answers"])) == []
 
 
 def test_stored_events_and_artifacts_hold_markers_not_canaries(scene):
@@ -189,7 +200,7 @@ def test_no_page_or_api_response_shows_a_canary(scene, project, alice, other_spa
     space = project.space
     skill_ids = list(Skill.objects.values_list("pk", flat=True))
     membership = space.memberships.first()
-    _, raw_key = ProjectApiKey.mint(project, name="reader") if hasattr(ProjectApiKey, "mint") else (None, None)
+    _, raw_key = ProjectApiKey.mint(project, name="reader")
     values = {
         "space_id": [space.pk],
         "project_id": [project.pk, space.worker_project().pk],
@@ -223,10 +234,28 @@ def test_no_page_or_api_response_shows_a_canary(scene, project, alice, other_spa
     assert "REDACTED" in session + swarm
 
     # The REST API with a project key, as a script would call it.
-    if raw_key:
-        api = Client(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
-        for url in [u for u in urls if u.startswith("/api/v1/")]:
-            assert leaks(body_of(api.get(url))) == [], f"API {url} shows a canary"
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    api_urls = [u for u in urls if u.startswith("/api/v1/")]
+    assert len(api_urls) >= 4
+    for url in api_urls:
+        assert leaks(body_of(api.get(url))) == [], f"API {url} shows a canary"
+
+
+def test_the_admin_shows_no_canary_to_a_superuser(scene, alice):
+    from django.contrib.auth import get_user_model
+
+    root = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+    client = Client()
+    client.force_login(root)
+    run = scene["run"]
+    admin_pages = ["/django-admin/runs/run/", f"/django-admin/runs/run/{run.pk}/change/",
+                   "/django-admin/runs/runevent/", "/django-admin/runs/artifact/"]
+    admin_pages += [f"/django-admin/runs/runevent/{pk}/change/" for pk in run.events.values_list("pk", flat=True)]
+    admin_pages += [f"/django-admin/runs/artifact/{pk}/change/" for pk in run.artifacts.values_list("pk", flat=True)]
+    for url in admin_pages:
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert leaks(response.content.decode()) == [], f"admin {url} shows a canary"
 
 
 def test_no_log_record_mentions_a_canary(scene):
