@@ -156,6 +156,10 @@ MEDIA_ROOT = VAR_DIR / "media"
 
 # Where sandboxes reach the web process (runner API, span API, LLM gateway).
 AGENTLOOP_PUBLIC_URL = env_str("AGENTLOOP_PUBLIC_URL", "http://127.0.0.1:8000")
+# Pull requests (agentloop/runs/github.py): GitHub Enterprise is https://<host>/api/v3.
+AGENTLOOP_GITHUB_API_URL = env_str("AGENTLOOP_GITHUB_API_URL", "https://api.github.com")
+# Let presets name file:// repositories (tests, local mirrors); off: only https://.
+AGENTLOOP_ALLOW_FILE_REPOSITORIES = env_bool("AGENTLOOP_ALLOW_FILE_REPOSITORIES", False)
 # LLM gateway (docs/gateway.md): the Anthropic-compatible upstream it forwards to,
 # and the real key it adds (never sent to a sandbox; _FILE variant for secrets).
 AGENTLOOP_LLM_UPSTREAM_URL = env_str("AGENTLOOP_LLM_UPSTREAM_URL", "https://api.anthropic.com")

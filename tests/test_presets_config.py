@@ -78,3 +78,17 @@ def test_file_repositories_only_when_allowed():
         snapshot, _ = normalize_config(config)
 
     assert snapshot["repository"]["url"] == "file:///srv/shop.git"
+
+
+def test_a_run_with_a_repository_may_reach_the_git_host():
+    with_repo, _ = normalize_config({"repository": {"url": "https://github.com/acme/shop"}})
+    without, _ = normalize_config({})
+    pinned, _ = normalize_config(
+        {"repository": {"url": "https://github.com/acme/shop"}, "network": "runner-only"}
+    )
+
+    assert (with_repo["network"], without["network"], pinned["network"]) == (
+        "open",
+        "runner-only",
+        "runner-only",
+    )

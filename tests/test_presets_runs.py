@@ -19,6 +19,8 @@ from studio.presets import (
 )
 from tests.test_presets_pages import make_skill
 
+pytest_plugins = ["tests.fake_sandbox"]  # the fake_provider fixture
+
 
 @pytest.fixture
 def preset(space, alice):
@@ -200,3 +202,24 @@ def test_preset_to_config_leaves_the_sandbox_to_the_default_when_blank(space):
     assert config["repository"] is None
     assert config["limits"] == {}
     assert (config["token_budget"], config["cost_budget_usd"]) == (None, None)
+
+
+def test_the_presets_resources_reach_the_sandbox(space, project, bob, fake_provider):
+    from agentloop.runs.tasks import launch_run
+
+    preset = AgentPreset.objects.create(
+        space=space,
+        name="Big",
+        harness="analyst",
+        sandbox="fake",
+        cpu=Decimal("1.5"),
+        memory_mb=2048,
+        time_limit_seconds=600,
+    )
+    run = start_session(bob, project, config_from_preset(bob, project, preset.pk), "Go")
+
+    assert launch_run(run.pk) is True
+
+    (spec,) = fake_provider.started
+    assert (spec.limits.cpu, spec.limits.memory_mb) == (1.5, 2048)
+    assert spec.network == "runner-only"

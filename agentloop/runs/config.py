@@ -166,7 +166,9 @@ def normalize_config(config: dict, *, space=None, user=None) -> tuple[dict, dict
         "cost_budget_usd": cost_budget,
         "preset_id": config.get("preset_id") or None,
         "image": config.get("image") or None,
-        "network": config.get("network") or "runner-only",
+        # Cloning and pushing need the git host: a run with a repository is "open"
+        # unless its config says otherwise (there is no per-host policy yet).
+        "network": config.get("network") or ("open" if repository else "runner-only"),
         "preset_name": config.get("preset_name") or "",
         "llm_base_url": config.get("llm_base_url") or "",
     }
