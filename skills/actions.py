@@ -39,16 +39,12 @@ def _check(kind, name: str, config: dict, secrets: dict, space, skill_id=None) -
         elif len(secrets.get(field.name, "")) > field.max_length:
             errors[field.name] = f"{field.label} is longer than {field.max_length} characters."
     if kind.has_env_secrets:
-        bad = [
-            n[len(ENV_PREFIX) :]
-            for n in secrets
-            if n.startswith(ENV_PREFIX)
-            and (not ENV_NAME.match(n[len(ENV_PREFIX) :]) or n[len(ENV_PREFIX) :] in RESERVED_ENV)
-        ]
+        names = [n[len(ENV_PREFIX) :] for n in secrets if n.startswith(ENV_PREFIX)]
+        bad = [n for n in names if not ENV_NAME.match(n) or n in RESERVED_ENV]
         if bad:
             errors["env_secrets"] = (
-                f"Not allowed as environment variable names: {', '.join(bad)} "
-                "(use A-Z, 0-9 and _, not starting with a digit; not HOME, PATH or AGENTLOOP_URL/RUN_TOKEN)."
+                f"Not allowed as environment variable names: {', '.join(bad)} (use A-Z, 0-9 "
+                "and _, not starting with a digit; not HOME, PATH or AGENTLOOP_URL/RUN_TOKEN)."
             )
     for field, message in kind.clean(config, secrets).items():
         errors.setdefault(field, message)
@@ -77,8 +73,13 @@ def create_skill(user, space_id, kind_key: str, name: str, config: dict, secrets
     _check(kind, name, config, secrets, space)
     now = now or timezone.now()
     skill = Skill(
-        space=space, kind=kind.key, name=name, config=config, created_by=user,
-        created_at=now, updated_at=now,
+        space=space,
+        kind=kind.key,
+        name=name,
+        config=config,
+        created_by=user,
+        created_at=now,
+        updated_at=now,
     )
     skill.set_secrets(secrets)
     try:
@@ -87,7 +88,9 @@ def create_skill(user, space_id, kind_key: str, name: str, config: dict, secrets
             changed = ["name", *(k for k, v in config.items() if v), *secrets]
             audit.record(skill, user, AuditAction.CREATED, changed, now=now)
     except IntegrityError:  # the same name, created a moment ago by someone else
-        raise ValidationError({"name": f"{space.name} already has a skill named {name!r}."}) from None
+        raise ValidationError(
+            {"name": f"{space.name} already has a skill named {name!r}."}
+        ) from None
     return skill
 
 

@@ -96,7 +96,9 @@ def skill_secret_pairs(run) -> list[tuple[str, str]]:
         except crypto.SecretsUnreadable:
             continue
         values = set(secrets.values())
-        pairs += [(n, v) for n, v in skill.kind_spec.env(skill.config, secrets).items() if v in values]
+        pairs += [
+            (n, v) for n, v in skill.kind_spec.env(skill.config, secrets).items() if v in values
+        ]
     return pairs
 
 

@@ -63,7 +63,11 @@ def skill_create(request, space_id, kind):
     if request.method == "POST" and form.is_valid():
         try:
             skill = actions.create_skill(
-                request.user, space.pk, kind, form.cleaned_data["name"], form.config(),
+                request.user,
+                space.pk,
+                kind,
+                form.cleaned_data["name"],
+                form.config(),
                 form.secrets(),
             )
         except ValidationError as error:
@@ -84,8 +88,12 @@ def skill_edit(request, space_id, skill_id):
     if request.method == "POST" and form.is_valid():
         try:
             skill, changed = actions.update_skill(
-                request.user, skill.pk, form.cleaned_data["name"], form.config(),
-                form.secrets(), form.removed(),
+                request.user,
+                skill.pk,
+                form.cleaned_data["name"],
+                form.config(),
+                form.secrets(),
+                form.removed(),
             )
         except ValidationError as error:
             form.add_errors(error)

@@ -22,7 +22,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from agentloop.runs import actions
-from agentloop.runs.models import Artifact, Run, RunEvent
+from agentloop.runs.models import Artifact, RunEvent
 from agentloop.runs.tasks import launch_run
 from agentloop.runs.worker_trace import root_span_id, trace_id_for
 from agentloop.teams.models import ProjectApiKey
@@ -66,7 +66,11 @@ def reachable_urls(values: dict[str, list]) -> tuple[list[str], list[str]]:
         for combo in itertools.product(*(values[name] for name in names)):
             url = route
             for name, value in zip(names, combo, strict=True):
-                url = PARAM.sub(lambda m, v=value, n=name: str(v) if m.group(2) == n else m.group(0), url, count=1)
+                url = PARAM.sub(
+                    lambda m, v=value, n=name: str(v) if m.group(2) == n else m.group(0),
+                    url,
+                    count=1,
+                )
             urls.append("/" + url)
     return urls, skipped
 
@@ -78,7 +82,9 @@ def body_of(response) -> str:
 
 
 @pytest.fixture
-def scene(project, alice, bob, fake_provider, client_for, caplog, django_capture_on_commit_callbacks):
+def scene(
+    project, alice, bob, fake_provider, client_for, caplog, django_capture_on_commit_callbacks
+):
     """Plant the canaries, run a session that leaks them everywhere it can."""
     caplog.set_level(logging.DEBUG)
     # Every SQL statement and its parameters, logged: no query may carry a canary either.
@@ -86,18 +92,26 @@ def scene(project, alice, bob, fake_provider, client_for, caplog, django_capture
     connection.force_debug_cursor = True
     owner = client_for(alice)
     space = project.space
-    created = owner.post(f"/skills/spaces/{space.pk}/new/custom/", {
-        "name": "canary tools", "repo_url": "https://example.com/tools.git", "ref": "main",
-        "env_secrets": f"CANARY_TOKEN={CANARY}",
-    })
+    created = owner.post(
+        f"/skills/spaces/{space.pk}/new/custom/",
+        {
+            "name": "canary tools",
+            "repo_url": "https://example.com/tools.git",
+            "ref": "main",
+            "env_secrets": f"CANARY_TOKEN={CANARY}",
+        },
+    )
     assert created.status_code == 302
-    owner.post(f"/skills/spaces/{space.pk}/new/github/",
-               {"name": "GitHub", "token_type": "personal", "token": GH_CANARY})
+    owner.post(
+        f"/skills/spaces/{space.pk}/new/github/",
+        {"name": "GitHub", "token_type": "personal", "token": GH_CANARY},
+    )
     skills = list(Skill.objects.filter(space=space).values_list("pk", flat=True))
     assert len(skills) == 2
 
     run = actions.start_session(
-        alice, project,
+        alice,
+        project,
         {"harness": "analyst", "sandbox": "fake", "skills": skills},
         f"Check that {CANARY} works.",  # a person pasting the secret into the prompt
     )
@@ -116,28 +130,85 @@ def scene(project, alice, bob, fake_provider, client_for, caplog, django_capture
     spec = runner.get(RUNNER + "spec").json()  # the runner needs them: the one sanctioned copy
     post("status", {"state": "running"})
     cut = 11
-    post("events", {"events": [
-        # Payloads shaped as the claude-code harness emits them.
-        {"key": "e1", "kind": "message",
-         "payload": {"role": "assistant", "text": f"My token is {CANARY} ok", "message_id": "m1"}},
-        {"key": "e2", "kind": "tool_call",
-         "payload": {"id": "t1", "name": "Bash",
-                     "input": {"command": f"echo $CANARY_TOKEN # {CANARY}", GH_CANARY: "as a key"}}},
-        {"key": "e3", "kind": "tool_result",
-         "payload": {"tool_call_id": "t1", "output": f"GH_TOKEN={GH_CANARY}", "is_error": False}},
-        # Streamed output: the secret split across two consecutive events.
-        {"key": "e4", "kind": "message",
-         "payload": {"role": "assistant", "text": "the value: " + CANARY[:cut], "message_id": "m2"}},
-        {"key": "e5", "kind": "message",
-         "payload": {"role": "assistant", "text": CANARY[cut:] + " (end)", "message_id": "m3"}},
-    ]})
-    post("artifacts", {
-        "key": "investigation.md:abc", "kind": "investigation", "name": "investigation.md",
-        "content": f"# Findings\n\nThe env held {CANARY} and {GH_CANARY}.\n",
-        "metadata": {"note": CANARY},
-    })
-    post("events", {"events": [{"key": "e6", "kind": "artifact",
-                                "payload": {"name": "investigation.md", "preview": GH_CANARY}}]})
+    post(
+        "events",
+        {
+            "events": [
+                # Payloads shaped as the claude-code harness emits them.
+                {
+                    "key": "e1",
+                    "kind": "message",
+                    "payload": {
+                        "role": "assistant",
+                        "text": f"My token is {CANARY} ok",
+                        "message_id": "m1",
+                    },
+                },
+                {
+                    "key": "e2",
+                    "kind": "tool_call",
+                    "payload": {
+                        "id": "t1",
+                        "name": "Bash",
+                        "input": {
+                            "command": f"echo $CANARY_TOKEN # {CANARY}",
+                            GH_CANARY: "as a key",
+                        },
+                    },
+                },
+                {
+                    "key": "e3",
+                    "kind": "tool_result",
+                    "payload": {
+                        "tool_call_id": "t1",
+                        "output": f"GH_TOKEN={GH_CANARY}",
+                        "is_error": False,
+                    },
+                },
+                # Streamed output: the secret split across two consecutive events.
+                {
+                    "key": "e4",
+                    "kind": "message",
+                    "payload": {
+                        "role": "assistant",
+                        "text": "the value: " + CANARY[:cut],
+                        "message_id": "m2",
+                    },
+                },
+                {
+                    "key": "e5",
+                    "kind": "message",
+                    "payload": {
+                        "role": "assistant",
+                        "text": CANARY[cut:] + " (end)",
+                        "message_id": "m3",
+                    },
+                },
+            ]
+        },
+    )
+    post(
+        "artifacts",
+        {
+            "key": "investigation.md:abc",
+            "kind": "investigation",
+            "name": "investigation.md",
+            "content": f"# Findings\n\nThe env held {CANARY} and {GH_CANARY}.\n",
+            "metadata": {"note": CANARY},
+        },
+    )
+    post(
+        "events",
+        {
+            "events": [
+                {
+                    "key": "e6",
+                    "kind": "artifact",
+                    "payload": {"name": "investigation.md", "preview": GH_CANARY},
+                }
+            ]
+        },
+    )
     answers.append(runner.get(RUNNER + "inbox", {"wait": 0}).content.decode())
     post("heartbeat", {})
     post("status", {"state": "waiting"})
@@ -147,13 +218,20 @@ def scene(project, alice, bob, fake_provider, client_for, caplog, django_capture
 
     # A second run whose sandbox fails to start: its failure is logged.
     fake_provider.fail_start = "no capacity"
-    failed = actions.start_session(alice, project, {"harness": "analyst", "sandbox": "fake",
-                                                    "skills": skills}, "Again.")
+    failed = actions.start_session(
+        alice, project, {"harness": "analyst", "sandbox": "fake", "skills": skills}, "Again."
+    )
     assert launch_run(failed.pk) is False
     fake_provider.fail_start = None
     connection.force_debug_cursor = False
-    return {"run": run, "env": env, "spec": spec, "owner": owner, "caplog": caplog,
-            "runner_answers": answers}
+    return {
+        "run": run,
+        "env": env,
+        "spec": spec,
+        "owner": owner,
+        "caplog": caplog,
+        "runner_answers": answers,
+    }
 
 
 def test_the_sandbox_gets_the_canaries(scene):
@@ -174,13 +252,17 @@ def test_stored_events_and_artifacts_hold_markers_not_canaries(scene):
     assert leaks(stored) == []
     by_key = {e.key: e.payload for e in events}
     assert by_key["e1"]["text"] == "My token is [REDACTED:CANARY_TOKEN] ok"
-    assert by_key["e2"]["input"] == {"command": "echo $CANARY_TOKEN # [REDACTED:CANARY_TOKEN]",
-                                     "[REDACTED:GH_TOKEN]": "as a key"}
+    assert by_key["e2"]["input"] == {
+        "command": "echo $CANARY_TOKEN # [REDACTED:CANARY_TOKEN]",
+        "[REDACTED:GH_TOKEN]": "as a key",
+    }
     assert by_key["e4"]["text"] == "the value: [REDACTED:CANARY_TOKEN]"
     assert by_key["e5"]["text"] == "[REDACTED:CANARY_TOKEN] (end)"
     assert by_key["prompt"]["text"] == "Check that [REDACTED:CANARY_TOKEN] works."
     artifact = Artifact.objects.get(run=run)
-    assert leaks(artifact.content + json.dumps(artifact.metadata) + artifact.name + artifact.key) == []
+    assert (
+        leaks(artifact.content + json.dumps(artifact.metadata) + artifact.name + artifact.key) == []
+    )
     assert "[REDACTED:GH_TOKEN]" in artifact.content
     assert run.exit_reason == "done with [REDACTED:CANARY_TOKEN]"
 
@@ -248,10 +330,20 @@ def test_the_admin_shows_no_canary_to_a_superuser(scene, alice):
     client = Client()
     client.force_login(root)
     run = scene["run"]
-    admin_pages = ["/django-admin/runs/run/", f"/django-admin/runs/run/{run.pk}/change/",
-                   "/django-admin/runs/runevent/", "/django-admin/runs/artifact/"]
-    admin_pages += [f"/django-admin/runs/runevent/{pk}/change/" for pk in run.events.values_list("pk", flat=True)]
-    admin_pages += [f"/django-admin/runs/artifact/{pk}/change/" for pk in run.artifacts.values_list("pk", flat=True)]
+    admin_pages = [
+        "/django-admin/runs/run/",
+        f"/django-admin/runs/run/{run.pk}/change/",
+        "/django-admin/runs/runevent/",
+        "/django-admin/runs/artifact/",
+    ]
+    admin_pages += [
+        f"/django-admin/runs/runevent/{pk}/change/"
+        for pk in run.events.values_list("pk", flat=True)
+    ]
+    admin_pages += [
+        f"/django-admin/runs/artifact/{pk}/change/"
+        for pk in run.artifacts.values_list("pk", flat=True)
+    ]
     for url in admin_pages:
         response = client.get(url)
         assert response.status_code == 200, url

@@ -52,7 +52,8 @@ def test_rotation_reencrypts_everything_under_the_current_key(
     gh = github_skill(project.space, alice)
     dd = datadog_skill(project.space, alice)
     run = actions.start_session(
-        alice, project,
+        alice,
+        project,
         {"harness": "analyst", "sandbox": "fake", "secret_env": {"MY_SECRET": "run-secret-value"}},
         "Look.",
     )

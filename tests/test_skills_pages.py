@@ -92,11 +92,17 @@ def test_create_post(role, as_role, space):
         assert created.config == {"token_type": "app"}
         assert created.secrets() == {"token": GH_TOKEN}
         entry = SkillAuditEntry.objects.get()
-        assert (entry.actor_name, entry.action, entry.skill_name) == ("alice", "created", "Deploy bot")
+        assert (entry.actor_name, entry.action, entry.skill_name) == (
+            "alice",
+            "created",
+            "Deploy bot",
+        )
         assert entry.changed_fields == ["name", "token", "token_type"]
     else:
-        assert response.status_code == {"member": 403, "viewer": 403, "outsider": 404,
-                                         "anonymous": 302}[role]
+        assert (
+            response.status_code
+            == {"member": 403, "viewer": 403, "outsider": 404, "anonymous": 302}[role]
+        )
         assert created is None
         assert not SkillAuditEntry.objects.exists()
 
@@ -144,7 +150,10 @@ def test_a_skill_is_only_reachable_under_its_own_space(as_role, skill, other_spa
         f"/skills/spaces/{other_space.pk}/{skill.pk}/edit/", {"name": "Mine", "token_type": "app"}
     )
     assert response.status_code == 404
-    assert as_role("outsider").post(f"/skills/spaces/{other_space.pk}/{skill.pk}/delete/").status_code == 404
+    assert (
+        as_role("outsider").post(f"/skills/spaces/{other_space.pk}/{skill.pk}/delete/").status_code
+        == 404
+    )
     assert Skill.objects.get(pk=skill.pk).name == "GitHub"
 
 
@@ -213,12 +222,16 @@ def test_form_with_errors_does_not_echo_secrets(as_role, space):
 
 
 def test_audit_log_names_fields_never_values(as_role, skill):
-    as_role("owner").post(edit_url(skill), {"name": "GitHub", "token_type": "app", "token": NEW_TOKEN})
+    as_role("owner").post(
+        edit_url(skill), {"name": "GitHub", "token_type": "app", "token": NEW_TOKEN}
+    )
     html = as_role("member").get(list_url(skill.space)).content.decode()
     assert "Updated GitHub" in html and "token, token_type" in html and "Created GitHub" in html
     assert NEW_TOKEN not in html and GH_TOKEN not in html
     for entry in SkillAuditEntry.objects.all():
-        assert NEW_TOKEN not in str(entry.changed_fields) and GH_TOKEN not in str(entry.changed_fields)
+        assert NEW_TOKEN not in str(entry.changed_fields) and GH_TOKEN not in str(
+            entry.changed_fields
+        )
 
 
 def test_undecryptable_skill_is_flagged_and_can_be_fixed(as_role, skill, settings):
@@ -241,7 +254,7 @@ def test_undecryptable_skill_is_flagged_and_can_be_fixed(as_role, skill, setting
 # --- validation --------------------------------------------------------------------------
 
 
-CUSTOM = f"/skills/spaces/{{}}/new/custom/"
+CUSTOM = "/skills/spaces/{}/new/custom/"
 
 
 @pytest.mark.parametrize(
@@ -256,7 +269,8 @@ CUSTOM = f"/skills/spaces/{{}}/new/custom/"
 )
 def test_custom_skill_names(name, problem, as_role, space):
     response = as_role("owner").post(
-        CUSTOM.format(space.pk), {"name": name, "repo_url": "https://example.com/a.git", "ref": "main"}
+        CUSTOM.format(space.pk),
+        {"name": name, "repo_url": "https://example.com/a.git", "ref": "main"},
     )
     assert response.status_code == 400 and problem in response.content.decode()
     assert not Skill.objects.exists()
@@ -265,14 +279,18 @@ def test_custom_skill_names(name, problem, as_role, space):
 def test_custom_skill_name_may_use_the_allowed_characters(as_role, space):
     name = "My skill-1_v2.0" + "x" * 238  # 253 characters
     response = as_role("owner").post(
-        CUSTOM.format(space.pk), {"name": name, "repo_url": "https://example.com/a.git", "ref": "v1.2"}
+        CUSTOM.format(space.pk),
+        {"name": name, "repo_url": "https://example.com/a.git", "ref": "v1.2"},
     )
     assert response.status_code == 302
     assert Skill.objects.get().name == name
 
 
 def test_names_are_trimmed(as_role, space):
-    as_role("owner").post(CUSTOM.format(space.pk), {"name": "  padded ", "repo_url": "https://example.com/a.git", "ref": "main"})
+    as_role("owner").post(
+        CUSTOM.format(space.pk),
+        {"name": "  padded ", "repo_url": "https://example.com/a.git", "ref": "main"},
+    )
     assert Skill.objects.get().name == "padded"
 
 
@@ -327,19 +345,31 @@ def test_traces_api_defaults_to_this_deployment(as_role, space, settings):
 
 
 def test_custom_env_secrets_can_be_added_replaced_and_removed(as_role, space, alice):
-    skill = custom_skill(space, alice, "tools", "https://example.com/t.git",
-                         env={"SERVICE_TOKEN": "first-secret-value", "OTHER": "other-secret-1"})
+    skill = custom_skill(
+        space,
+        alice,
+        "tools",
+        "https://example.com/t.git",
+        env={"SERVICE_TOKEN": "first-secret-value", "OTHER": "other-secret-1"},
+    )
     assert skill.env() == {"SERVICE_TOKEN": "first-secret-value", "OTHER": "other-secret-1"}
     form = as_role("owner").get(edit_url(skill)).content.decode()
     assert "SERVICE_TOKEN" in form and "first-secret-value" not in form
-    response = as_role("owner").post(edit_url(skill), {
-        "name": "tools", "repo_url": "https://example.com/t.git", "ref": "main",
-        "env_secrets": "SERVICE_TOKEN=second-secret-value\nNEW_ONE=brand-new-secret\n",
-        "remove_env": ["env.OTHER"],
-    })
+    response = as_role("owner").post(
+        edit_url(skill),
+        {
+            "name": "tools",
+            "repo_url": "https://example.com/t.git",
+            "ref": "main",
+            "env_secrets": "SERVICE_TOKEN=second-secret-value\nNEW_ONE=brand-new-secret\n",
+            "remove_env": ["env.OTHER"],
+        },
+    )
     assert response.status_code == 302
     skill.refresh_from_db()
     assert skill.env() == {"SERVICE_TOKEN": "second-secret-value", "NEW_ONE": "brand-new-secret"}
     assert SkillAuditEntry.objects.first().changed_fields == [
-        "env.NEW_ONE", "env.OTHER", "env.SERVICE_TOKEN"
+        "env.NEW_ONE",
+        "env.OTHER",
+        "env.SERVICE_TOKEN",
     ]

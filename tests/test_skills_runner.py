@@ -14,12 +14,19 @@ from agentloop.runner.workspace import prepare_workspace
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 
-SKILL_MD = "---\nname: house-style\ndescription: Our writing rules.\n---\n\nWrite short sentences.\n"
+SKILL_MD = (
+    "---\nname: house-style\ndescription: Our writing rules.\n---\n\nWrite short sentences.\n"
+)
 
 
 def git(*args, cwd):
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
     subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
 
 
@@ -62,8 +69,10 @@ def test_the_ref_picks_the_version(tmp_path, skill_repo):
 
 def test_prepare_workspace_installs_the_spec_skills(tmp_path, skill_repo):
     home = tmp_path / "home"
-    spec = {"project": {"id": 1}, "skills": [{"name": "house-style", "repo_url": skill_repo,
-                                                "ref": "main"}]}
+    spec = {
+        "project": {"id": 1},
+        "skills": [{"name": "house-style", "repo_url": skill_repo, "ref": "main"}],
+    }
     prepare_workspace(tmp_path / "ws", spec, {"HOME": str(home), "PATH": os.environ["PATH"]})
     skills = home / ".claude" / "skills"
     assert sorted(p.name for p in skills.iterdir()) == ["agentloop-traces", "house-style"]
@@ -74,8 +83,10 @@ def test_a_missing_ref_is_reported_and_leaves_nothing(tmp_path, skill_repo):
     home = tmp_path / "home"
     logged = []
     problems = install_skills(
-        home, [{"name": "s", "repo_url": skill_repo, "ref": "no-such-branch"}],
-        {"PATH": os.defpath}, log=logged.append,
+        home,
+        [{"name": "s", "repo_url": skill_repo, "ref": "no-such-branch"}],
+        {"PATH": os.defpath},
+        log=logged.append,
     )
     assert len(problems) == 1 and problems[0].startswith("skill s: git fetch failed:")
     assert logged == problems
@@ -86,23 +97,38 @@ def test_a_missing_ref_is_reported_and_leaves_nothing(tmp_path, skill_repo):
     "skill,problem",
     [
         ({"name": "..", "repo_url": "file:///x", "ref": "main"}, "skill name '..' is not allowed"),
-        ({"name": "a/b", "repo_url": "file:///x", "ref": "main"}, "skill name 'a/b' is not allowed"),
-        ({"name": "s", "repo_url": "--upload-pack=touch /tmp/pwned", "ref": "main"},
-         "skill s: repository URL is not allowed"),
-        ({"name": "s", "repo_url": "file:///x", "ref": "--upload-pack=x"}, "skill s: ref is not allowed"),
+        (
+            {"name": "a/b", "repo_url": "file:///x", "ref": "main"},
+            "skill name 'a/b' is not allowed",
+        ),
+        (
+            {"name": "s", "repo_url": "--upload-pack=touch /tmp/pwned", "ref": "main"},
+            "skill s: repository URL is not allowed",
+        ),
+        (
+            {"name": "s", "repo_url": "file:///x", "ref": "--upload-pack=x"},
+            "skill s: ref is not allowed",
+        ),
     ],
 )
 def test_the_runner_checks_what_it_runs_git_with(skill, problem, tmp_path):
     home = tmp_path / "home"
     assert install_skills(home, [skill], {"PATH": os.defpath}, log=None) == [problem]
-    assert not (home / ".claude" / "skills").exists() or not any((home / ".claude" / "skills").iterdir())
+    assert not (home / ".claude" / "skills").exists() or not any(
+        (home / ".claude" / "skills").iterdir()
+    )
 
 
 def test_one_bad_skill_does_not_stop_the_others(tmp_path, skill_repo):
     home = tmp_path / "home"
-    problems = install_skills(home, [
-        {"name": "bad", "repo_url": skill_repo, "ref": "nope"},
-        {"name": "good", "repo_url": skill_repo, "ref": "main"},
-    ], {"PATH": os.defpath}, log=None)
+    problems = install_skills(
+        home,
+        [
+            {"name": "bad", "repo_url": skill_repo, "ref": "nope"},
+            {"name": "good", "repo_url": skill_repo, "ref": "main"},
+        ],
+        {"PATH": os.defpath},
+        log=None,
+    )
     assert len(problems) == 1
     assert Path(home / ".claude" / "skills" / "good" / "SKILL.md").exists()

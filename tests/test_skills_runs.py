@@ -43,7 +43,9 @@ def test_a_member_may_start_a_run_with_the_space_skills(project, alice, bob, fak
     assert run.config["skills"] == [gh.pk]
 
 
-def test_a_run_may_not_name_a_skill_of_another_space(project, other_space, dave, bob, fake_provider):
+def test_a_run_may_not_name_a_skill_of_another_space(
+    project, other_space, dave, bob, fake_provider
+):
     theirs = github_skill(other_space, dave)
     with pytest.raises(ValidationError) as error:
         start(bob, project, [theirs.pk])
@@ -82,8 +84,14 @@ def test_launch_puts_skill_env_into_the_sandbox(project, alice, fake_provider):
 
 
 def test_custom_skills_are_passed_to_the_runner(project, alice, fake_provider):
-    skill = custom_skill(project.space, alice, "house style", "https://example.com/s.git",
-                         ref="v2", env={"STYLE_TOKEN": "style-secret-42"})
+    skill = custom_skill(
+        project.space,
+        alice,
+        "house style",
+        "https://example.com/s.git",
+        ref="v2",
+        env={"STYLE_TOKEN": "style-secret-42"},
+    )
     run = start(alice, project, [skill.pk])
     launch_run(run.pk)
     run.refresh_from_db()

@@ -21,7 +21,12 @@ CLONE_TIMEOUT_SECONDS = 120
 
 def _problem(skill: dict) -> str | None:
     name, url, ref = skill.get("name", ""), skill.get("repo_url", ""), skill.get("ref", "")
-    if not isinstance(name, str) or not NAME.match(name) or set(name) <= {"."} or name != name.strip():
+    if (
+        not isinstance(name, str)
+        or not NAME.match(name)
+        or set(name) <= {"."}
+        or name != name.strip()
+    ):
         return f"skill name {name!r} is not allowed"
     if not isinstance(url, str) or not url or url.startswith("-") or any(c.isspace() for c in url):
         return f"skill {name}: repository URL is not allowed"
@@ -32,8 +37,13 @@ def _problem(skill: dict) -> str | None:
 
 def _git(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=CLONE_TIMEOUT_SECONDS, check=False,
+        ["git", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CLONE_TIMEOUT_SECONDS,
+        check=False,
     )
 
 
@@ -53,8 +63,10 @@ def install_skill(home: Path, skill: dict, env: dict[str, str]) -> str | None:
     steps = (
         ("init", ["init", "--quiet"]),
         ("fetch", ["fetch", "--quiet", "--depth", "1", skill["repo_url"], skill["ref"]]),
-        ("checkout", ["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach",
-                      "FETCH_HEAD"]),
+        (
+            "checkout",
+            ["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", "FETCH_HEAD"],
+        ),
     )
     for step, args in steps:
         try:

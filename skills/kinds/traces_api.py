@@ -47,7 +47,7 @@ KIND = TracesApi(
         Field(
             "base_url",
             "Base URL",
-                        help="Set as AGENTLOOP_TRACES_API_URL.",
+            help="Set as AGENTLOOP_TRACES_API_URL.",
         ),
         Field("api_key", "API key", secret=True),
     ),
