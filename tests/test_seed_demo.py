@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import stat
-from datetime import timedelta
+from datetime import datetime, timedelta
 from io import StringIO
 
 import pytest
@@ -100,6 +100,7 @@ def test_it_seeds_spans_of_every_kind_with_errors_slow_spans_and_labels(db, var_
     timeout = spans.filter(kind="TOOL", status_code="ERROR").first()
     event = timeout.events[0]
     assert event["name"] == "exception"
+    assert datetime.fromisoformat(event["time"]) == timeout.end_time
     assert event["attributes"]["exception.type"] == "httpx.ReadTimeout"
     assert "Traceback" in event["attributes"]["exception.stacktrace"]
     rate_limited = spans.filter(kind="LLM", status_code="ERROR").first()

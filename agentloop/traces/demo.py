@@ -138,7 +138,7 @@ class _TraceBuilder:
             events = [
                 {
                     "name": "exception",
-                    "timestamp": end.isoformat(),
+                    "time": end.isoformat(),  # as ingest stores OTLP events
                     "attributes": {
                         "exception.type": exc_type,
                         "exception.message": exc_message,
