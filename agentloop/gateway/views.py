@@ -52,20 +52,19 @@ async def count_tokens(request):
 async def _proxy(request, path: str, *, record: bool):
     if request.method != "POST":
         return anthropic_error(405, "invalid_request_error", "Use POST.")
-    caller = await sync_to_async(auth.authenticate)(request.headers)
-    if isinstance(caller, auth.Refusal):
-        return anthropic_error(caller.status, caller.error_type, caller.message)
-    run, token = caller
     try:
         payload = json.loads(request.body or b"")
         if not isinstance(payload, dict):
             raise ValueError
     except ValueError:
+        payload = None
+    # One hop to the database thread for both checks: each hop costs latency.
+    caller = await sync_to_async(_admit)(request.headers, check_budget=record)
+    if isinstance(caller, auth.Refusal):
+        return anthropic_error(caller.status, caller.error_type, caller.message)
+    run, token = caller
+    if payload is None:
         return anthropic_error(400, "invalid_request_error", "The body must be a JSON object.")
-    if record:
-        refused = await sync_to_async(_refuse_over_budget)(run)
-        if refused:
-            return anthropic_error(400, "budget_exceeded", refused)
     try:
         key = upstream.real_key()
     except upstream.UpstreamNotConfigured as exc:
@@ -139,12 +138,17 @@ async def _relay(answer: httpx.Response, run, token: str, key: str, call: CallRe
             await asyncio.shield(sync_to_async(_finish)(run, token, key, call))
 
 
-def _refuse_over_budget(run) -> str:
+def _admit(headers, *, check_budget: bool):
+    """(run, token) of a caller that may call now, or the Refusal to answer."""
+    caller = auth.authenticate(headers)
+    if isinstance(caller, auth.Refusal) or not check_budget:
+        return caller
+    run, _ = caller
     why = budget.exceeded(run)
-    if not why:
-        return ""
-    budget.end_run(run, why)
-    return auth.budget_message(run)
+    if why:
+        budget.end_run(run, why)
+        return auth.Refusal(400, "budget_exceeded", auth.budget_message(run))
+    return caller
 
 
 def _finish(run, token: str, key: str, call: CallRecord) -> None:
