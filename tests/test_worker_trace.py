@@ -252,3 +252,19 @@ def test_transitions_and_stored_batches_write_the_trace(project, alice):
     assert tool.parent_span_id == worker_trace.turn_span_id(run, 1)
     assert tool.status_code == "ERROR"
     assert root.end_time == run.finished_at
+
+
+def test_a_run_that_never_started_has_no_trace(project):
+    run = Run.objects.create(space=project.space, project=project, config={}, prompt="p")
+    assert run.transition(RunStatus.PROVISIONING)
+    assert run.transition(RunStatus.FAILED, exit_reason="sandbox did not start")
+    assert spans_of(run) == {}
+    assert not Trace.objects.filter(trace_id=run.code.hex).exists()
+
+
+def test_the_root_starts_when_the_run_starts(project):
+    run = Run.objects.create(space=project.space, project=project, config={}, prompt="p")
+    assert run.transition(RunStatus.PROVISIONING)
+    assert run.transition(RunStatus.RUNNING)
+    root = spans_of(run)[worker_trace.root_span_id(run)]
+    assert root.start_time == run.started_at

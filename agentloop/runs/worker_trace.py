@@ -72,7 +72,9 @@ def record_events(run, events) -> None:
     the run's own events or status.
     """
     events = sorted(events, key=lambda e: e.seq)
-    if not events:
+    if not events or run.started_at is None:
+        # Queued or provisioning (or ended before it ran): no agent has run yet,
+        # and the root span covers the run from its start.
         return
     try:
         with transaction.atomic():
