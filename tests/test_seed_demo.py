@@ -9,7 +9,7 @@ from io import StringIO
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from agentloop.teams.models import Membership, Project, ProjectApiKey, Role, Space
@@ -241,3 +241,12 @@ def test_bench_rows_load_into_the_database_and_read_back_through_the_orm(db, pro
     assert labelled.count() == SpanAnnotation.objects.filter(name="correctness").count() > 0
     rows, cursor = page_spans(filter_spans(project, parse_span_filter({"kind": "LLM"})), None, 50)
     assert len(rows) == 50 and cursor and {r.kind for r in rows} == {"LLM"}
+
+
+def test_it_rejects_a_negative_trace_count_and_creates_nothing(db, var_dir):
+    with pytest.raises(CommandError, match="--traces must be 0 or more, not -1"):
+        seed("--traces", "-1")
+
+    assert not get_user_model().objects.filter(username="admin").exists()
+    assert not Space.objects.exists()
+    assert not (var_dir / "demo-login.txt").exists()

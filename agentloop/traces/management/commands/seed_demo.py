@@ -14,7 +14,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from agentloop.teams.models import Membership, Project, ProjectApiKey, Role, Space
@@ -66,8 +66,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, traces, seed, **options):
         if traces < 0:
-            self.stderr.write("--traces must be 0 or more.")
-            raise SystemExit(2)
+            raise CommandError(f"--traces must be 0 or more, not {traces}.")
         stored = read_login_file()
         with transaction.atomic():
             user, password, password_note = self._user(stored)
