@@ -16,7 +16,6 @@ seq counter every POLL_SECONDS. One lock serialises doorbell and poll, and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -65,11 +64,23 @@ def _next_seq(run_id: int) -> int:
     return Run.objects.filter(pk=run_id).values_list("next_seq", flat=True).first() or 0
 
 
+# Reads run in the thread pool, not on the one thread that serves sync views:
+# fifty watchers must not queue up behind (or in front of) the runner API's
+# writes. Django connections are per thread, so nothing is shared. (The test
+# suite's in-memory SQLite locks whole tables between threads, so its consumer
+# tests set this to True.)
+READ_THREAD_SENSITIVE = False
+
+
+def _read(function):
+    return database_sync_to_async(function, thread_sensitive=READ_THREAD_SENSITIVE)
+
+
 class RunTranscriptConsumer(AsyncWebsocketConsumer):
     groups: list[str] = []  # joined in connect(), once access is checked
 
     async def connect(self):
-        opened = await database_sync_to_async(_open_run)(
+        opened = await _read(_open_run)(
             self.scope.get("user"), self.scope["url_route"]["kwargs"]["code"]
         )
         if opened is None:
@@ -81,24 +92,22 @@ class RunTranscriptConsumer(AsyncWebsocketConsumer):
         self.last_seq = _after_param(query)
         # Whether the page showed an open follow-up box: the controls are
         # pushed again only when that changes.
-        self.accepting: bool | None = (
-            query["accepting"] == "1" if query.get("accepting") in ("0", "1") else None
+        self.accepting = (
+            query["accepting"] == "1"
+            if query.get("accepting") in ("0", "1")
+            else transcript.accepts_followups(self.run)
         )
         self.lock = asyncio.Lock()
-        self.poller: asyncio.Task | None = None
         self.group = group_name(self.run.code)
         if self.channel_layer is not None:
             await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         await self.send_new()
         if self.channel_layer is None or isinstance(self.channel_layer, InMemoryChannelLayer):
-            self.poller = asyncio.create_task(self.poll())
+            polls.add(self)
 
     async def disconnect(self, code):
-        if getattr(self, "poller", None) is not None:
-            self.poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.poller
+        polls.remove(self)
         if getattr(self, "group", None) and self.channel_layer is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -109,24 +118,94 @@ class RunTranscriptConsumer(AsyncWebsocketConsumer):
     async def run_events(self, message):
         """The doorbell (notify.MESSAGE_TYPE): events up to message["seq"] are committed."""
         if message.get("seq", 0) > self.last_seq:
-            await self.send_new()
+            await self.send_new(upto=message["seq"])
 
-    async def poll(self):
+    async def send_new(self, upto: int | None = None):
+        async with self.lock:
+            if upto is None:
+                upto = await _read(_next_seq)(self.run.pk)
+            while upto > self.last_seq:
+                frame = await frames.get(self.run, self.last_seq, upto, self.can_use, self.accepting)
+                self.accepting = frame["accepting"]
+                if frame["html"]:
+                    await self.send(text_data=frame["html"])
+                if frame["last_seq"] <= self.last_seq:
+                    return  # nothing committed in that range (cannot happen: seqs have no gaps)
+                self.last_seq = frame["last_seq"]
+
+
+class FrameCache:
+    """Frames shared by the watchers of a run in this process.
+
+    Fifty people watching one run all need the same frame for the same seq
+    range; it is rendered once (one database read, one template render) and
+    the others await that result. A frame covers a fixed range (after, upto],
+    so it does not go stale; old ones are dropped first-in, first-out.
+    """
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self.entries: dict[tuple, asyncio.Future] = {}
+
+    async def get(self, run: Run, after: int, upto: int, can_use: bool, accepting) -> dict:
+        key = (run.code, after, upto, can_use, accepting)  # codes, unlike ids, are never reused
+        future = self.entries.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self.entries[key] = future
+            while len(self.entries) > self.size:
+                self.entries.pop(next(iter(self.entries)))
+            try:
+                frame = await _read(transcript.render_frame)(
+                    run.pk, after, can_use, accepting, upto
+                )
+            except BaseException as error:
+                self.entries.pop(key, None)
+                future.set_exception(error)
+                future.exception()  # retrieved: the other awaiters see it, asyncio stays quiet
+                raise
+            future.set_result(frame)
+            return frame
+        return await asyncio.shield(future)
+
+
+class RunPolls:
+    """One poll per watched run in this process, for events no doorbell announces.
+
+    With the in-memory channel layer a django-q2 worker (another process)
+    cannot ring; so while anyone here watches a run, its seq counter is read
+    every POLL_SECONDS (one query per run, however many watch it), and the
+    watchers behind are told to send what is new.
+    """
+
+    def __init__(self):
+        self.runs: dict[int, tuple[set, asyncio.Task]] = {}
+
+    def add(self, consumer) -> None:
+        run_id = consumer.run.pk
+        if run_id not in self.runs:
+            self.runs[run_id] = (set(), asyncio.create_task(self._poll(run_id)))
+        self.runs[run_id][0].add(consumer)
+
+    def remove(self, consumer) -> None:
+        run = getattr(consumer, "run", None)
+        entry = self.runs.get(run.pk) if run is not None else None
+        if entry is None:
+            return
+        entry[0].discard(consumer)
+        if not entry[0]:
+            entry[1].cancel()
+            del self.runs[run.pk]
+
+    async def _poll(self, run_id: int) -> None:
         while True:
             await asyncio.sleep(POLL_SECONDS)
-            if await database_sync_to_async(_next_seq)(self.run.pk) > self.last_seq:
-                await self.send_new()
+            upto = await _read(_next_seq)(run_id)
+            watchers = self.runs.get(run_id, (set(), None))[0]
+            behind = [c for c in watchers if upto > c.last_seq]
+            # A watcher that went away meanwhile must not stop the others.
+            await asyncio.gather(*(c.send_new(upto=upto) for c in behind), return_exceptions=True)
 
-    async def send_new(self):
-        async with self.lock:
-            while True:
-                frame = await database_sync_to_async(transcript.render_frame)(
-                    self.run.pk, self.last_seq, self.can_use, self.accepting
-                )
-                self.accepting = frame["accepting"]
-                if not frame["html"]:
-                    return
-                await self.send(text_data=frame["html"])
-                self.last_seq = frame["last_seq"]
-                if not frame["more"]:
-                    return
+
+frames = FrameCache()
+polls = RunPolls()

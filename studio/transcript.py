@@ -42,8 +42,12 @@ def tool_names(run_id: int, events) -> dict[str, str]:
     return names
 
 
-def events_after(run_id: int, after: int, limit: int | None = None) -> list[RunEvent]:
+def events_after(
+    run_id: int, after: int, limit: int | None = None, upto: int | None = None
+) -> list[RunEvent]:
     rows = RunEvent.objects.filter(run_id=run_id, seq__gt=after).order_by("seq")
+    if upto is not None:
+        rows = rows.filter(seq__lte=upto)
     return list(rows[:limit] if limit else rows)
 
 
@@ -81,8 +85,12 @@ def page_context(run: Run, user) -> dict:
     }
 
 
-def render_frame(run_id: int, after: int, can_use: bool, was_accepting: bool | None) -> dict:
-    """The next websocket frame for a watcher who has seen everything up to `after`.
+def render_frame(
+    run_id: int, after: int, can_use: bool, was_accepting: bool | None, upto: int | None = None
+) -> dict:
+    """The next websocket frame for a watcher who has seen everything up to `after`
+    (and, with `upto`, of the events up to that seq only: a frame the consumer
+    shares between watchers must not depend on when it was rendered).
 
     Returns {"html", "last_seq", "accepting", "more"}; html is "" when there is
     nothing new, "more" when the frame is full and more events may follow.
@@ -90,7 +98,7 @@ def render_frame(run_id: int, after: int, can_use: bool, was_accepting: bool | N
     panel when an artifact or status event is among the new ones, the controls
     when whether the run takes follow-ups changed since the watcher's last frame.
     """
-    events = events_after(run_id, after, FRAME_EVENTS)
+    events = events_after(run_id, after, FRAME_EVENTS, upto)
     run = _run_with_relations(run_id)
     accepting = accepts_followups(run)
     controls_changed = was_accepting is not None and accepting != was_accepting

@@ -30,10 +30,24 @@ SEQ = re.compile(r'id="event-(\d+)"')
 
 @pytest.fixture(autouse=True)
 def fresh_channel_layer():
-    """Each test runs in its own event loop; the in-memory layer's queues must too."""
+    """Each test runs in its own event loop; the in-memory layer's queues and the
+    shared frames (futures) belong to one loop."""
     channel_layers.backends.clear()
+    consumers.frames.entries.clear()
     yield
     channel_layers.backends.clear()
+    consumers.frames.entries.clear()
+    consumers.polls.runs.clear()
+
+
+@pytest.fixture(autouse=True)
+def reads_on_one_thread_for_in_memory_sqlite(monkeypatch):
+    """In-memory SQLite (shared cache) locks tables across threads instead of
+    waiting; a file database or PostgreSQL takes reads from the thread pool."""
+    from django.db import connection
+
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():
+        monkeypatch.setattr(consumers, "READ_THREAD_SENSITIVE", True)
 
 
 @pytest.fixture(autouse=True)
@@ -185,3 +199,24 @@ async def test_doorbell_and_poll_together_send_each_event_once(run, alice, monke
     assert await ws.receive_nothing(timeout=0.2)  # twenty polls later: still nothing new
     assert received == [4, 5, 6]
     await ws.disconnect()
+
+
+async def test_fifty_watchers_share_one_render(run, alice, carol, monkeypatch):
+    """A frame for a seq range is rendered once per kind of watcher, not once per watcher."""
+    renders = []
+    real = consumers.transcript.render_frame
+
+    def counting(*args):
+        renders.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(consumers.transcript, "render_frame", counting)
+    owners = [await connect(run, alice, after=3) for _ in range(5)]
+    viewers = [await connect(run, carol, after=3) for _ in range(5)]
+    await post_events(run, "for everyone")
+    for ws in owners + viewers:
+        assert seqs(await ws.receive_from(timeout=5)) == [4]
+    # (after=3, upto=4) rendered once for people who may use the run, once for viewers.
+    assert sorted(args[2] for args in renders) == [False, True]
+    for ws in owners + viewers:
+        await ws.disconnect()

@@ -293,3 +293,51 @@ def test_get_is_refused_on_post_only_routes(run, alice, client_for):
     client = client_for(alice)
     assert client.get(reverse("studio-stop", kwargs={"code": run.code})).status_code == 405
     assert client.get(reverse("studio-followup", kwargs={"code": run.code})).status_code == 405
+
+
+# --- presets -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def preset(space):
+    from studio.models import AgentPreset
+
+    return AgentPreset.objects.create(
+        space=space, name="Analyst", harness="analyst", sandbox="fake", model="claude-preset", max_turns=7
+    )
+
+
+def test_the_form_offers_only_presets_of_spaces_the_user_may_use(
+    preset, project, other_space, bob, client_for, fake_provider
+):
+    from studio.models import AgentPreset
+
+    AgentPreset.objects.create(space=other_space, name="Theirs", harness="analyst")
+    AgentPreset.objects.create(space=preset.space, name="Hidden one", harness="analyst", hidden=True)
+    page = client_for(bob).get(reverse("studio-new-session")).content.decode()
+    assert "Acme / Analyst" in page
+    assert "Theirs" not in page and "Hidden one" not in page
+
+
+def test_starting_from_a_preset_snapshots_it(preset, project, bob, client_for, fake_provider):
+    body = {"project": project.pk, "preset": str(preset.pk), "prompt": "Use the preset", "harness": "claude-code", "sandbox": "fake", "model": "ignored"}
+    response = client_for(bob).post(reverse("studio-new-session"), body)
+    run = Run.objects.get()
+    assert response["Location"] == session_url(run)
+    assert run.preset == preset and run.config["preset_name"] == "Analyst"
+    assert (run.config["harness"], run.config["model"], run.config["max_turns"]) == ("analyst", "claude-preset", 7)
+    page = client_for(bob).get(session_url(run)).content.decode()
+    assert "<dt>Preset</dt><dd>Analyst</dd>" in page
+
+
+def test_a_preset_of_another_space_is_refused_on_the_form(other_space, project, dave, alice, client_for, fake_provider):
+    from agentloop.teams.models import Membership, Role
+    from studio.models import AgentPreset
+
+    theirs = AgentPreset.objects.create(space=other_space, name="Theirs", harness="analyst", sandbox="fake")
+    Membership.objects.create(space=project.space, user=dave, role=Role.MEMBER)
+    body = {"project": project.pk, "preset": str(theirs.pk), "prompt": "Keep this", "harness": "analyst", "sandbox": "fake", "model": "m"}
+    page = client_for(dave).post(reverse("studio-new-session"), body).content.decode()
+    assert "The preset Theirs belongs to Other; support-bot is in Acme." in page
+    assert "Keep this</textarea>" in page
+    assert not Run.objects.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import markdown as markdown_lib
 import nh3
@@ -21,9 +22,20 @@ ALLOWED_TAGS = {
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}}
 
 
+_local = threading.local()
+
+
+def _converter() -> markdown_lib.Markdown:
+    """One Markdown instance per thread: building one costs more than converting
+    a message, and an instance must not be shared between threads."""
+    if not hasattr(_local, "converter"):
+        _local.converter = markdown_lib.Markdown(extensions=["fenced_code", "tables"])
+    return _local.converter
+
+
 @register.filter
 def markdown(text) -> str:
-    html = markdown_lib.markdown(str(text or ""), extensions=["fenced_code", "tables"])
+    html = _converter().reset().convert(str(text or ""))
     return mark_safe(
         nh3.clean(
             html,
