@@ -72,16 +72,26 @@ def _end(run: Run, verdict: tuple[str, str], now) -> bool:
         return False  # it moved to a state we may not leave that way; next pass sees it
 
 
-def _clean_up(run: Run, now) -> bool:
+def _recorded_or_found_handle(run: Run) -> SandboxHandle | None:
     if run.sandbox:
-        handle = SandboxHandle.from_json(run.sandbox)
-        try:
+        return SandboxHandle.from_json(run.sandbox)
+    if run.launched_at and run.config.get("sandbox"):
+        # launch_run claimed the run but never stored a handle: it may have died
+        # after (or while) starting the sandbox. Look for it by the run's code.
+        return get_provider(run.config["sandbox"]).handle_for(str(run.code))
+    return None
+
+
+def _clean_up(run: Run, now) -> bool:
+    try:
+        handle = _recorded_or_found_handle(run)
+        if handle is not None:
             provider = get_provider(handle.provider)
             provider.stop(handle)
             provider.cleanup(handle)
-        except Exception:
-            log.exception("run %s: sandbox cleanup failed; will retry", run.code)
-            return False
+    except Exception:
+        log.exception("run %s: sandbox cleanup failed; will retry", run.code)
+        return False
     ServiceKey.revoke_for_run(run, now)
     Run.objects.filter(pk=run.pk).update(sandbox_cleaned_at=now)
     return True

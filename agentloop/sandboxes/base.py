@@ -91,3 +91,9 @@ class SandboxProvider(ABC):
     def read_log(self, handle: SandboxHandle, tail_bytes: int = 64 * 1024) -> str:
         """The end of the runner's stdout/stderr, for debugging ("" when unknown)."""
         return ""
+
+    def handle_for(self, run_code: str) -> SandboxHandle:
+        """A handle found from the run code alone, for a sandbox whose start() never
+        returned its handle to be stored (the worker died mid-launch): enough to
+        stop and clean it up."""
+        return SandboxHandle(provider=self.name, id=run_code)

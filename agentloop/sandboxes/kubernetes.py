@@ -254,6 +254,9 @@ class KubernetesProvider(SandboxProvider):
                 return ""
             raise self._error(f"reading the log of Pod {handle.id}", exc) from exc
 
+    def handle_for(self, run_code: str) -> SandboxHandle:
+        return SandboxHandle(provider=self.name, id=object_name(run_code))
+
     # -- helpers ----------------------------------------------------------------------
 
     def _namespace(self, handle: SandboxHandle) -> str:

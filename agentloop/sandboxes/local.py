@@ -365,10 +365,15 @@ class LocalProvider(SandboxProvider):
     def _dir(self, handle: SandboxHandle) -> Path:
         return Path(handle.data.get("dir") or self.run_dir(handle.id))
 
+    def _supervisor(self, handle: SandboxHandle) -> tuple[int | None, str | None]:
+        if handle.data.get("supervisor_pid"):
+            return handle.data["supervisor_pid"], handle.data.get("supervisor_start")
+        # A handle from handle_for(): the run directory knows its supervisor.
+        recorded = _read_json(self._dir(handle) / "supervisor.json") or {}
+        return recorded.get("pid"), recorded.get("start_time")
+
     def _supervisor_alive(self, handle: SandboxHandle) -> bool:
-        return is_same_process(
-            handle.data.get("supervisor_pid"), handle.data.get("supervisor_start")
-        )
+        return is_same_process(*self._supervisor(handle))
 
     def status(self, handle: SandboxHandle) -> SandboxStatus:
         run_dir = self._dir(handle)
@@ -402,7 +407,7 @@ class LocalProvider(SandboxProvider):
         them after SANDBOX_STOP_GRACE_SECONDS, so this call does not wait."""
         if self._supervisor_alive(handle):
             try:
-                os.kill(handle.data["supervisor_pid"], signal.SIGTERM)
+                os.kill(self._supervisor(handle)[0], signal.SIGTERM)
             except ProcessLookupError:
                 pass
 
@@ -410,7 +415,7 @@ class LocalProvider(SandboxProvider):
         """SIGKILL the supervisor: bwrap dies with its parent, the sandbox with bwrap.
         Waits (briefly) until it is dead, so what follows sees a settled state."""
         if self._supervisor_alive(handle):
-            _kill(handle.data["supervisor_pid"])
+            _kill(self._supervisor(handle)[0])
         deadline = time.monotonic() + 2
         while self._supervisor_alive(handle) and time.monotonic() < deadline:
             time.sleep(0.01)
