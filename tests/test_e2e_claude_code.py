@@ -20,10 +20,9 @@ from django.utils import timezone
 from agentloop.runs import actions
 from agentloop.runs.models import TERMINAL, Artifact, RunStatus, ServiceKey
 from agentloop.runs.reconciler import reconcile
-from tests.e2e_support import (  # noqa: F401 - sandbox_root is a fixture
+from tests.e2e_support import (
     needs_bwrap,
     runner_log,
-    sandbox_root,
     wait_for,
     wait_for_status,
 )
@@ -31,7 +30,8 @@ from tests.fake_anthropic import text, tool_use
 from tests.span_factory import make_span
 from tests.test_claude_code_harness import CLAUDE
 
-pytest_plugins = ["tests.gateway_server"]  # asgi_server, upstream_model, gateway, real_key
+# asgi_server, upstream_model, gateway, real_key; sandbox_root
+pytest_plugins = ["tests.gateway_server", "tests.e2e_support"]
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.django_db(transaction=True),
@@ -53,7 +53,7 @@ def transcript(run):
 
 
 def test_a_claude_code_session_runs_a_tool_in_the_sandbox_resumes_and_stops(
-    settings, sandbox_root, gateway, asgi_server, upstream_model, real_key, project, alice  # noqa: F811
+    settings, sandbox_root, gateway, asgi_server, upstream_model, real_key, project, alice
 ):
     settings.AGENTLOOP_PUBLIC_URL = asgi_server
     make_span(
@@ -153,4 +153,3 @@ def test_a_claude_code_session_runs_a_tool_in_the_sandbox_resumes_and_stops(
     assert run.sandbox_cleaned_at is not None
     assert not run_dir.exists()
     assert all(key.revoked_at is not None for key in ServiceKey.objects.filter(run=run))
-
