@@ -94,15 +94,28 @@ class Span(models.Model):
         ]
         indexes = [
             # The explorer lists newest first, filtered by one column at a time.
+            # Each index ends in the page order (-start_time, -id), so a filtered
+            # page is an index range scan even where the planner has no statistics.
             models.Index(fields=["project", "-start_time", "-id"], name="span_project_start"),
-            models.Index(fields=["project", "kind", "-start_time"], name="span_project_kind"),
             models.Index(
-                fields=["project", "status_code", "-start_time"], name="span_project_status"
+                fields=["project", "kind", "-start_time", "-id"], name="span_project_kind"
             ),
-            models.Index(fields=["project", "name", "-start_time"], name="span_project_name"),
-            models.Index(fields=["project", "session_id"], name="span_project_session"),
             models.Index(
-                fields=["project", "-start_time"],
+                fields=["project", "status_code", "-start_time", "-id"],
+                name="span_project_status",
+            ),
+            models.Index(
+                fields=["project", "name", "-start_time", "-id"], name="span_project_name"
+            ),
+            models.Index(
+                fields=["project", "session_id", "-start_time", "-id"],
+                name="span_project_session",
+            ),
+            models.Index(
+                fields=["project", "user_id", "-start_time", "-id"], name="span_project_user"
+            ),
+            models.Index(
+                fields=["project", "-start_time", "-id"],
                 name="span_project_roots",
                 condition=models.Q(parent_span_id=""),
             ),

@@ -314,8 +314,11 @@ def page_by_time(
     queryset = queryset.order_by(f"-{time_field}", "-id")
     if cursor:
         moment, pk = decode_cursor(cursor)
+        # The plain `<=` bound is implied by the OR, but spelling it out lets
+        # SQLite use it as an index range instead of reading every older row.
         queryset = queryset.filter(
-            Q(**{f"{time_field}__lt": moment}) | Q(**{time_field: moment, "id__lt": pk})
+            Q(**{f"{time_field}__lte": moment}),
+            Q(**{f"{time_field}__lt": moment}) | Q(**{time_field: moment, "id__lt": pk}),
         )
     rows = list(queryset[: limit + 1])
     if len(rows) <= limit:

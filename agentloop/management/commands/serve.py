@@ -14,6 +14,8 @@ import time
 
 from django.core.management.base import BaseCommand
 
+from agentloop.traces.maintenance import refresh_planner_statistics
+
 
 class Command(BaseCommand):
     help = "Run daphne and the django-q2 cluster on 127.0.0.1."
@@ -24,6 +26,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-worker", action="store_true", help="Only the web process.")
 
     def handle(self, *args, host, port, no_worker, **options):
+        refresh_planner_statistics()
         env = dict(os.environ)
         env.setdefault("AGENTLOOP_PUBLIC_URL", f"http://{host}:{port}")
         web = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "agentloop.asgi:application"]
