@@ -89,6 +89,7 @@ def preset_create(request, space_id):
 @require_http_methods(["GET", "POST"])
 def preset_edit(request, preset_id):
     preset = presets.get_preset_for_user(request.user, preset_id, "admin")
+    saved_name = preset.name  # the form writes what was typed onto the instance
     form = PresetForm(
         request.POST or None,
         space=preset.space,
@@ -103,7 +104,7 @@ def preset_edit(request, preset_id):
     return render(
         request,
         "studio/presets/form.html",
-        {"form": form, "space": preset.space, "preset": preset},
+        {"form": form, "space": preset.space, "preset": preset, "saved_name": saved_name},
         status=status,
     )
 

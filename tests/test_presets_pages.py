@@ -367,3 +367,14 @@ def test_the_repository_is_offered_only_in_a_space_with_a_github_skill(client_fo
     assert "Acme has none yet" in without
     assert 'name="repository_url"' in with_github
     assert 'data-kind="github"' in with_github and f'value="{gh.pk}"' in with_github
+
+
+def test_a_refused_edit_keeps_the_saved_name_in_the_heading(client_for, alice, preset):
+    response = client_for(alice).post(
+        f"/studio/presets/{preset.pk}/edit/", form_data(name="Renamed", time_limit_minutes="0")
+    )
+
+    assert response.status_code == 400
+    assert "<h1>Edit Fix flaky evals</h1>" in response.content.decode()
+    preset.refresh_from_db()
+    assert preset.name == "Fix flaky evals"

@@ -245,9 +245,20 @@ def test_a_bad_artifact_gets_a_clear_400(running):
     answer = runner.post("artifacts", {"key": "k", "kind": "poem", "name": "x"})
     assert answer.status_code == 400
     assert (
-        "kind must be one of investigation, eval_labels, file, branch, pull_request"
+        "kind must be one of investigation, eval_labels, file, branch; got 'poem'"
         in answer.json()["detail"]
     )
+    assert not Artifact.objects.exists()
+
+
+def test_a_runner_cannot_report_a_pull_request(running):
+    run, runner = running
+    answer = runner.post(
+        "artifacts",
+        {"key": "pr", "kind": "pull_request", "name": "#1", "url": "https://github.com/a/b/pull/1"},
+    )
+    assert answer.status_code == 400
+    assert "opened when a reviewer approves the run's branch" in answer.json()["detail"]
     assert not Artifact.objects.exists()
 
 

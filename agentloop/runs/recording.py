@@ -120,10 +120,15 @@ def validate_artifact(body) -> dict:
         raise ValidationError("Send an artifact object.")
     key = _check_key(body.get("key"), "artifact")
     kind = body.get("kind")
-    if kind not in ArtifactKind.values:
+    runner_kinds = [k for k in ArtifactKind.values if k != ArtifactKind.PULL_REQUEST]
+    if kind == ArtifactKind.PULL_REQUEST:
+        # Only a person approving a branch opens one (runs.review), never the agent.
         raise ValidationError(
-            f"kind must be one of {', '.join(ArtifactKind.values)}; got {kind!r}."
+            "A runner cannot report a pull request: it is opened when a reviewer "
+            "approves the run's branch."
         )
+    if kind not in runner_kinds:
+        raise ValidationError(f"kind must be one of {', '.join(runner_kinds)}; got {kind!r}.")
     name = body.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > 300:
         raise ValidationError("name must be a non-empty string of at most 300 characters.")
