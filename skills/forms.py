@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django import forms
 
-from skills.kinds.custom import ENV_PREFIX
+from skills.kinds.custom import ENV_PREFIX, has_credentials
 from skills.models import NAME_RULE
 
 
@@ -83,6 +83,17 @@ class SkillForm(forms.Form):
                     choices=[(ENV_PREFIX + n, n) for n in names],
                     widget=forms.CheckboxSelectMultiple,
                 )
+
+    def clean_repo_url(self):
+        url = self.cleaned_data.get("repo_url", "")
+        if has_credentials(url):
+            # Shown again with the error, the URL would show its token: blank it.
+            self.data = self.data.copy()
+            self.data["repo_url"] = ""
+            raise forms.ValidationError(
+                "Leave credentials out of the URL; put a token in an environment secret."
+            )
+        return url
 
     def clean_env_secrets(self):
         return parse_env_lines(self.cleaned_data.get("env_secrets", ""))

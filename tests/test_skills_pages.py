@@ -299,6 +299,7 @@ def test_names_are_trimmed(as_role, space):
     [
         ("repo_url", "--upload-pack=touch /tmp/x", "git URL"),
         ("repo_url", "ftp://example.com/a.git", "git URL"),
+        ("repo_url", "https://x:abcdefgh@example.com/a.git", "Leave credentials out of the URL"),
         ("ref", "-b", "The ref is"),
         ("ref", "a..b", "The ref is"),
         ("env_secrets", "NOT A LINE", "Line 1 is not NAME=value"),

@@ -31,10 +31,22 @@ def valid_repo_url(url: str) -> bool:
     return bool(parts.path.strip("/")) and (parts.scheme == "file" or bool(parts.netloc))
 
 
+def has_credentials(url: str) -> bool:
+    """https://user:token@host/… — ssh://git@host/… names a user, not a secret."""
+    parts = urlsplit(url)
+    return "@" in parts.netloc and parts.scheme not in ("ssh", "")
+
+
 class Custom(SkillKind):
     def clean(self, config, secrets):
         errors: dict[str, str] = {}
-        if not valid_repo_url(config.get("repo_url", "")):
+        url = config.get("repo_url", "")
+        if has_credentials(url):
+            # The URL is not secret (pages, runner logs): credentials belong in env secrets.
+            errors["repo_url"] = (
+                "Leave credentials out of the URL; put a token in an environment secret."
+            )
+        elif not valid_repo_url(url):
             errors["repo_url"] = (
                 "The repository is a git URL: https://host/owner/repo.git, "
                 "git@host:owner/repo.git, ssh://…, or file:///path."
