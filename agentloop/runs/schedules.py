@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 RECONCILE_SCHEDULE = "agentloop.runs.reconcile"
+AUTOMATIONS_SCHEDULE = "studio.automations.tick"
 
 
 def install_schedules() -> bool:
@@ -14,6 +15,17 @@ def install_schedules() -> bool:
         defaults={
             # q2 schedules at most once a minute; reconcile_loop ticks every 15 s.
             "func": "agentloop.runs.tasks.reconcile_loop",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+        },
+    )
+    # Automations (studio.automations.tick): every minute; the fire key in the
+    # database keeps a fire to one run even if two clusters tick at once.
+    Schedule.objects.update_or_create(
+        name=AUTOMATIONS_SCHEDULE,
+        defaults={
+            "func": "studio.automations.tick_task",
             "schedule_type": Schedule.MINUTES,
             "minutes": 1,
             "repeats": -1,
