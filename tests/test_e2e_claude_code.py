@@ -48,6 +48,10 @@ TOOL_COMMAND = (
 )
 
 
+def said(run, text: str) -> bool:
+    return run.events.filter(source="agent", kind="message", payload__text=text).exists()
+
+
 def transcript(run):
     return list(run.events.order_by("seq"))
 
@@ -75,6 +79,8 @@ def test_a_claude_code_session_runs_a_tool_in_the_sandbox_resumes_and_stops(
     run = actions.start_session(alice, project, config, "What fails in checkout?")
 
     # -- first turn: the tool runs inside the sandbox -----------------------------------
+    # The runner posts "waiting" without flushing its events first: wait for both.
+    assert wait_for(lambda: said(run, "I looked: one span, checkout-llm."), 120), runner_log(run)
     run = wait_for_status(run, [RunStatus.WAITING, *TERMINAL])
     assert run.status == RunStatus.WAITING, run.exit_reason
     session_id = run.harness_session_id
@@ -118,7 +124,8 @@ def test_a_claude_code_session_runs_a_tool_in_the_sandbox_resumes_and_stops(
 
     # -- a follow-up resumes the same session -------------------------------------------
     actions.send_followup(alice, run, "Do you remember what you found?")
-    assert wait_for(lambda: len(upstream_model.main_requests()) == 3, 90), runner_log(run)
+    answer = "Still the same session: I remember checkout-llm."
+    assert wait_for(lambda: said(run, answer), 90), runner_log(run)
     run = wait_for_status(run, [RunStatus.WAITING, *TERMINAL])
     assert run.status == RunStatus.WAITING, run.exit_reason
     assert run.harness_session_id == session_id
@@ -132,7 +139,8 @@ def test_a_claude_code_session_runs_a_tool_in_the_sandbox_resumes_and_stops(
     user_messages = [e.payload["text"] for e in after if e.source == "user" and e.kind == "message"]
     assert user_messages == ["What fails in checkout?", "Do you remember what you found?"]
     answers = [e.payload["text"] for e in after if e.source == "agent" and e.kind == "message"]
-    assert answers[-1] == "Still the same session: I remember checkout-llm."
+    assert answers[-1] == answer
+    assert len(upstream_model.main_requests()) == 3
 
     # -- stop ends it ---------------------------------------------------------------------
     assert actions.cancel(alice, run) is True
