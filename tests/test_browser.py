@@ -1,0 +1,143 @@
+"""The Studio, Swarms and trace pages in a real browser (headless Chromium).
+
+One session, as a team uses it: alice logs in, starts an analyst session on a
+project with demo traces from the Studio form, watches the transcript arrive
+over the websocket without reloading, reads the investigation artifact, finds
+the run in Swarms and opens View traces. Carol (viewer) watches the same
+session in a second browser context: she sees the transcript, not the
+follow-up box or the Stop button.
+
+The runner's event batches are held at the server (`event_gate`) until both
+pages have loaded, so "arrives live" is proven, not raced. Screenshots go to
+docs/screenshots/ for reviewers.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from playwright.sync_api import expect
+
+from agentloop.runs.models import Artifact, Run, RunStatus
+from agentloop.runs.worker_trace import root_span_id
+from agentloop.traces.demo import write_demo_traces
+
+pytest_plugins = ["tests.browser_support"]  # browsing, event_gate, take_screenshot
+
+pytestmark = pytest.mark.slow
+
+LIVE = 60_000  # ms: a real sandbox starts and the analyst reads the spans
+PROMPT = "Why do customer support conversations fail? Rank what breaks most."
+
+
+def not_reloaded(page) -> bool:
+    """True while the document is the one the test marked after it loaded."""
+    return page.evaluate(
+        "window.__loadedOnce === true && performance.getEntriesByType('navigation').length === 1"
+    )
+
+
+def mark_loaded(page) -> None:
+    page.evaluate("window.__loadedOnce = true")
+
+
+def test_a_session_from_the_studio_form_to_view_traces(
+    browsing, event_gate, take_screenshot, project, alice, carol
+):
+    write_demo_traces(project, traces=80, seed=4, now=timezone.now() - timedelta(minutes=5))
+
+    page = browsing.logged_in(alice)
+
+    page.get_by_role("link", name="Studio").click()
+    expect(page.get_by_role("heading", name="Agent Studio")).to_be_visible()
+    expect(page.get_by_role("heading", name="Root-cause a tool failure")).to_be_visible()
+    take_screenshot(page, "studio-gallery")
+
+    page.get_by_role("link", name="New session").click()
+    page.get_by_label("Project").select_option(label="Acme / support-bot")
+    page.get_by_label("Preset").select_option(label="None — choose below")
+    page.get_by_label("Harness").select_option("analyst")
+    page.get_by_label("Sandbox provider").select_option("local")
+    page.get_by_label("Task").fill(PROMPT)
+    page.get_by_role("button", name="Start session").click()
+
+    # The session page opens while the sandbox starts; the runner waits at the gate.
+    expect(page).to_have_url(re.compile(r"/studio/sessions/[0-9a-f-]{36}/$"))
+    run = Run.objects.get(prompt=PROMPT)
+    assert run.creator == alice and run.config["harness"] == "analyst"
+    session_url = f"/studio/sessions/{run.code}/"
+    transcript = page.locator("#transcript")
+    expect(transcript.locator(".tx-from-user")).to_contain_text(PROMPT)
+    expect(page.locator("#followup-text")).to_be_attached()
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()
+    mark_loaded(page)
+    assert transcript.locator(".tx-tool_call").count() == 0
+
+    # Carol, a viewer, opens the same live session in her own browser context.
+    carol_page = browsing.logged_in(carol)
+    carol_page.goto(session_url)
+    expect(carol_page.locator("#transcript .tx-from-user")).to_contain_text(PROMPT)
+    mark_loaded(carol_page)
+    assert not Run.objects.get(pk=run.pk).is_terminal  # the controls would be gone anyway
+
+    expect(carol_page.locator("#run-controls")).to_be_attached()
+    expect(carol_page.locator("#followup-text")).to_have_count(0)
+    expect(carol_page.get_by_role("button", name="Stop")).to_have_count(0)
+
+    event_gate.open()
+
+    # The agent's work arrives over the websocket: no navigation, no reload.
+    expect(transcript.locator(".tx-tool_call").first).to_be_visible(timeout=LIVE)
+    artifacts = page.locator("#run-artifacts")
+    expect(artifacts.locator("summary", has_text="investigation")).to_be_visible(timeout=LIVE)
+    expect(page.locator("#run-status")).to_have_text("Succeeded", timeout=LIVE)
+    assert not_reloaded(page)
+    expect(page.locator("#followup-text")).to_have_count(0)  # ended: no more messages
+
+    expect(carol_page.locator("#transcript .tx-tool_call").first).to_be_visible(timeout=LIVE)
+    expect(carol_page.locator("#run-status")).to_have_text("Succeeded", timeout=LIVE)
+    assert not_reloaded(carol_page)
+    expect(carol_page.locator("#followup-text")).to_have_count(0)
+
+    investigation = Artifact.objects.get(run=run, kind="investigation")
+    artifacts.locator("summary", has_text="investigation").click()
+    first_line = investigation.content.strip().splitlines()[0].lstrip("# ").strip()
+    expect(artifacts.locator(".tx-markdown")).to_contain_text(first_line)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED, run.exit_reason
+    take_screenshot(page, "studio-session")
+
+    # Swarms: the run is in the table and on the map.
+    page.get_by_role("link", name="Swarms").click()
+    row = page.locator(f"#run-{run.code}")
+    expect(row).to_contain_text(PROMPT[:40])
+    expect(row.locator("[data-status]")).to_have_attribute("data-status", "succeeded")
+    take_screenshot(page, "swarms-list")
+
+    page.goto("/swarms/map/")
+    dot = page.locator(f'a.swarm-dot[href="/swarms/runs/{run.code}/"]')
+    expect(dot).to_be_visible()
+    take_screenshot(page, "swarms-map")
+    dot.click()
+
+    # Run detail → View traces: the worker's own trace, AGENT span at the root.
+    expect(page.get_by_role("link", name="View traces")).to_be_visible()
+    page.get_by_role("link", name="View traces").click()
+    worker = run.space.worker_project()
+    expect(page).to_have_url(re.compile(rf"/projects/{worker.pk}/traces/{run.code.hex}/"))
+    root = page.locator(f'.wf-row[data-span="{root_span_id(run)}"]')
+    expect(root).to_be_visible()
+    expect(root.locator(".badge.kind")).to_have_text("AGENT")
+    expect(page.locator(".wf-row .badge.kind", has_text="TOOL").first).to_be_visible()
+    take_screenshot(page, "run-traces")
+
+    # The bound project's traces, the ones the analyst read.
+    page.goto(f"/projects/{project.pk}/traces/")
+    expect(page.locator(".span-row").first).to_be_visible()
+    take_screenshot(page, "traces-explorer")
+    page.locator(".span-row a.mono").first.click()
+    expect(page.locator(".waterfall .wf-row[data-span]").first).to_be_visible()
+    take_screenshot(page, "trace-view")
