@@ -13,7 +13,9 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 NAME = re.compile(r"^[A-Za-z0-9 ._-]{1,253}$")
 CLONE_TIMEOUT_SECONDS = 120
@@ -47,6 +49,14 @@ def _git(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
     )
 
 
+def _first_error(output: str) -> str:
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("fatal:", "error:")):
+            return line
+    return lines[-1] if lines else "no output"
+
+
 def install_skill(home: Path, skill: dict, env: dict[str, str]) -> str | None:
     """Clone one skill; None when installed, else what went wrong (no secrets in it)."""
     problem = _problem(skill)
@@ -59,10 +69,23 @@ def install_skill(home: Path, skill: dict, env: dict[str, str]) -> str | None:
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    git_env = {**env, "GIT_TERMINAL_PROMPT": "0", "HOME": str(home)}
+    with tempfile.TemporaryDirectory() as scratch:
+        git_env = {**env, "GIT_TERMINAL_PROMPT": "0", "HOME": str(home)}
+        if skill["repo_url"].startswith("file://"):
+            # A mirror bound into the sandbox is owned by a uid the sandbox does
+            # not map: git refuses it ("dubious ownership") unless a global config
+            # trusts it. A throwaway one trusts that path only, for this fetch.
+            config = Path(scratch) / "gitconfig"
+            config.write_text(f"[safe]\n\tdirectory = {urlsplit(skill['repo_url']).path}\n")
+            git_env["GIT_CONFIG_GLOBAL"] = str(config)
+        return _fetch(skill, target, git_env)
+
+
+def _fetch(skill: dict, target: Path, git_env: dict[str, str]) -> str | None:
+    fetch = ["fetch", "--quiet", "--depth", "1", skill["repo_url"], skill["ref"]]
     steps = (
         ("init", ["init", "--quiet"]),
-        ("fetch", ["fetch", "--quiet", "--depth", "1", skill["repo_url"], skill["ref"]]),
+        ("fetch", fetch),
         (
             "checkout",
             ["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", "FETCH_HEAD"],
@@ -76,8 +99,8 @@ def install_skill(home: Path, skill: dict, env: dict[str, str]) -> str | None:
             return f"skill {skill['name']}: git {step} failed: {error}"
         if done.returncode != 0:
             shutil.rmtree(target, ignore_errors=True)
-            detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            return f"skill {skill['name']}: git {step} failed: {detail[0]}"
+            detail = _first_error(done.stderr or done.stdout)
+            return f"skill {skill['name']}: git {step} failed: {detail}"
     # The checkout is what Claude Code reads; the history is not needed.
     shutil.rmtree(target / ".git", ignore_errors=True)
     return None
