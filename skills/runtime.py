@@ -104,10 +104,20 @@ def skill_secret_pairs(run) -> list[tuple[str, str]]:
 
 def apply_skills(run) -> None:
     """Write the run's skills into the Run (see module docstring); SkillUnavailable if not."""
+    from cryptography.fernet import InvalidToken
+
+    from agentloop.runs.models import Run
+
+    try:
+        own_secret_env = run.secret_env()
+    except InvalidToken:
+        raise SkillUnavailable(
+            "The run's secret environment cannot be decrypted with the configured keys "
+            "(AGENTLOOP_FERNET_KEYS)."
+        ) from None
     if not run.config.get("skills"):
         return
     plain, secret, installs, names = resolve(run)
-    from agentloop.runs.models import Run
 
     config = dict(run.config)
     # The run's own env wins over a skill's plain value: the person asked for it.
@@ -115,7 +125,7 @@ def apply_skills(run) -> None:
     config["skill_installs"] = installs
     config["skill_names"] = names
     config["secret_env_names"] = sorted({*config.get("secret_env_names", []), *secret})
-    secret_env = {**secret, **run.secret_env()}
+    secret_env = {**secret, **own_secret_env}
     run.config = config
     run.set_secret_env(secret_env)
     Run.objects.filter(pk=run.pk).update(

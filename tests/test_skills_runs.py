@@ -158,3 +158,18 @@ def test_the_prompt_is_redacted_even_before_launch(project, alice, fake_provider
     gh = github_skill(project.space, alice)
     run = actions.start_session(alice, project, {**CONFIG, "skills": [gh.pk]}, f"use {GH_TOKEN}")
     assert run.events.get().payload["text"] == "use [REDACTED:GH_TOKEN]"
+
+
+def test_a_run_whose_own_secret_env_cannot_be_decrypted_fails_before_the_sandbox(
+    project, alice, fake_provider
+):
+    run = start(alice, project, [], secret_env={"MY_KEY": "my-secret-value"})
+    with override_settings(FERNET_KEYS=[Fernet.generate_key().decode()]):
+        assert launch_run(run.pk) is False
+    run.refresh_from_db()
+    assert fake_provider.started == []
+    assert run.status == RunStatus.FAILED
+    assert run.exit_reason == (
+        "The run's secret environment cannot be decrypted with the configured keys "
+        "(AGENTLOOP_FERNET_KEYS)."
+    )
