@@ -392,6 +392,12 @@ def tick(now: datetime | None = None) -> list[AutomationFire]:
     """Evaluate every due automation once (the django-q2 schedule calls this)."""
     now = now or timezone.now()
     pause_failing(now)
+    try:
+        from studio import signal
+
+        signal.collect(now)
+    except Exception:  # Signal's issue list must not stop the schedule
+        log.exception("signal: collecting investigations failed")
     fired = []
     due = Automation.objects.filter(enabled=True, next_fire_at__lte=now).select_related(
         "project", "preset", "space"
@@ -410,3 +416,11 @@ def tick(now: datetime | None = None) -> list[AutomationFire]:
 def tick_task() -> int:
     """The scheduled task: how many fires this tick recorded (a small, picklable result)."""
     return len(tick())
+
+
+def delete_automation(user, automation: Automation) -> str:
+    """Delete it (members); its runs stay, their fire records go with it."""
+    get_space_for_user(user, automation.space_id, "use")
+    name = automation.name
+    automation.delete()
+    return name

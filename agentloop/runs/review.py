@@ -1,4 +1,15 @@
-"""People reviewing what a run produced: approve a branch (opening a draft PR), reject.
+"""People reviewing what a run produced: approve (per kind) or reject, with an audit log.
+
+    approve(user, artifact, comment)   eval_labels → the project's annotations
+                                       (annotator AGENT, provenance {"run": code});
+                                       branch → approve_branch (a draft PR);
+                                       other kinds → just marked approved
+    reject(user, artifact, comment)    any kind; writes nothing else
+    pending_for_user(user)             the review queue: pending artifacts of the
+                                       spaces where the user may review ("use")
+
+Every decision is also written to studio.ArtifactReview (who, when, comment,
+what it did): the audit log of reviews.
 
 A pull request is opened only here, by a person with the "use" role in the
 run's space approving the run's branch artifact, never by the agent. What is
@@ -13,17 +24,22 @@ given back and the branch is pending again.
 
 from __future__ import annotations
 
+import json
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from agentloop.api.annotations import InvalidAnnotation, upsert_annotations
 from agentloop.runner.repo import branch_for
 from agentloop.runs import github
 from agentloop.runs.access import get_run_for_user
 from agentloop.runs.models import Artifact, ArtifactKind, EventKind, EventSource, ReviewState
 from agentloop.runs.redaction import redact_text, run_secrets
+from agentloop.teams.access import spaces_for_user
+from agentloop.traces.models import AnnotatorKind
 
 MAX_COMMENT_LENGTH = 10_000
 
@@ -51,10 +67,84 @@ def _comment(comment) -> str:
     return comment
 
 
+def _audit(artifact: Artifact, user, decision: str, comment: str, effect: str, now) -> None:
+    from studio.models import ArtifactReview
+
+    ArtifactReview.objects.create(
+        artifact=artifact,
+        space_id=artifact.run.space_id,
+        reviewer=user,
+        reviewer_name=user.get_username(),
+        decision=decision,
+        comment=comment,
+        effect=effect,
+        at=now,
+    )
+
+
 def reject(user, artifact: Artifact, comment: str = "", *, now=None) -> Artifact:
     """Mark a pending artifact rejected (any kind)."""
     get_run_for_user(user, artifact.run.code, "use")
-    _claim(artifact, user, ReviewState.REJECTED, _comment(comment), now or timezone.now())
+    now = now or timezone.now()
+    comment = _comment(comment)
+    with transaction.atomic():
+        _claim(artifact, user, ReviewState.REJECTED, comment, now)
+        _audit(artifact, user, ReviewState.REJECTED, comment, "Nothing written.", now)
+    return artifact
+
+
+def label_items(artifact: Artifact) -> list[dict]:
+    """The eval_labels artifact's proposals as upsert_annotations items (AGENT labels).
+
+    ReviewError when the content is not a list of valid labels: nothing is written.
+    """
+    from agentloop.api.serializers import AnnotationInputSerializer
+
+    try:
+        proposals = json.loads(artifact.content or "[]")
+    except ValueError as error:
+        raise ReviewError(f"These eval labels are not valid JSON ({error}).") from None
+    if not isinstance(proposals, list) or not proposals:
+        raise ReviewError("These eval labels hold no list of labels to write.")
+    items = []
+    for number, proposal in enumerate(proposals, 1):
+        if not isinstance(proposal, dict):
+            raise ReviewError(f"Label {number} is not an object.")
+        data = {**proposal, "annotator_kind": AnnotatorKind.AGENT}
+        serializer = AnnotationInputSerializer(data=data)
+        if not serializer.is_valid():
+            problems = "; ".join(
+                f"{field}: {' '.join(str(m) for m in messages)}"
+                for field, messages in serializer.errors.items()
+            )
+            raise ReviewError(f"Label {number} is not valid ({problems}).")
+        items.append(dict(serializer.validated_data))
+    return items
+
+
+def approve(user, artifact: Artifact, comment: str = "", *, now=None) -> Artifact:
+    """Approve a pending artifact and do what approving its kind means."""
+    if artifact.kind == ArtifactKind.BRANCH:
+        return approve_branch(user, artifact, comment, now=now)
+    run = get_run_for_user(user, artifact.run.code, "use")
+    comment = _comment(comment)
+    now = now or timezone.now()
+    if artifact.kind == ArtifactKind.PULL_REQUEST:
+        raise ReviewError("A pull request is reviewed on GitHub, not here.")
+    with transaction.atomic():
+        if artifact.kind == ArtifactKind.EVAL_LABELS:
+            items = label_items(artifact)
+            try:
+                written = upsert_annotations(
+                    run.project, items, created_by=user, provenance={"run": str(run.code)}
+                )
+            except InvalidAnnotation as error:
+                raise ReviewError(f"No labels were written: {error}") from None
+            effect = f"Wrote {len(written)} annotation{'' if len(written) == 1 else 's'}."
+        else:
+            effect = "Marked approved."
+        _claim(artifact, user, ReviewState.APPROVED, comment, now)
+        _audit(artifact, user, ReviewState.APPROVED, comment, effect, now)
     return artifact
 
 
@@ -117,6 +207,9 @@ def approve_branch(user, artifact: Artifact, comment: str = "", *, now=None) -> 
         raise ReviewError(f"The pull request was not opened. {error.message}") from None
     number = pull.get("number")
     with transaction.atomic():
+        _audit(
+            artifact, user, ReviewState.APPROVED, comment, f"Opened pull request #{number}.", now
+        )
         pull_request = Artifact.objects.create(
             run=run,
             key=f"pull_request:{artifact.pk}",
@@ -150,3 +243,16 @@ def approve_branch(user, artifact: Artifact, comment: str = "", *, now=None) -> 
             },
         )
     return pull_request
+
+
+def pending_for_user(user):
+    """Pending artifacts (not pull requests) of runs in spaces where `user` may review."""
+    return (
+        Artifact.objects.filter(
+            review_state=ReviewState.PENDING,
+            run__space__in=spaces_for_user(user, "use"),
+        )
+        .exclude(kind=ArtifactKind.PULL_REQUEST)
+        .select_related("run", "run__project", "run__space")
+        .order_by("-created_at", "-pk")
+    )

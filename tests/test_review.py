@@ -1,0 +1,229 @@
+"""Human review: approving eval labels writes annotations, rejecting writes nothing,
+every decision is audited, and only members review (functions and pages)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404
+from django.urls import reverse
+
+from agentloop.runs.models import Artifact, ReviewState, Run
+from agentloop.runs.review import approve, pending_for_user, reject
+from agentloop.traces.models import SpanAnnotation
+from studio.models import ArtifactReview
+from tests.span_factory import make_span
+
+TRACE = "a" * 32
+
+
+@pytest.fixture
+def run(project, alice):
+    return Run.objects.create(
+        space=project.space,
+        project=project,
+        prompt="look",
+        creator=alice,
+        status="succeeded",
+        config={"harness": "analyst"},
+    )
+
+
+@pytest.fixture
+def spans(project):
+    return [
+        make_span(project, trace_id=TRACE, span_id="1" * 16, name="chat", kind="LLM"),
+        make_span(project, trace_id=TRACE, span_id="2" * 16, name="chat", kind="LLM"),
+    ]
+
+
+@pytest.fixture
+def labels(run, spans):
+    proposals = [
+        {
+            "span_id": s.span_id,
+            "trace_id": TRACE,
+            "name": "correctness",
+            "label": "incorrect",
+            "score": 0,
+            "explanation": "The call failed.",
+        }
+        for s in spans
+    ]
+    return Artifact.objects.create(
+        run=run,
+        key="labels",
+        kind="eval_labels",
+        name="eval_labels.json",
+        content=json.dumps(proposals),
+    )
+
+
+def test_approving_eval_labels_writes_agent_annotations(run, labels, spans, bob):
+    approve(bob, labels, "Right.")
+    labels.refresh_from_db()
+    assert labels.review_state == ReviewState.APPROVED
+    assert labels.reviewer == bob and labels.reviewed_at and labels.review_comment == "Right."
+    written = SpanAnnotation.objects.order_by("span__span_id")
+    assert [(a.span_id, a.name, a.label, a.score) for a in written] == [
+        (spans[0].pk, "correctness", "incorrect", 0.0),
+        (spans[1].pk, "correctness", "incorrect", 0.0),
+    ]
+    assert {a.annotator_kind for a in written} == {"AGENT"}
+    assert {json.dumps(a.provenance) for a in written} == {json.dumps({"run": str(run.code)})}
+    (entry,) = ArtifactReview.objects.all()
+    assert (entry.reviewer_name, entry.decision, entry.comment) == ("bob", "approved", "Right.")
+    assert entry.effect == "Wrote 2 annotations."
+
+
+def test_rejecting_writes_nothing_but_the_audit(labels, bob):
+    reject(bob, labels, "Not convinced.")
+    labels.refresh_from_db()
+    assert labels.review_state == ReviewState.REJECTED
+    assert SpanAnnotation.objects.count() == 0
+    (entry,) = ArtifactReview.objects.all()
+    assert (entry.decision, entry.comment) == ("rejected", "Not convinced.")
+
+
+def test_a_decision_is_made_once(labels, alice, bob):
+    approve(bob, labels)
+    with pytest.raises(ValidationError, match="already approved"):
+        reject(alice, Artifact.objects.get(pk=labels.pk))
+    assert ArtifactReview.objects.count() == 1
+
+
+def test_labels_naming_a_missing_span_write_nothing(run, spans, bob):
+    bad = Artifact.objects.create(
+        run=run,
+        key="bad",
+        kind="eval_labels",
+        name="bad.json",
+        content=json.dumps(
+            [
+                {"span_id": spans[0].span_id, "name": "correctness", "label": "incorrect"},
+                {"span_id": "f" * 16, "name": "correctness", "label": "incorrect"},
+            ]
+        ),
+    )
+    with pytest.raises(ValidationError, match="no such span"):
+        approve(bob, bad)
+    bad.refresh_from_db()
+    assert bad.review_state == ReviewState.PENDING
+    assert SpanAnnotation.objects.count() == 0 and ArtifactReview.objects.count() == 0
+
+
+def test_malformed_labels_get_a_clear_error(run, bob):
+    bad = Artifact.objects.create(run=run, key="x", kind="eval_labels", name="x", content="{nope")
+    with pytest.raises(ValidationError, match="not valid JSON"):
+        approve(bob, bad)
+
+
+def test_approving_an_investigation_only_marks_it(run, bob):
+    investigation = Artifact.objects.create(
+        run=run, key="i", kind="investigation", name="investigation.md", content="# Findings"
+    )
+    approve(bob, investigation)
+    investigation.refresh_from_db()
+    assert investigation.review_state == ReviewState.APPROVED
+    assert ArtifactReview.objects.get().effect == "Marked approved."
+
+
+@pytest.mark.parametrize(
+    "role,raises",
+    [
+        ("owner", None),
+        ("member", None),
+        ("viewer", PermissionDenied),
+        ("outsider", Http404),
+        ("anonymous", Http404),
+    ],
+)
+def test_who_may_approve(labels, users, role, raises):
+    user = AnonymousUser() if role == "anonymous" else users[role]
+    if raises:
+        with pytest.raises(raises):
+            approve(user, labels)
+    else:
+        approve(user, labels)
+    assert SpanAnnotation.objects.count() == (0 if raises else 2)
+    assert ArtifactReview.objects.count() == (0 if raises else 1)
+
+
+# -- pages --
+
+
+@pytest.mark.parametrize(
+    "role,status,written",
+    [
+        ("owner", 302, 2),
+        ("member", 302, 2),
+        ("viewer", 403, 0),
+        ("outsider", 404, 0),
+        ("anonymous", 302, 0),
+    ],
+)
+def test_approve_page_permissions(labels, users, client_for, role, status, written):
+    client = client_for(None if role == "anonymous" else users[role])
+    response = client.post(reverse("artifact-approve", args=[labels.pk]), {"comment": "ok"})
+    assert response.status_code == status
+    if role == "anonymous":
+        assert "/login/" in response["Location"]
+    assert SpanAnnotation.objects.count() == written
+
+
+@pytest.mark.parametrize(
+    "role,status,state",
+    [
+        ("owner", 302, "rejected"),
+        ("member", 302, "rejected"),
+        ("viewer", 403, "pending"),
+        ("outsider", 404, "pending"),
+        ("anonymous", 302, "pending"),
+    ],
+)
+def test_reject_page_permissions(labels, users, client_for, role, status, state):
+    client = client_for(None if role == "anonymous" else users[role])
+    response = client.post(reverse("artifact-reject", args=[labels.pk]), {"next": "queue"})
+    assert response.status_code == status
+    labels.refresh_from_db()
+    assert labels.review_state == state
+
+
+def test_review_queue_lists_pending_artifacts_of_reviewable_spaces(labels, users, client_for):
+    page = client_for(users["member"]).get(reverse("review-queue")).content.decode()
+    assert f'data-artifact="{labels.pk}"' in page and "eval_labels.json" in page
+    assert list(pending_for_user(users["viewer"])) == []
+    assert list(pending_for_user(users["outsider"])) == []
+    viewer_page = client_for(users["viewer"]).get(reverse("review-queue")).content.decode()
+    assert f'data-artifact="{labels.pk}"' not in viewer_page
+    client_for(users["member"]).post(
+        reverse("artifact-approve", args=[labels.pk]), {"next": "queue", "comment": "fine"}
+    )
+    page = client_for(users["member"]).get(reverse("review-queue")).content.decode()
+    assert f'data-artifact="{labels.pk}"' not in page
+    assert "Nothing waits for review." in page
+    assert "<strong>bob</strong> approved" in page and "Wrote 2 annotations." in page
+
+
+def test_investigation_page_is_sanitized_with_trace_links(run, project, users, client_for):
+    text = f"# Findings\n\nSee trace `{TRACE}`.\n\n<script>alert(1)</script>\n"
+    investigation = Artifact.objects.create(
+        run=run, key="i", kind="investigation", name="investigation.md", content=text
+    )
+    page = (
+        client_for(users["viewer"])
+        .get(reverse("artifact-review", args=[investigation.pk]))
+        .content.decode()
+    )
+    assert reverse("trace-detail", args=[project.pk, TRACE]) in page
+    assert "<script>alert(1)</script>" not in page
+    assert "Approve" not in page  # viewers look, they do not review
+    assert (
+        client_for(users["outsider"])
+        .get(reverse("artifact-review", args=[investigation.pk]))
+        .status_code
+        == 404
+    )
