@@ -27,6 +27,7 @@ from agentloop.runs.tasks import launch_run
 from agentloop.runs.worker_trace import root_span_id, trace_id_for
 from agentloop.teams.models import ProjectApiKey
 from skills.models import Skill
+from studio.models import AgentPreset, Automation
 
 pytest_plugins = ["tests.fake_sandbox"]
 
@@ -197,6 +198,17 @@ def scene(
             "metadata": {"note": CANARY},
         },
     )
+    # A file named after the secret: the runner's key is built from the name.
+    for _ in range(2):  # posted twice (a retry): stored once
+        post(
+            "artifacts",
+            {
+                "key": f"notes/{GH_CANARY}.txt:0123abcd",
+                "kind": "file",
+                "name": f"notes/{GH_CANARY}.txt",
+                "content": "see the name",
+            },
+        )
     post(
         "events",
         {
@@ -241,7 +253,7 @@ def test_the_sandbox_gets_the_canaries(scene):
 
 
 def test_runner_api_answers_do_not_echo_canaries(scene):
-    assert len(scene["runner_answers"]) == 8
+    assert len(scene["runner_answers"]) == 10
     assert leaks("".join(scene["runner_answers"])) == []
 
 
@@ -259,11 +271,11 @@ def test_stored_events_and_artifacts_hold_markers_not_canaries(scene):
     assert by_key["e4"]["text"] == "the value: [REDACTED:CANARY_TOKEN]"
     assert by_key["e5"]["text"] == "[REDACTED:CANARY_TOKEN] (end)"
     assert by_key["prompt"]["text"] == "Check that [REDACTED:CANARY_TOKEN] works."
-    artifact = Artifact.objects.get(run=run)
-    assert (
-        leaks(artifact.content + json.dumps(artifact.metadata) + artifact.name + artifact.key) == []
-    )
+    artifact, named = Artifact.objects.filter(run=run).order_by("pk")
+    for stored in (artifact, named):
+        assert leaks(stored.content + json.dumps(stored.metadata) + stored.name + stored.key) == []
     assert "[REDACTED:GH_TOKEN]" in artifact.content
+    assert named.name == "notes/[REDACTED:GH_TOKEN].txt"
     assert run.exit_reason == "done with [REDACTED:CANARY_TOKEN]"
 
 
@@ -283,6 +295,9 @@ def test_no_page_or_api_response_shows_a_canary(scene, project, alice, other_spa
     skill_ids = list(Skill.objects.values_list("pk", flat=True))
     membership = space.memberships.first()
     _, raw_key = ProjectApiKey.mint(project, name="reader")
+    # A preset that uses the skills: its pages list them.
+    preset = AgentPreset.objects.create(space=space, name="with skills", harness="analyst")
+    preset.skills.set(Skill.objects.filter(space=space))
     values = {
         "space_id": [space.pk],
         "project_id": [project.pk, space.worker_project().pk],
@@ -293,7 +308,9 @@ def test_no_page_or_api_response_shows_a_canary(scene, project, alice, other_spa
         "span_id": [root_span_id(run)],
         "membership_id": [membership.pk],
         "key_id": list(ProjectApiKey.objects.values_list("pk", flat=True)) or [1],
-        "preset_id": [1],
+        "preset_id": [preset.pk],
+        "automation_id": list(Automation.objects.values_list("pk", flat=True)) or [1],
+        "artifact_id": list(run.artifacts.values_list("pk", flat=True)),
         "object_id": [run.pk],
         "id": [alice.pk],
     }

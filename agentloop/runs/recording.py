@@ -154,12 +154,14 @@ def validate_artifact(body) -> dict:
 def record_artifact(run: Run, artifact: dict, secrets: Secrets) -> tuple[Artifact, bool]:
     """Store a validated artifact; (artifact, created). The runner itself posts
     the matching `artifact` event for the transcript (docs/runner-protocol.md)."""
-    existing = Artifact.objects.filter(run=run, key=artifact["key"]).first()
+    # The runner's key is built from the file name, which may hold a secret too.
+    key = redact(artifact["key"], secrets)[:200]
+    existing = Artifact.objects.filter(run=run, key=key).first()
     if existing is not None:
         return existing, False
     clean = redact({k: v for k, v in artifact.items() if k != "key"}, secrets)
     try:
         with transaction.atomic():
-            return Artifact.objects.create(run=run, key=artifact["key"], **clean), True
+            return Artifact.objects.create(run=run, key=key, **clean), True
     except IntegrityError:  # the same key posted twice at once: the other one won
-        return Artifact.objects.get(run=run, key=artifact["key"]), False
+        return Artifact.objects.get(run=run, key=key), False
