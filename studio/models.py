@@ -170,6 +170,9 @@ class AutomationFire(models.Model):
             )
         ]
 
+    def __str__(self) -> str:
+        return f"fire of automation {self.automation_id} at {self.scheduled_at:%Y-%m-%d %H:%M}"
+
 
 class ArtifactReview(models.Model):
     """The audit log of reviews: who approved or rejected which artifact, when, why."""
@@ -187,6 +190,9 @@ class ArtifactReview(models.Model):
 
     class Meta:
         ordering = ["-at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.reviewer_name} {self.decision} artifact {self.artifact_id}"
 
 
 class SignalIssue(models.Model):
@@ -218,6 +224,9 @@ class SignalIssue(models.Model):
             models.UniqueConstraint(fields=["project", "key"], name="signal_issue_key_unique")
         ]
 
+    def __str__(self) -> str:
+        return self.title
+
 
 class SignalSighting(models.Model):
     """One run seeing one issue: the issue's volume over time."""
@@ -233,3 +242,6 @@ class SignalSighting(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["issue", "run"], name="signal_sighting_once")
         ]
+
+    def __str__(self) -> str:
+        return f"{self.issue_id} seen by run {self.run_id}"

@@ -30,4 +30,4 @@ def link_trace_ids(html, project_id) -> str:
 def explorer_url(project_id, params) -> str:
     """The traces explorer showing the spans of a filter (a dict of explorer parameters)."""
     base = reverse("traces-explorer", args=[project_id])
-    return f"{base}?{urlencode(params)}" if params else base
+    return f"{base}?{urlencode(sorted(params.items()))}" if params else base
