@@ -21,7 +21,7 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from agentloop.runs.models import Artifact, Run, RunStatus
+from agentloop.runs.models import Artifact, Run, RunKind, RunStatus, RunTrigger
 from agentloop.runs.worker_trace import root_span_id
 from agentloop.traces.demo import write_demo_traces
 
@@ -44,10 +44,46 @@ def mark_loaded(page) -> None:
     page.evaluate("window.__loadedOnce = true")
 
 
+def earlier_runs(project, alice, bob) -> list[Run]:
+    """Finished runs of the last two days, so the Swarms screenshots show a
+    team's history rather than one lonely row. All terminal: nothing polls."""
+    now = timezone.now()
+    history = [
+        (3, "nightly triage", RunStatus.SUCCEEDED, bob, "Triage last night's failing refunds"),
+        (7, "nightly triage", RunStatus.FAILED, bob, "Triage the checkout tool timeouts"),
+        (12, "latency watch", RunStatus.SUCCEEDED, alice, "Find latency regressions in search"),
+        (20, "", RunStatus.CANCELLED, alice, "Draft eval labels for hallucinated answers"),
+        (26, "latency watch", RunStatus.TIMED_OUT, alice, "Why did p99 double on Tuesday?"),
+        (31, "nightly triage", RunStatus.SUCCEEDED, bob, "Triage the shipping-rate errors"),
+        (40, "latency watch", RunStatus.SUCCEEDED, alice, "Compare gpt-4o-mini latency per tool"),
+    ]
+    runs = []
+    for hours_ago, preset, status, creator, prompt in history:
+        started = now - timedelta(hours=hours_ago)
+        runs.append(
+            Run.objects.create(
+                space=project.space,
+                project=project,
+                kind=RunKind.AUTOMATION if preset else RunKind.SESSION,
+                trigger=RunTrigger.CRON if preset else RunTrigger.MANUAL,
+                config={"harness": "analyst", "sandbox": "local", "preset_name": preset},
+                prompt=prompt,
+                creator=creator,
+                status=status,
+                created_at=started,
+                started_at=started,
+                finished_at=started + timedelta(minutes=4 + hours_ago % 5),
+                cost_usd="0.00",
+            )
+        )
+    return runs
+
+
 def test_a_session_from_the_studio_form_to_view_traces(
-    browsing, event_gate, take_screenshot, project, alice, carol
+    browsing, event_gate, take_screenshot, project, alice, bob, carol
 ):
     write_demo_traces(project, traces=80, seed=4, now=timezone.now() - timedelta(minutes=5))
+    earlier_runs(project, alice, bob)
 
     page = browsing.logged_in(alice)
 
@@ -131,7 +167,10 @@ def test_a_session_from_the_studio_form_to_view_traces(
     root = page.locator(f'.wf-row[data-span="{root_span_id(run)}"]')
     expect(root).to_be_visible()
     expect(root.locator(".badge.kind")).to_have_text("AGENT")
-    expect(page.locator(".wf-row .badge.kind", has_text="TOOL").first).to_be_visible()
+    # One TOOL span per tool call the transcript showed.
+    tool_calls = run.events.filter(kind="tool_call").count()
+    assert tool_calls > 0
+    expect(page.locator(".wf-row .badge.kind", has_text="TOOL")).to_have_count(tool_calls)
     take_screenshot(page, "run-traces")
 
     # The bound project's traces, the ones the analyst read.
