@@ -125,7 +125,9 @@ class RunTranscriptConsumer(AsyncWebsocketConsumer):
             if upto is None:
                 upto = await _read(_next_seq)(self.run.pk)
             while upto > self.last_seq:
-                frame = await frames.get(self.run, self.last_seq, upto, self.can_use, self.accepting)
+                frame = await frames.get(
+                    self.run, self.last_seq, upto, self.can_use, self.accepting
+                )
                 self.accepting = frame["accepting"]
                 if frame["html"]:
                     await self.send(text_data=frame["html"])

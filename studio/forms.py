@@ -57,9 +57,7 @@ class SessionForm(forms.Form):
     sandbox = forms.ChoiceField(label="Sandbox provider")
     model = forms.CharField(max_length=200, initial=DEFAULT_MODEL)
     skills = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
-    prompt = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 8}), label="Task", strip=True
-    )
+    prompt = forms.CharField(widget=forms.Textarea(attrs={"rows": 8}), label="Task", strip=True)
 
     def __init__(self, user, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -41,7 +41,7 @@ TEMPLATES: tuple[PromptTemplate, ...] = (
     PromptTemplate(
         slug="root-cause-tool-failure",
         title="Root-cause a tool failure",
-        summary="Find the traces where a tool call fails, group the failures and explain the cause.",
+        summary="Find the traces where a tool fails, group the failures and explain the cause.",
         prompt=(
             "The tool <tool name> has been failing since <when it started>.\n"
             "Find the failing TOOL spans, group them by error message and input shape, "
@@ -73,7 +73,7 @@ TEMPLATES: tuple[PromptTemplate, ...] = (
     PromptTemplate(
         slug="review-worst-traces",
         title="Review the worst traces of the last day",
-        summary="Pick the slowest, most expensive and failing traces of the last 24 hours and review them.",
+        summary="Review the slowest, most expensive and failing traces of the last 24 hours.",
         prompt=(
             "Review the worst traces of the last 24 hours: the slowest, the most expensive in "
             "tokens, and those with errors. For each, say what went wrong and what to change. "

@@ -58,7 +58,10 @@ def new_session(request):
         if form.is_valid():
             try:
                 run = actions.start_session(
-                    request.user, form.cleaned_data["project"], form.config(), form.cleaned_data["prompt"]
+                    request.user,
+                    form.cleaned_data["project"],
+                    form.config(),
+                    form.cleaned_data["prompt"],
                 )
             except ValidationError as error:
                 _apply_config_errors(form, error)

@@ -86,7 +86,12 @@ async def connect(run, user, after: int | None = None):
 def post_events(run, *texts):
     """What the runner API's POST events does."""
     batch = [
-        {"key": f"k-{text}", "source": "agent", "kind": "message", "payload": {"role": "assistant", "text": text}}
+        {
+            "key": f"k-{text}",
+            "source": "agent",
+            "kind": "message",
+            "payload": {"role": "assistant", "text": text},
+        }
         for text in texts
     ]
     return recording.record_events(run, batch, secrets=None).last_seq
@@ -166,7 +171,8 @@ async def test_a_finished_run_closes_the_owners_followup_box(run, alice):
     assert seqs(frame) == [4]
     assert 'id="run-controls" hx-swap-oob="true"' in frame
     assert "This session has ended" in frame
-    assert '<section id="run-artifacts" class="card" hx-swap-oob="true">' in frame  # refreshed on status changes
+    # The artifacts panel is refreshed on status changes too.
+    assert '<section id="run-artifacts" class="card" hx-swap-oob="true">' in frame
     await ws.disconnect()
 
 

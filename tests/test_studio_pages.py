@@ -30,7 +30,9 @@ def run(project, alice, fake_provider):
     run.transition(RunStatus.PROVISIONING)
     run.transition(RunStatus.RUNNING)
     run.append_event(
-        EventSource.AGENT, EventKind.MESSAGE, {"role": "assistant", "text": "Looking at **refund** spans."}
+        EventSource.AGENT,
+        EventKind.MESSAGE,
+        {"role": "assistant", "text": "Looking at **refund** spans."},
     )
     run.append_event(
         EventSource.AGENT,
@@ -69,7 +71,9 @@ def test_gallery(role, who, project, client_for):
     assert ("New session</a>" in page) is can_start
 
 
-def test_a_template_prefills_the_prompt_and_names_what_is_left(alice, project, client_for, fake_provider):
+def test_a_template_prefills_the_prompt_and_names_what_is_left(
+    alice, project, client_for, fake_provider
+):
     url = reverse("studio-new-session") + "?template=root-cause-tool-failure"
     page = client_for(alice).get(url).content.decode()
     assert "The tool &lt;tool name&gt; has been failing" in page  # in the textarea
@@ -102,9 +106,15 @@ def test_new_session_form_lists_only_usable_projects(
 
 @pytest.mark.parametrize("role", ROLES)
 def test_starting_a_session(
-    role, who, project, client_for, fake_provider, django_capture_on_commit_callbacks
+    role, who, project, other_project, client_for, fake_provider, django_capture_on_commit_callbacks
 ):
-    body = {"project": project.pk, "preset": "", "prompt": "Why do refunds fail?", **CONFIG, "model": "claude-x"}
+    body = {
+        "project": project.pk,
+        "preset": "",
+        "prompt": "Why do refunds fail?",
+        **CONFIG,
+        "model": "claude-x",
+    }
     with django_capture_on_commit_callbacks(execute=True):
         response = client_for(who(role)).post(reverse("studio-new-session"), body)
     if role in ("owner", "member"):
@@ -125,7 +135,11 @@ def test_starting_a_session(
         assert response.status_code == 302 and "/login/" in response["Location"]
     else:
         assert response.status_code == 200
-        assert "Select a valid choice" in response.content.decode() or "no project" in response.content.decode()
+        page = response.content.decode()
+        if role == "viewer":  # no project to use at all: no form, only the reason
+            assert "You have no project you may start sessions in" in page
+        else:  # dave may use his own project, not this one
+            assert "Select a valid choice. That choice is not one of the available choices." in page
 
 
 def test_the_session_page_opens_at_once_showing_provisioning(
@@ -144,14 +158,22 @@ def test_the_session_page_opens_at_once_showing_provisioning(
 
 def test_config_errors_are_shown_on_the_form_and_the_prompt_is_kept(alice, project, client_for):
     # No fake provider registered: the sandbox choice is not a valid one.
-    body = {"project": project.pk, "prompt": "Keep this prompt", "harness": "analyst", "sandbox": "nowhere", "model": "m"}
+    body = {
+        "project": project.pk,
+        "prompt": "Keep this prompt",
+        "harness": "analyst",
+        "sandbox": "nowhere",
+        "model": "m",
+    }
     page = client_for(alice).post(reverse("studio-new-session"), body).content.decode()
     assert "Select a valid choice. nowhere is not one of the available choices." in page
     assert "Keep this prompt</textarea>" in page
     assert not Run.objects.exists()
 
 
-def test_normalize_config_messages_land_on_their_field(alice, project, client_for, fake_provider, monkeypatch):
+def test_normalize_config_messages_land_on_their_field(
+    alice, project, client_for, fake_provider, monkeypatch
+):
     from django.core.exceptions import ValidationError
 
     def refuse(config, **context):
@@ -202,7 +224,11 @@ def test_assistant_markdown_is_sanitized(run, alice, client_for):
     run.append_event(
         EventSource.AGENT,
         EventKind.MESSAGE,
-        {"role": "assistant", "text": "<script>alert(1)</script>[x](javascript:alert(2)) <img src=x onerror=alert(3)>"},
+        {
+            "role": "assistant",
+            "text": "<script>alert(1)</script>[x](javascript:alert(2))"
+            " <img src=x onerror=alert(3)>",
+        },
     )
     page = client_for(alice).get(session_url(run)).content.decode()
     assert "<script>alert(1)</script>" not in page
@@ -211,7 +237,9 @@ def test_assistant_markdown_is_sanitized(run, alice, client_for):
 
 
 def test_artifacts_are_listed(run, alice, client_for):
-    Artifact.objects.create(run=run, key="a1", kind="investigation", name="Refund failures", content="# Found it")
+    Artifact.objects.create(
+        run=run, key="a1", kind="investigation", name="Refund failures", content="# Found it"
+    )
     page = client_for(alice).get(session_url(run)).content.decode()
     assert "Refund failures" in page and "<h1>Found it</h1>" in page
     assert "Pending review" in page
@@ -274,16 +302,22 @@ def test_stop(role, who, run, client_for):
     if role in ("owner", "member"):
         assert response.status_code == 302
         assert run.stop_requested_at is not None
-        assert run.events.filter(payload__detail=f"Stop requested by {who(role).username}.").exists()
+        assert run.events.filter(
+            payload__detail=f"Stop requested by {who(role).username}."
+        ).exists()
         return
     assert run.stop_requested_at is None
     assert response.status_code == {"viewer": 403, "outsider": 404, "anonymous": 302}[role]
 
 
-def test_stop_cancels_a_queued_session_at_once(project, alice, client_for, fake_provider, django_capture_on_commit_callbacks):
+def test_stop_cancels_a_queued_session_at_once(
+    project, alice, client_for, fake_provider, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=False):
         run = actions.start_session(alice, project, CONFIG, "Go")
-    response = client_for(alice).post(reverse("studio-stop", kwargs={"code": run.code}), HTTP_HX_REQUEST="true")
+    response = client_for(alice).post(
+        reverse("studio-stop", kwargs={"code": run.code}), HTTP_HX_REQUEST="true"
+    )
     run.refresh_from_db()
     assert run.status == RunStatus.CANCELLED
     assert "This session has ended" in response.content.decode()
@@ -303,7 +337,12 @@ def preset(space):
     from studio.models import AgentPreset
 
     return AgentPreset.objects.create(
-        space=space, name="Analyst", harness="analyst", sandbox="fake", model="claude-preset", max_turns=7
+        space=space,
+        name="Analyst",
+        harness="analyst",
+        sandbox="fake",
+        model="claude-preset",
+        max_turns=7,
     )
 
 
@@ -313,30 +352,54 @@ def test_the_form_offers_only_presets_of_spaces_the_user_may_use(
     from studio.models import AgentPreset
 
     AgentPreset.objects.create(space=other_space, name="Theirs", harness="analyst")
-    AgentPreset.objects.create(space=preset.space, name="Hidden one", harness="analyst", hidden=True)
+    AgentPreset.objects.create(
+        space=preset.space, name="Hidden one", harness="analyst", hidden=True
+    )
     page = client_for(bob).get(reverse("studio-new-session")).content.decode()
     assert "Acme / Analyst" in page
     assert "Theirs" not in page and "Hidden one" not in page
 
 
 def test_starting_from_a_preset_snapshots_it(preset, project, bob, client_for, fake_provider):
-    body = {"project": project.pk, "preset": str(preset.pk), "prompt": "Use the preset", "harness": "claude-code", "sandbox": "fake", "model": "ignored"}
+    body = {
+        "project": project.pk,
+        "preset": str(preset.pk),
+        "prompt": "Use the preset",
+        "harness": "claude-code",
+        "sandbox": "fake",
+        "model": "ignored",
+    }
     response = client_for(bob).post(reverse("studio-new-session"), body)
     run = Run.objects.get()
     assert response["Location"] == session_url(run)
     assert run.preset == preset and run.config["preset_name"] == "Analyst"
-    assert (run.config["harness"], run.config["model"], run.config["max_turns"]) == ("analyst", "claude-preset", 7)
+    assert (run.config["harness"], run.config["model"], run.config["max_turns"]) == (
+        "analyst",
+        "claude-preset",
+        7,
+    )
     page = client_for(bob).get(session_url(run)).content.decode()
     assert "<dt>Preset</dt><dd>Analyst</dd>" in page
 
 
-def test_a_preset_of_another_space_is_refused_on_the_form(other_space, project, dave, alice, client_for, fake_provider):
+def test_a_preset_of_another_space_is_refused_on_the_form(
+    other_space, project, dave, alice, client_for, fake_provider
+):
     from agentloop.teams.models import Membership, Role
     from studio.models import AgentPreset
 
-    theirs = AgentPreset.objects.create(space=other_space, name="Theirs", harness="analyst", sandbox="fake")
+    theirs = AgentPreset.objects.create(
+        space=other_space, name="Theirs", harness="analyst", sandbox="fake"
+    )
     Membership.objects.create(space=project.space, user=dave, role=Role.MEMBER)
-    body = {"project": project.pk, "preset": str(theirs.pk), "prompt": "Keep this", "harness": "analyst", "sandbox": "fake", "model": "m"}
+    body = {
+        "project": project.pk,
+        "preset": str(theirs.pk),
+        "prompt": "Keep this",
+        "harness": "analyst",
+        "sandbox": "fake",
+        "model": "m",
+    }
     page = client_for(dave).post(reverse("studio-new-session"), body).content.decode()
     assert "The preset Theirs belongs to Other; support-bot is in Acme." in page
     assert "Keep this</textarea>" in page
