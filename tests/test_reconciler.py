@@ -169,7 +169,8 @@ def test_setup_schedules_is_idempotent(db):
 
     call_command("setup_schedules")
     call_command("setup_schedules")
-    schedule = Schedule.objects.get()
+    assert Schedule.objects.filter(name="agentloop.runs.reconcile").count() == 1
+    schedule = Schedule.objects.get(name="agentloop.runs.reconcile")
     assert (schedule.func, schedule.schedule_type, schedule.minutes) == (
         "agentloop.runs.tasks.reconcile_loop",
         Schedule.MINUTES,
