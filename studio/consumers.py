@@ -66,9 +66,8 @@ def _next_seq(run_id: int) -> int:
 
 # Reads run in the thread pool, not on the one thread that serves sync views:
 # fifty watchers must not queue up behind (or in front of) the runner API's
-# writes. Django connections are per thread, so nothing is shared. (The test
-# suite's in-memory SQLite locks whole tables between threads, so its consumer
-# tests set this to True.)
+# writes. Django connections are per thread, so nothing is shared; each pool
+# thread keeps at most one. (The consumer tests set this to True: see there.)
 READ_THREAD_SENSITIVE = False
 
 

@@ -41,13 +41,12 @@ def fresh_channel_layer():
 
 
 @pytest.fixture(autouse=True)
-def reads_on_one_thread_for_in_memory_sqlite(monkeypatch):
-    """In-memory SQLite (shared cache) locks tables across threads instead of
-    waiting; a file database or PostgreSQL takes reads from the thread pool."""
-    from django.db import connection
-
-    if connection.vendor == "sqlite" and connection.is_in_memory_db():
-        monkeypatch.setattr(consumers, "READ_THREAD_SENSITIVE", True)
+def reads_on_one_thread(monkeypatch):
+    """Consumer reads run on asgiref's one sync thread in these tests: in-memory
+    SQLite (shared cache) locks tables across threads instead of waiting, and
+    connections left open in thread-pool threads would keep PostgreSQL from
+    dropping the test database. benches/bench_transcript.py runs the pool."""
+    monkeypatch.setattr(consumers, "READ_THREAD_SENSITIVE", True)
 
 
 @pytest.fixture(autouse=True)
