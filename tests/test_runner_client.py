@@ -227,3 +227,42 @@ def test_an_unknown_event_kind_is_refused_when_emitted(double):
     events = queue_for(double)
     with pytest.raises(ValueError):
         events.emit("thought", {})
+
+
+def test_an_idle_queue_sends_at_once_and_batches_what_arrives_during_a_post(double):
+    """The first event is not held back to fill a batch (it is what the user waits
+    for); events emitted while that POST is in flight go together in the next one."""
+    import threading
+
+    client, _ = client_for(double, max_attempts=1)
+    first_post_started, release = threading.Event(), threading.Event()
+    real_post = client.post_events
+
+    def slow_first_post(batch):
+        if not first_post_started.is_set():
+            first_post_started.set()
+            assert release.wait(10)
+        return real_post(batch)
+
+    client.post_events = slow_first_post
+    events = EventQueue(client, instance_id="inst", log=lambda m: None)  # defaults
+    sender_timed_waits: list[float] = []
+    real_wait = events._cond.wait
+
+    def recording_wait(timeout=None):
+        if timeout is not None and threading.current_thread().name == "agentloop-events":
+            sender_timed_waits.append(timeout)  # lingering for a fuller batch
+        return real_wait(timeout)
+
+    events._cond.wait = recording_wait
+    events.start()
+    events.emit("message", {"role": "assistant", "text": "first"})
+    assert first_post_started.wait(10)  # sent without anything else arriving
+    for n in range(3):
+        events.emit("message", {"role": "assistant", "text": f"during {n}"})
+    release.set()
+    assert events.close(timeout=10)
+
+    assert [len(keys) for keys in double.event_posts] == [1, 3]
+    assert [e["key"] for e in double.events] == ["inst-1", "inst-2", "inst-3", "inst-4"]
+    assert sender_timed_waits == []

@@ -1,8 +1,11 @@
 """The runner's event queue: batch, deliver, retry, never drop. Standard library only.
 
 emit() never blocks on the network. A background thread sends events in batches
-(up to `max_batch`, or whatever arrived within `max_delay` of the first pending
-one). Each event gets its key when it is emitted, `<instance>-<counter>`, so a
+of up to `max_batch`. An event emitted while the queue is idle is sent at once
+(the first event of a session is what its user waits for); events emitted while
+a POST is in flight pile up and go together in the next one, so a busy agent
+still makes few, large requests. (`max_delay` > 0 adds a wait for a fuller batch
+even when idle; off by default.) Each event gets its key when it is emitted, `<instance>-<counter>`, so a
 batch re-posted after a lost answer is stored once (the server deduplicates by
 key). A batch that failed transiently is retried until it is delivered, in order,
 before anything newer. Only a batch the server refuses for good (4xx: the run
@@ -30,7 +33,7 @@ class EventQueue:
         *,
         instance_id: str | None = None,
         max_batch: int = 100,
-        max_delay: float = 0.2,
+        max_delay: float = 0.0,
         retry_delay: Callable[[int], float] | None = None,
         sleep: Callable[[float], None] | None = None,
         log: Callable[[str], None] | None = None,
@@ -114,10 +117,8 @@ class EventQueue:
                 self._cond.wait()
             if not self._pending:
                 return None  # closing and drained
-            if self._hurry() or len(self._pending) >= self.max_batch:
-                pass
-            else:
-                # Give the batch a moment to fill up: fewer, larger requests.
+            if self.max_delay > 0 and len(self._pending) < self.max_batch and not self._hurry():
+                # Opt-in: give the batch a moment to fill up even though nothing is in flight.
                 deadline = time.monotonic() + self.max_delay
                 while len(self._pending) < self.max_batch and not self._hurry():
                     remaining = deadline - time.monotonic()
