@@ -49,6 +49,40 @@ def start_daphne() -> str:
     return _server["url"]
 
 
+def share_test_database_with_server(monkeypatch, request) -> None:
+    """Every server thread uses the test's own connection to an in-memory SQLite
+    database, as Django's live_server does.
+
+    The in-memory test database is shared-cache: a second connection that reads
+    a table another connection is writing gets "database table is locked" at
+    once (no busy wait), where production's file database in WAL mode would
+    simply wait. With one connection the server behaves like production here.
+    PostgreSQL test databases need nothing: each thread connects normally.
+    """
+    from django.db import connections
+    from django.db.utils import ConnectionHandler
+
+    shared = connections["default"]
+    if shared.vendor != "sqlite" or not shared.is_in_memory_db():
+        return
+    shared.inc_thread_sharing()
+    request.addfinalizer(shared.dec_thread_sharing)
+    original = ConnectionHandler.__getitem__
+
+    def getitem(handler, alias):
+        if handler is connections and alias == "default":
+            return shared
+        return original(handler, alias)
+
+    monkeypatch.setattr(ConnectionHandler, "__getitem__", getitem)
+
+
+@pytest.fixture
+def served_db(transactional_db, monkeypatch, request) -> None:
+    """The test database, visible to the daphne thread without lock errors."""
+    share_test_database_with_server(monkeypatch, request)
+
+
 @pytest.fixture(scope="session")
 def asgi_server() -> str:
     """The base URL of a daphne server running the project's ASGI application."""
@@ -72,7 +106,7 @@ def real_key() -> str:
 
 
 @pytest.fixture
-def gateway(settings, upstream_model, asgi_server):
+def gateway(settings, upstream_model, asgi_server, served_db):
     """The gateway's URL, forwarding to the fake upstream with REAL_KEY."""
     settings.AGENTLOOP_LLM_UPSTREAM_URL = upstream_model.url
     settings.AGENTLOOP_ANTHROPIC_API_KEY = REAL_KEY

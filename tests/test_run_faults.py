@@ -44,7 +44,7 @@ ANALYST = {"harness": "analyst", "sandbox": "local", "time_limit_seconds": 300}
 
 
 @pytest.fixture
-def web(settings, asgi_server):
+def web(settings, asgi_server, served_db):
     settings.AGENTLOOP_PUBLIC_URL = asgi_server
     return asgi_server
 
