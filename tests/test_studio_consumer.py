@@ -7,6 +7,7 @@ it over the socket once, in order, and only if they may see the run.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -225,3 +226,41 @@ async def test_fifty_watchers_share_one_render(run, alice, carol, monkeypatch):
     assert sorted(args[2] for args in renders) == [False, True]
     for ws in owners + viewers:
         await ws.disconnect()
+
+
+# --- the doorbell ------------------------------------------------------------------
+
+
+def test_the_doorbell_rings_only_after_commit(monkeypatch):
+    from django.db import transaction
+
+    from agentloop.runs import notify
+
+    sent = []
+    monkeypatch.setattr(notify, "_send", lambda group, message: sent.append((group, message)))
+    code = "5f48b004-33b5-46c8-9505-fc9a4fb91c35"
+    try:
+        with transaction.atomic():
+            notify.ring(code, 7)
+            assert sent == []  # not yet: a watcher would read before the commit
+            raise RuntimeError("roll back")
+    except RuntimeError:
+        pass
+    assert sent == []  # rolled back: nothing to tell
+    with transaction.atomic():
+        notify.ring(code, 8)
+    assert sent == [
+        (
+            "run.5f48b00433b546c89505fc9a4fb91c35",
+            {"type": "run.events", "run": "5f48b00433b546c89505fc9a4fb91c35", "seq": 8},
+        )
+    ]
+    json.dumps(sent[0][1])  # what Redis carries: plain JSON, no model instances
+
+
+def test_the_doorbell_is_safe_without_a_channel_layer(settings):
+    from agentloop.runs import notify
+
+    settings.CHANNEL_LAYERS = {}
+    channel_layers.backends.clear()
+    notify.ring("5f48b004-33b5-46c8-9505-fc9a4fb91c35", 1)  # no error, nothing to do
