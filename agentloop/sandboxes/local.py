@@ -339,8 +339,10 @@ class LocalProvider(SandboxProvider):
     def _launch(self, run_dir: Path) -> dict:
         """Start the supervisor; return its pid and start time once it has forked."""
         # The supervisor gets a bare environment: none of this process's secrets.
+        # -S: it is stdlib-only (PYTHONPATH finds agentloop), so skip site-packages
+        # and their .pth files — part of the interpreter start every session waits for.
         launcher = subprocess.run(
-            [sys.executable, "-m", "agentloop.sandboxes.supervise", str(run_dir)],
+            [sys.executable, "-S", "-m", "agentloop.sandboxes.supervise", str(run_dir)],
             env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(settings.BASE_DIR)},
             cwd=str(settings.BASE_DIR),
             stdin=subprocess.DEVNULL,
