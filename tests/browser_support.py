@@ -111,7 +111,16 @@ def _share_in_memory_sqlite(monkeypatch, request) -> None:
     if shared.vendor != "sqlite" or not shared.is_in_memory_db():
         return
     shared.inc_thread_sharing()
-    request.addfinalizer(shared.dec_thread_sharing)
+
+    def stop_sharing():
+        shared.dec_thread_sharing()
+        # Threads that overlapped on the one connection would leave it inside a
+        # transaction, and every later test would fail on it: say so here.
+        assert not shared.in_atomic_block and not shared.atomic_blocks, (
+            "a server thread left the shared SQLite connection inside a transaction"
+        )
+
+    request.addfinalizer(stop_sharing)
     original = ConnectionHandler.__getitem__
 
     def getitem(handler, alias):

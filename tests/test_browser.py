@@ -83,7 +83,7 @@ def test_a_session_from_the_studio_form_to_view_traces(
     browsing, event_gate, take_screenshot, project, alice, bob, carol
 ):
     write_demo_traces(project, traces=80, seed=4, now=timezone.now() - timedelta(minutes=5))
-    earlier_runs(project, alice, bob)
+    history = earlier_runs(project, alice, bob)
 
     page = browsing.logged_in(alice)
 
@@ -109,6 +109,7 @@ def test_a_session_from_the_studio_form_to_view_traces(
     expect(transcript.locator(".tx-from-user")).to_contain_text(PROMPT)
     expect(page.locator("#followup-text")).to_be_attached()
     expect(page.get_by_role("button", name="Stop")).to_be_visible()
+    expect(page.locator("#run-status")).to_have_text(re.compile("Queued|Provisioning|Running"))
     mark_loaded(page)
     assert transcript.locator(".tx-tool_call").count() == 0
 
@@ -151,7 +152,12 @@ def test_a_session_from_the_studio_form_to_view_traces(
     row = page.locator(f"#run-{run.code}")
     expect(row).to_contain_text(PROMPT[:40])
     expect(row.locator("[data-status]")).to_have_attribute("data-status", "succeeded")
+    expect(page.locator(".run-row")).to_have_count(1 + len(history))
     take_screenshot(page, "swarms-list")
+    page.get_by_label("Prompt contains").fill("support conversations")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator(".run-row")).to_have_count(1)
+    expect(page.locator(f"#run-{run.code}")).to_be_visible()
 
     page.goto("/swarms/map/")
     dot = page.locator(f'a.swarm-dot[href="/swarms/runs/{run.code}/"]')
