@@ -164,6 +164,8 @@ AGENTLOOP_ALLOW_FILE_REPOSITORIES = env_bool("AGENTLOOP_ALLOW_FILE_REPOSITORIES"
 # and the real key it adds (never sent to a sandbox; _FILE variant for secrets).
 AGENTLOOP_LLM_UPSTREAM_URL = env_str("AGENTLOOP_LLM_UPSTREAM_URL", "https://api.anthropic.com")
 AGENTLOOP_ANTHROPIC_API_KEY = env_str("AGENTLOOP_ANTHROPIC_API_KEY", "")
+# The model Signal's Claude Code preset uses when a key is set ("" = the default model).
+AGENTLOOP_SIGNAL_MODEL = env_str("AGENTLOOP_SIGNAL_MODEL", "")
 # Per-run workspaces of the local (bubblewrap) sandbox provider.
 SANDBOX_ROOT = Path(env_str("AGENTLOOP_SANDBOX_ROOT", str(VAR_DIR / "sandboxes")))
 SANDBOX_PROVIDER_DEFAULT = env_str("AGENTLOOP_SANDBOX_PROVIDER", "local")

@@ -32,4 +32,11 @@ urlpatterns = [
     path("signal/<int:project_id>/", views.signal_tab, name="signal-tab"),
     path("signal/<int:project_id>/enable/", views.signal_enable, name="signal-enable"),
     path("signal/<int:project_id>/disable/", views.signal_disable, name="signal-disable"),
+    path("signal/<int:project_id>/harness/", views.signal_harness, name="signal-harness"),
+    path("signal/<int:project_id>/repository/", views.signal_repository, name="signal-repository"),
+    path(
+        "signal/<int:project_id>/repository/detach/",
+        views.signal_repository_detach,
+        name="signal-repository-detach",
+    ),
 ]

@@ -290,3 +290,46 @@ def signal_disable(request, project_id):
     signal.disable(request.user, project)
     messages.success(request, f"Signal no longer watches {project.name}.")
     return redirect("signal-tab", project.pk)
+
+
+@login_required
+@require_POST
+def signal_harness(request, project_id):
+    project = get_project_for_user(request.user, project_id, "use")
+    harness = request.POST.get("harness", "")
+    try:
+        signal.use_harness(request.user, project, harness)
+    except ValidationError as error:
+        messages.error(request, _error_text(error))
+    else:
+        label = "Claude Code" if harness == signal.CLAUDE_CODE else "the analyst"
+        messages.success(request, f"Signal runs use {label} from now on.")
+    return redirect("signal-tab", project.pk)
+
+
+@login_required
+@require_POST
+def signal_repository(request, project_id):
+    project = get_project_for_user(request.user, project_id, "view")
+    try:
+        signal.attach_repository(
+            request.user,
+            project,
+            request.POST.get("skill", ""),
+            request.POST.get("url", ""),
+            request.POST.get("base_branch", ""),
+        )
+    except ValidationError as error:
+        messages.error(request, _error_text(error))
+    else:
+        messages.success(request, "Signal runs clone the repository and propose fixes as branches.")
+    return redirect("signal-tab", project.pk)
+
+
+@login_required
+@require_POST
+def signal_repository_detach(request, project_id):
+    project = get_project_for_user(request.user, project_id, "view")
+    signal.detach_repository(request.user, project)
+    messages.success(request, "Signal runs no longer use a repository.")
+    return redirect("signal-tab", project.pk)

@@ -1,10 +1,17 @@
 """Signal: a project watched by its own automations, and the issues they find.
 
     enable(user, project)   creates the space's built-in hidden "Signal" preset
-                            (analyst harness, trace access only) if needed, and the
-                            project's Signal automations: a cadence every 10 minutes,
-                            error rate > 10 % and failing eval labels > 20 %
+                            (trace access only; Claude Code when the deployment has a
+                            model key, else the analyst) if needed, and the project's
+                            Signal automations: a cadence every 10 minutes, error
+                            rate > 10 % and failing eval labels > 20 %
     disable(user, project)  deletes those automations (their runs stay)
+    use_harness(user, project, harness)
+                            switches the project's Signal preset between the analyst
+                            and Claude Code (members)
+    attach_repository(user, project, skill_id, url, base_branch) / detach_repository
+                            repo-backed fixes (space admins): the project gets its own
+                            Signal preset with the GitHub skill and the repository
     collect()               reads finished Signal runs' investigation.md into
                             SignalIssue rows (called by every automations tick)
     tab_context(project)    what the Signal tab shows
@@ -21,11 +28,14 @@ import shlex
 from collections import OrderedDict
 from datetime import timedelta
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from agentloop.runs.config import DEFAULT_MODEL, normalize_config
 from agentloop.runs.models import ArtifactKind, RunStatus
-from agentloop.teams.access import get_project_for_user
+from agentloop.teams.access import get_project_for_user, get_space_for_user
 from studio.models import AgentPreset, Automation, AutomationFire, SignalIssue, SignalSighting
 
 PRESET_NAME = "Signal (built-in)"
@@ -51,17 +61,186 @@ ROLE_NAMES = {"cadence": "every 10 minutes", "errors": "error rate", "evals": "f
 VOLUME_DAYS = 14
 
 
+CLAUDE_PROMPT = (
+    SIGNAL_PROMPT
+    + """
+
+How to work:
+- Read the project's traces with the `agentloop-traces` command (run `agentloop-traces
+  --help`): `spans --status ERROR`, `trace <id>`, `annotations --name correctness`.
+- Write artifacts/investigation.md in exactly this shape (Signal reads it):
+
+  # Investigation: <project>
+
+  ## Overview
+
+  <a few lines: window, spans read, errors found>
+
+  ## Findings
+
+  ### 1. `<span name>` fails with <ExceptionType>
+
+  Affects <N> traces (<M> spans).
+  <what happens, in a few lines>
+
+  Evidence:
+
+  - trace `<32-hex trace id>` — `agentloop-traces trace <trace id>`
+  - reproduce: `agentloop-traces spans --status ERROR --name <span name>`
+
+  (more findings as ### 2., ### 3., ranked by traces affected; titles of other
+  findings start with "eval " for failing eval labels, contain "slow" for latency
+  and "token" for token use)
+
+  ## What to look at
+
+  1. <the proposed fix for finding 1>
+  2. <the proposed fix for finding 2>
+
+- Propose eval labels for failed LLM calls with `agentloop-traces label --span-id ...
+  --trace-id ... --name correctness --label incorrect --explanation "..."`; people
+  review them before they are applied.
+- If the workspace is a checkout of a repository, fix the top finding there with a
+  small, focused change: it is pushed as a branch that a person reviews. Leave the
+  repository untouched when you are not sure of the fix.
+"""
+)
+ANALYST = "analyst"
+CLAUDE_CODE = "claude-code"
+
+
+def model_configured() -> bool:
+    """Whether the deployment can run Claude Code: the LLM gateway has a real key."""
+    return bool(getattr(settings, "AGENTLOOP_ANTHROPIC_API_KEY", ""))
+
+
+def harness_fields(harness: str) -> dict:
+    """The preset fields that differ between Signal on the analyst and on Claude Code."""
+    if harness == CLAUDE_CODE:
+        model = getattr(settings, "AGENTLOOP_SIGNAL_MODEL", "") or DEFAULT_MODEL
+        return {"harness": CLAUDE_CODE, "model": model, "system_prompt": CLAUDE_PROMPT,
+                "max_turns": 50}  # fmt: skip
+    return {"harness": ANALYST, "model": DEFAULT_MODEL, "system_prompt": SIGNAL_PROMPT,
+            "max_turns": 1}  # fmt: skip
+
+
 def signal_preset(space) -> AgentPreset:
+    """The space's shared built-in preset, created on first use with the best harness
+    the deployment has."""
     preset, _ = AgentPreset.objects.get_or_create(
         space=space,
         name=PRESET_NAME,
         defaults={
-            "harness": "analyst",
             "hidden": True,
-            "system_prompt": SIGNAL_PROMPT,
-            "max_turns": 1,
+            **harness_fields(CLAUDE_CODE if model_configured() else ANALYST),
         },
     )
+    return preset
+
+
+def preset_of(project) -> AgentPreset | None:
+    """The preset the project's Signal automations run (None when Signal is off)."""
+    automation = automations_of(project).exclude(preset=None).select_related("preset").first()
+    return automation.preset if automation else None
+
+
+def _own_preset(project) -> AgentPreset:
+    """The project's own Signal preset, made from the shared one the first time a change
+    should not reach the space's other projects (a repository is per project)."""
+    preset = preset_of(project)
+    if preset is None:
+        raise ValidationError("Enable Signal first.")
+    name = f"{PRESET_NAME} · {project.name}"[:200]
+    if preset.name == name:
+        return preset
+    shared = preset
+    preset, _ = AgentPreset.objects.get_or_create(
+        space=project.space,
+        name=name,
+        defaults={
+            "hidden": True,
+            "harness": shared.harness,
+            "model": shared.model,
+            "system_prompt": shared.system_prompt,
+            "max_turns": shared.max_turns,
+            "time_limit_seconds": shared.time_limit_seconds,
+        },
+    )
+    automations_of(project).update(preset=preset, updated_at=timezone.now())
+    return preset
+
+
+def use_harness(user, project, harness: str) -> AgentPreset:
+    """Switch the preset the project's Signal runs use; runs already started keep theirs."""
+    project = get_project_for_user(user, project.pk, "use")
+    if harness not in (ANALYST, CLAUDE_CODE):
+        raise ValidationError(f"Unknown harness {harness!r}.")
+    if harness == CLAUDE_CODE and not model_configured():
+        raise ValidationError(
+            "Claude Code needs a model: this deployment has no AGENTLOOP_ANTHROPIC_API_KEY."
+        )
+    with transaction.atomic():
+        preset = preset_of(project)
+        if preset is None:
+            raise ValidationError("Enable Signal first.")
+        for field, value in harness_fields(harness).items():
+            setattr(preset, field, value)
+        preset.updated_at = timezone.now()
+        preset.save()
+    return preset
+
+
+def github_skills(space):
+    from skills.models import Skill
+    from studio.presets import GITHUB_KIND
+
+    return Skill.objects.filter(space=space, kind=GITHUB_KIND).order_by("name")
+
+
+def attach_repository(user, project, skill_id, url: str, base_branch: str) -> AgentPreset:
+    """Give the project's Signal runs a repository to propose fixes in (space admins:
+    it binds a GitHub credential to unattended runs). ValidationError stores nothing."""
+    project = get_project_for_user(user, project.pk, "view")
+    get_space_for_user(user, project.space_id, "admin")
+    url, base_branch = (url or "").strip(), (base_branch or "").strip() or "main"
+    skill = github_skills(project.space).filter(pk=skill_id if str(skill_id).isdigit() else 0)
+    skill = skill.first()
+    if skill is None:
+        raise ValidationError({"skill": "Choose a GitHub skill of this space."})
+    try:
+        normalize_config({"repository": {"url": url, "base_branch": base_branch}})
+    except ValidationError as error:
+        fields = {"repository.url": "url", "repository.base_branch": "base_branch"}
+        raise ValidationError(
+            {
+                fields.get(field, "__all__"): messages
+                for field, messages in error.message_dict.items()
+            }  # fmt: skip
+        ) from None
+    with transaction.atomic():
+        preset = _own_preset(project)
+        preset.repository_url = url
+        preset.base_branch = base_branch
+        preset.updated_at = timezone.now()
+        preset.save()
+        preset.skills.remove(*github_skills(project.space))
+        preset.skills.add(skill)
+    return preset
+
+
+def detach_repository(user, project) -> AgentPreset | None:
+    """Signal runs of the project stop cloning the repository (space admins)."""
+    project = get_project_for_user(user, project.pk, "view")
+    get_space_for_user(user, project.space_id, "admin")
+    with transaction.atomic():
+        preset = preset_of(project)
+        if preset is None:
+            return None
+        preset.repository_url = ""
+        preset.base_branch = ""
+        preset.updated_at = timezone.now()
+        preset.save()
+        preset.skills.remove(*github_skills(project.space))
     return preset
 
 
@@ -80,7 +259,10 @@ def enable(user, project, *, now=None) -> list[Automation]:
     now = now or timezone.now()
     with transaction.atomic():
         existing = {a.signal_role: a for a in automations_of(project)}
-        preset = signal_preset(project.space)
+        # A project that had its own preset (a repository) gets it back on re-enable.
+        preset = AgentPreset.objects.filter(
+            space=project.space, name=f"{PRESET_NAME} · {project.name}"[:200]
+        ).first() or signal_preset(project.space)
         created = []
         for role, fields in ROLES.items():
             if role in existing:
@@ -263,7 +445,12 @@ def tab_context(project, *, now=None) -> dict:
         {"day": day, "traces": count, "percent": round(100 * count / peak)}
         for day, count in totals.items()
     ]
+    preset = preset_of(project)
     return {
+        "signal_preset": preset,
+        "signal_skills": list(preset.skills.all()) if preset else [],
+        "github_skills": list(github_skills(project.space)),
+        "model_configured": model_configured(),
         "signal_enabled": is_enabled(project),
         "signal_automations": list(automations_of(project).order_by("signal_role")),
         "issues": issues,
