@@ -10,6 +10,7 @@ import pytest
 from django.urls import reverse
 
 from agentloop.runs import actions
+from agentloop.runs.models import Run
 from studio import automations, signal
 from studio.models import AgentPreset
 from tests.skill_factory import datadog_skill, github_skill
@@ -128,7 +129,9 @@ def test_switch_back_to_the_analyst(with_model, project, bob, client_for):
     assert (preset.harness, preset.max_turns) == ("analyst", 1)
     later = NOW + timedelta(minutes=1)
     assert next_run_config(bob, project, later)["harness"] == "analyst"
-    assert first["harness"] == "claude-code"  # the earlier run keeps its snapshot
+    # The earlier run keeps its snapshot, as stored.
+    assert first["harness"] == "claude-code"
+    assert Run.objects.filter(project=project, config__harness="claude-code").count() == 1
 
 
 def test_claude_code_refused_without_a_model(no_model, project, bob, client_for):
