@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run setup install migrate demo test test-sqlite test-postgres bench lint
+.PHONY: run install test test-sqlite test-postgres screenshots bench lint
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test-sqlite: install
 
 test-postgres: install
 	DATABASE_URL=$(PG_TEST_URL) $(PY) -m pytest
+
+# Retake docs/screenshots/*.png with the browser test (real Chromium, real sandbox).
+screenshots: install
+	AGENTLOOP_SCREENSHOT_DIR=docs/screenshots $(PY) -m pytest tests/test_browser.py
 
 bench: install
 	$(PY) benches/run.py

@@ -22,3 +22,15 @@ STORAGES = {
 
 # django-q2 runs tasks inline in tests: async_task() calls the function at once.
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}  # noqa: F405
+
+# On SQLite the test database is a file, not Django's default in-memory one.
+# Tests that serve the app from daphne or a live server read and write from
+# several threads at once; an in-memory database is shared-cache, where a
+# reader of a table being written gets "database table is locked" at once,
+# while a file in WAL mode behaves as production does (readers never wait,
+# writers wait up to the busy timeout). One file per test process, so two
+# runs of the suite on one machine do not share it.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")  # noqa: F405
+    }
