@@ -89,7 +89,7 @@ def sandbox_root(settings):
 
 
 @pytest.fixture
-def app_url(transactional_db, settings, sandbox_root, monkeypatch, request) -> str:
+def app_url(transactional_db, settings, sandbox_root) -> str:
     """The base URL of daphne serving the app, reachable from a local sandbox."""
     if not os.access("/usr/bin/bwrap", os.X_OK):
         pytest.skip("bubblewrap is not installed")
@@ -98,44 +98,7 @@ def app_url(transactional_db, settings, sandbox_root, monkeypatch, request) -> s
     url = start_daphne()
     settings.AGENTLOOP_PUBLIC_URL = url
     settings.SANDBOX_PROVIDER_DEFAULT = "local"
-    _share_in_memory_sqlite(monkeypatch, request)
     return url
-
-
-def _share_in_memory_sqlite(monkeypatch, request) -> None:
-    """Every server thread uses the test's own connection to an in-memory SQLite
-    database, as Django's live_server does.
-
-    The in-memory test database is shared-cache: a second connection that reads
-    a table another connection is writing gets "database table is locked" at
-    once (no busy wait), where production's file database in WAL mode would
-    simply read. With one connection the server behaves like production here.
-    """
-    from django.db import connections
-    from django.db.utils import ConnectionHandler
-
-    shared = connections["default"]
-    if shared.vendor != "sqlite" or not shared.is_in_memory_db():
-        return
-    shared.inc_thread_sharing()
-
-    def stop_sharing():
-        shared.dec_thread_sharing()
-        # Threads that overlapped on the one connection would leave it inside a
-        # transaction, and every later test would fail on it: say so here.
-        assert not shared.in_atomic_block and not shared.atomic_blocks, (
-            "a server thread left the shared SQLite connection inside a transaction"
-        )
-
-    request.addfinalizer(stop_sharing)
-    original = ConnectionHandler.__getitem__
-
-    def getitem(handler, alias):
-        if handler is connections and alias == "default":
-            return shared
-        return original(handler, alias)
-
-    monkeypatch.setattr(ConnectionHandler, "__getitem__", getitem)
 
 
 class EventGate:

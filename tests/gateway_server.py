@@ -49,38 +49,13 @@ def start_daphne() -> str:
     return _server["url"]
 
 
-def share_test_database_with_server(monkeypatch, request) -> None:
-    """Every server thread uses the test's own connection to an in-memory SQLite
-    database, as Django's live_server does.
-
-    The in-memory test database is shared-cache: a second connection that reads
-    a table another connection is writing gets "database table is locked" at
-    once (no busy wait), where production's file database in WAL mode would
-    simply wait. With one connection the server behaves like production here.
-    PostgreSQL test databases need nothing: each thread connects normally.
-    """
-    from django.db import connections
-    from django.db.utils import ConnectionHandler
-
-    shared = connections["default"]
-    if shared.vendor != "sqlite" or not shared.is_in_memory_db():
-        return
-    shared.inc_thread_sharing()
-    request.addfinalizer(shared.dec_thread_sharing)
-    original = ConnectionHandler.__getitem__
-
-    def getitem(handler, alias):
-        if handler is connections and alias == "default":
-            return shared
-        return original(handler, alias)
-
-    monkeypatch.setattr(ConnectionHandler, "__getitem__", getitem)
-
-
 @pytest.fixture
-def served_db(transactional_db, monkeypatch, request) -> None:
-    """The test database, visible to the daphne thread without lock errors."""
-    share_test_database_with_server(monkeypatch, request)
+def served_db(transactional_db) -> None:
+    """The test database with committed data, so daphne's threads see it.
+
+    On SQLite the test database is a WAL file (agentloop/settings_test.py), so
+    the server's own connections read and write it as in production.
+    """
 
 
 @pytest.fixture(scope="session")
