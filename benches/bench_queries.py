@@ -64,16 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=50, help="repetitions per query (default 50)")
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--keep", action="store_true", help="keep the bench databases")
-    parser.add_argument(
-        "--proposed",
-        action="store_true",
-        help="measure with the fixes docs/benchmarks.md proposes (index, query shapes, ANALYZE)",
-    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     spans = args.spans or (100_000 if args.quick else 1_000_000)
     if args.child:
-        return child(args.db, spans, args.reps, args.proposed)
+        return child(args.db, spans, args.reps)
 
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     print(
@@ -112,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             str(spans),
             "--reps",
             str(args.reps),
-        ] + (["--proposed"] if args.proposed else [])
+        ]
         try:
             failed |= subprocess.call(command, env=env, cwd=ROOT) != 0
         finally:
@@ -128,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 # -- child: load one database and time the queries --------------------------------
 
 
-def child(db: str, spans: int, reps: int, proposed: bool = False) -> int:
+def child(db: str, spans: int, reps: int) -> int:
     sys.path.insert(0, str(ROOT))
     import django
 
@@ -149,23 +144,20 @@ def child(db: str, spans: int, reps: int, proposed: bool = False) -> int:
         f"({load['spans'] / load['seconds']:,.0f} spans/s; rows {load['rows_seconds']:.1f} s, "
         f"indexes {load['index_seconds']:.1f} s, analyze {load['analyze_seconds']:.1f} s)"
     )
-    if proposed:
-        apply_proposed_schema(connection)
-        runs = [(f"{vendor}, proposed fixes", measure(project, now, reps, proposed=True))]
-    else:
-        runs = [(vendor, measure(project, now, reps))]
-    if vendor == "sqlite" and not proposed:
-        # Without statistics SQLite's planner often walks the newest-first index
-        # instead of the filter's own; ANALYZE shows what statistics buy.
+    runs = [(vendor, measure(project, now, reps))]
+    if vendor == "sqlite":
+        # The app runs a bounded ANALYZE when it starts (agentloop/traces/
+        # maintenance.py); measure before and after to show what it buys.
+        from agentloop.traces.maintenance import refresh_planner_statistics
+
         started = time.monotonic()
-        with connection.cursor() as cursor:
-            cursor.execute("ANALYZE")
+        refresh_planner_statistics()
         connection.close()
-        print(f"ANALYZE took {time.monotonic() - started:.1f} s")
-        runs.append(("sqlite after ANALYZE", measure(project, now, reps)))
+        print(f"refresh_planner_statistics took {time.monotonic() - started:.2f} s")
+        runs.append(("sqlite after refresh_planner_statistics", measure(project, now, reps)))
     for label, results in runs:
         _report(label, results)
-    out = BENCH_DIR / f"queries-{vendor}{'-proposed' if proposed else ''}.json"
+    out = BENCH_DIR / f"queries-{vendor}.json"
     payload = {
         "vendor": vendor,
         "version": version,
@@ -393,17 +385,10 @@ def cases(project, now) -> list[tuple[str, dict, str | None]]:
     ]
 
 
-def measure(project, now, reps, proposed=False):
+def measure(project, now, reps):
     from django.db import connection, reset_queries
 
     from agentloop.traces.queries import filter_spans, page_spans, parse_span_filter
-
-    if proposed:
-        # Tried and dropped: the annotation filter as `id IN (labelled span
-        # ids)`. SQLite then sorts every labelled span (128 ms for a name on
-        # 1.25% of 1M spans, against 16 ms for EXISTS); PostgreSQL plans both
-        # forms alike.
-        page_spans = proposed_page_spans
 
     results = []
     for label, params, mode in cases(project, now):
@@ -440,69 +425,6 @@ def measure(project, now, reps, proposed=False):
         results.append(result)
         reset_queries()
     return results
-
-
-# -- the fixes this benchmark proposes (not in the app yet; see docs/benchmarks.md) --
-
-
-def proposed_indexes():
-    """(model, name of the index it replaces or None, new index)."""
-    from django.db import models
-
-    from agentloop.traces.models import Span
-
-    def listing(name, *columns, **kwargs):
-        # Every list index ends in (-start_time, -id), the explorer's whole
-        # ORDER BY: the index then yields rows in page order with no sort, so
-        # even SQLite without statistics prefers it to the newest-first index.
-        return models.Index(fields=["project", *columns, "-start_time", "-id"], name=name, **kwargs)
-
-    return [
-        (Span, "span_project_kind", listing("span_project_kind", "kind")),
-        (Span, "span_project_status", listing("span_project_status", "status_code")),
-        (Span, "span_project_name", listing("span_project_name", "name")),
-        (Span, "span_project_session", listing("span_project_session", "session_id")),
-        # user_id is an API filter with no index at all.
-        (Span, None, listing("span_project_user", "user_id")),
-        (
-            Span,
-            "span_project_roots",
-            listing("span_project_roots", condition=models.Q(parent_span_id="")),
-        ),
-    ]
-
-
-def apply_proposed_schema(connection):
-    """Swap in the proposed indexes exactly as a migration would; on SQLite,
-    gather statistics the cheap way `PRAGMA optimize` does (a sampled ANALYZE):
-    without them a trace_id filter walks the newest-first index, since the
-    unique (project, trace_id, span_id) index does not give page order."""
-    with connection.schema_editor() as editor:
-        for model, old, index in proposed_indexes():
-            if old:
-                editor.execute(editor._delete_index_sql(model, old))
-            editor.add_index(model, index)
-    started = time.monotonic()
-    with connection.cursor() as cursor:
-        if connection.vendor == "sqlite":
-            cursor.execute("PRAGMA analysis_limit=400")
-            cursor.execute("ANALYZE")
-        else:
-            cursor.execute("ANALYZE traces_span")
-    print(f"statistics after the index swap: {time.monotonic() - started:.2f} s")
-    connection.close()
-
-
-def proposed_page_spans(queryset, cursor, limit):
-    """page_spans, plus the redundant bound `start_time <= cursor time`: it
-    turns the keyset OR into an index range, which SQLite needs (with
-    statistics it otherwise reads every older row of the filter and sorts)."""
-    from agentloop.traces.queries import decode_cursor, page_spans
-
-    if cursor:
-        moment, _pk = decode_cursor(cursor)
-        queryset = queryset.filter(start_time__lte=moment)
-    return page_spans(queryset, cursor, limit)
 
 
 def _percentile(sorted_values, pct):
