@@ -46,6 +46,7 @@ from agentloop.sandboxes.base import (
     SandboxState,
     SandboxStatus,
 )
+from agentloop.sandboxes.runtime import stage_runtime
 from agentloop.sandboxes.supervise import cgroup_dirs, is_same_process, remove_cgroup, write_json
 
 SANDBOX_UID = 1000  # the agent's uid inside: non-root, as Claude Code insists
@@ -176,13 +177,11 @@ class LocalProvider(SandboxProvider):
             "--bind",
             str(run_dir / "home"),
             HOME,
-            # The runner's code: stdlib-only modules; the package holds no secrets
-            # (settings read them from the environment; var/ lives outside it).
-            "--ro-bind",
-            str(Path(settings.BASE_DIR) / "agentloop"),
-            f"{RUNNER_PYTHONPATH}/agentloop",
         ]
-        claude = claude_binary()
+        # The runner's code (stdlib-only modules, no secrets) and the Claude Code
+        # CLI, bound from copies under SANDBOX_ROOT that the sandbox uid can reach.
+        package, claude = stage_runtime(run_dir.parent, claude_binary())
+        opts += ["--ro-bind", str(package), f"{RUNNER_PYTHONPATH}/agentloop"]
         if claude is not None:
             opts += ["--ro-bind", str(claude), f"{CLAUDE_DIR}/claude"]
         for host, inside in parse_binds(_setting("SANDBOX_RO_BINDS", [])):
