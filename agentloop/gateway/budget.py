@@ -39,10 +39,23 @@ def _limit(config: dict, name: str, kind):
     return limit if limit > 0 else None
 
 
-def exceeded(run: Run) -> str:
-    """Why the run is past its budget (its stored counters), or "" when it is not."""
+def exceeded(run: Run, *, reload: bool = True) -> str:
+    """Why the run is past its budget (its stored counters), or "" when it is not.
+
+    reload=False trusts the counters on `run`, for a run loaded just now (the
+    admission check: one query fewer before the first byte).
+    """
     config = run.config or {}
-    used = Run.objects.filter(pk=run.pk).values("input_tokens", "output_tokens", "cost_usd").get()
+    if reload:
+        used = (
+            Run.objects.filter(pk=run.pk).values("input_tokens", "output_tokens", "cost_usd").get()
+        )
+    else:
+        used = {
+            "input_tokens": run.input_tokens,
+            "output_tokens": run.output_tokens,
+            "cost_usd": run.cost_usd,
+        }
     tokens = used["input_tokens"] + used["output_tokens"]
     token_budget = _limit(config, "token_budget", int)
     if token_budget is not None and tokens >= token_budget:

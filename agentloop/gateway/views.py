@@ -144,7 +144,7 @@ def _admit(headers, *, check_budget: bool):
     if isinstance(caller, auth.Refusal) or not check_budget:
         return caller
     run, _ = caller
-    why = budget.exceeded(run)
+    why = budget.exceeded(run, reload=False)  # authenticate loaded the run just now
     if why:
         budget.end_run(run, why)
         return auth.Refusal(400, "budget_exceeded", auth.budget_message(run))
