@@ -23,6 +23,11 @@ overhead is the difference of the two in the same run. Per call:
 - whole call: request sent → end of the stream (includes the span and
   counter writes the gateway does before it closes the response).
 Target: ≤ 5 ms added at p50.
+
+--baseline DIR also serves the gateway from another copy of the code (e.g.
+`git archive <commit> agentloop | tar -x -C DIR`) in a second daphne on the
+same database, and measures it in the same alternation: before/after figures
+of a change from one run on the same load.
 """
 
 from __future__ import annotations
@@ -195,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="30 calls each way instead of 200")
     parser.add_argument("--calls", type=int, default=0, help="calls each way (overrides --quick)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a directory holding another copy of the agentloop package, measured as well",
+    )
     args = parser.parse_args(argv)
     calls = args.calls or (30 if args.quick else 200)
     load_before = os.getloadavg()[0]
@@ -213,34 +223,46 @@ def main(argv: list[str] | None = None) -> int:
             [sys.executable, "-c", UPSTREAM_SCRIPT, str(upstream_port), str(DELTAS)]
             + [str(GAP_SECONDS)]
         )
-        server = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(gateway_port)]
-            + ["agentloop.asgi:application"],
-            cwd=ROOT,
-            env=env,
-        )
+        servers = {"gateway": (ROOT, gateway_port)}
+        if args.baseline:
+            servers["baseline"] = (args.baseline.resolve(), free_port())
+        processes = [upstream]
         try:
+            for code_dir, port in servers.values():
+                processes.append(daphne(code_dir, port, env))
             wait_for_port(upstream_port, upstream)
-            wait_for_port(gateway_port, server)
-            direct = Caller(upstream_port, "", UPSTREAM_KEY)
-            gateway = Caller(gateway_port, "/llm/anthropic", setup["token"])
+            callers = {"direct": Caller(upstream_port, "", UPSTREAM_KEY)}
+            for (name, (_, port)), process in zip(servers.items(), processes[1:]):
+                wait_for_port(port, process)
+                callers[name] = Caller(port, "/llm/anthropic", setup["token"])
             for _ in range(5):  # warm up: imports, first connections, first queries
-                direct.call()
-                gateway.call()
-            results: dict[str, list[dict]] = {"direct": [], "gateway": []}
+                for caller in callers.values():
+                    caller.call()
+            results: dict[str, list[dict]] = {name: [] for name in callers}
+            order = list(callers.items())
             for i in range(calls):
-                # Alternate which goes first so neither always follows the other's writes.
-                pair = [("direct", direct), ("gateway", gateway)]
-                for name, caller in pair if i % 2 == 0 else reversed(pair):
+                # Alternate the order so no path always follows another's writes.
+                for name, caller in order if i % 2 == 0 else reversed(order):
                     results[name].append(caller.call())
         finally:
-            server.terminate()
-            upstream.terminate()
-            server.wait(timeout=30)
-            upstream.wait(timeout=30)
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(timeout=30)
 
     print_report(results, calls, load_before)
     return 0
+
+
+def daphne(code_dir: Path, port: int, env: dict) -> subprocess.Popen:
+    """daphne serving agentloop.asgi from code_dir (this checkout, or a baseline copy)."""
+    env = dict(env, PYTHONPATH=os.pathsep.join([str(code_dir), env.get("PYTHONPATH", "")]))
+    return subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port)]
+        + ["agentloop.asgi:application"],
+        cwd=code_dir,
+        env=env,
+    )
 
 
 def percentile(samples: list[float], p: float) -> float:
@@ -259,8 +281,13 @@ def print_report(results: dict[str, list[dict]], calls: int, load_before: float)
         f"load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after "
         f"({os.cpu_count()} cores)\n"
     )
-    print("| measure | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 / p99 ms |")
-    print("|---|---:|---:|---:|")
+    paths = [name for name in results if name != "direct"]
+    print(
+        "| measure | direct p50 / p99 ms | "
+        + " | ".join(f"{name} p50 / p99 ms | {name} added p50 / p99 ms" for name in paths)
+        + " |"
+    )
+    print("|---|---:|" + "---:|---:|" * len(paths))
     added_p50 = {}
     for label, key in (
         ("first byte", "first_byte"),
@@ -268,18 +295,16 @@ def print_report(results: dict[str, list[dict]], calls: int, load_before: float)
         ("per chunk: inter-arrival gap", "gaps"),
         ("whole call (to end of stream)", "total"),
     ):
-        d, g = flat("direct", key), flat("gateway", key)
-        d50, d99, g50, g99 = (
-            percentile(d, 50),
-            percentile(d, 99),
-            percentile(g, 50),
-            percentile(g, 99),
-        )
-        added_p50[key] = g50 - d50
-        print(
-            f"| {label} | {d50:.2f} / {d99:.2f} | {g50:.2f} / {g99:.2f} "
-            f"| {g50 - d50:+.2f} / {g99 - d99:+.2f} |"
-        )
+        d = flat("direct", key)
+        d50, d99 = percentile(d, 50), percentile(d, 99)
+        cells = [f"{d50:.2f} / {d99:.2f}"]
+        for name in paths:
+            g = flat(name, key)
+            g50, g99 = percentile(g, 50), percentile(g, 99)
+            if name == "gateway":
+                added_p50[key] = g50 - d50
+            cells += [f"{g50:.2f} / {g99:.2f}", f"{g50 - d50:+.2f} / {g99 - d99:+.2f}"]
+        print(f"| {label} | " + " | ".join(cells) + " |")
     worst = max(added_p50["first_byte"], added_p50["transit"])
     verdict = "meets" if worst <= TARGET_ADDED_P50_MS else "MISSES"
     print(
