@@ -113,6 +113,22 @@ def window_spans(automation, now: datetime):
     return filter_spans(automation.project_id, span_filter(automation, now)).order_by()
 
 
+def signature(automation) -> tuple:
+    """Everything evaluate() reads besides `now`: equal signatures, equal measurements."""
+    return (
+        automation.project_id,
+        automation.metric,
+        automation.window_minutes,
+        automation.min_spans,
+        automation.filter_kind,
+        automation.filter_name,
+        automation.filter_attribute,
+        automation.filter_value,
+        automation.eval_name,
+        automation.eval_label,
+    )
+
+
 def evaluate(automation, now: datetime) -> Measurement:
     """The automation's metric over its window ending at `now`."""
     metric = automation.metric
