@@ -4,9 +4,10 @@
 
 `value` is None when there is no data (no spans, no annotations, or fewer
 spans than the minimum a rate needs): "no data" never fires. Counts, sums and
-means are computed by the database; percentiles in Python over the window's
-durations, read as one column and bounded by MAX_PERCENTILE_SPANS (the newest
-ones), so one evaluation never reads a whole project.
+means are computed by the database; percentiles over the window's durations,
+bounded by MAX_PERCENTILE_SPANS (the newest ones) so one evaluation never reads
+a whole project: by PERCENTILE_DISC on PostgreSQL, in Python on SQLite (which
+has no percentile aggregate).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.db import connection
 from django.db.models import Avg, Count, Q, Sum
 
 from agentloop.traces.models import SpanAnnotation, SpanKind, StatusCode
@@ -147,11 +149,12 @@ def evaluate(automation, now: datetime) -> Measurement:
             return Measurement(None, total, f"{total} spans, fewer than {automation.min_spans}")
         return Measurement(row["errors"] / total, total, f"{row['errors']} of {total} spans failed")
     if metric in PERCENTILES:
-        durations = list(
-            spans.order_by("-start_time").values_list("duration_ms", flat=True)[
-                :MAX_PERCENTILE_SPANS
-            ]
-        )
+        newest = spans.order_by("-start_time").values_list("duration_ms", flat=True)[
+            :MAX_PERCENTILE_SPANS
+        ]
+        if connection.vendor == "postgresql":
+            return _percentile_in_database(newest, PERCENTILES[metric])
+        durations = list(newest)
         if not durations:
             return Measurement(None, 0)
         return Measurement(percentile(durations, PERCENTILES[metric]), len(durations))
@@ -166,6 +169,22 @@ def evaluate(automation, now: datetime) -> Measurement:
             return Measurement(None, 0)
         return Measurement(float(sum(costs)), len(costs))
     raise ValueError(f"unknown metric {metric!r}")
+
+
+def _percentile_in_database(durations, fraction: float) -> Measurement:
+    # PERCENTILE_DISC is the nearest-rank percentile, the same value percentile()
+    # computes, without sending up to MAX_PERCENTILE_SPANS durations to Python.
+    sql, params = durations.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT percentile_disc(%s) WITHIN GROUP (ORDER BY d.duration_ms), count(*) "
+            f"FROM ({sql}) AS d(duration_ms)",
+            [fraction, *params],
+        )
+        value, n = cursor.fetchone()
+    if not n:
+        return Measurement(None, 0)
+    return Measurement(float(value), n)
 
 
 def _costs(spans) -> list[float]:
