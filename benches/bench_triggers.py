@@ -293,6 +293,10 @@ def explain_slowest(project, at, per_metric):
         query = spans.order_by("-start_time").values_list("duration_ms", flat=True)[
             : metrics.MAX_PERCENTILE_SPANS
         ]
+    elif metric == "cost":
+        query = spans.filter(kind="LLM").values_list("attributes", flat=True)[
+            : metrics.MAX_PERCENTILE_SPANS
+        ]
     else:
         query = spans.values("pk")
     sql, params = query.query.sql_with_params()
