@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from agentloop.traces.ingest import SPAN_FIELDS
 from agentloop.traces.models import (
     AnnotatorKind,
     Span,
@@ -497,30 +498,8 @@ def write_demo_traces(
 
 # --- Bulk rows for benchmarks -------------------------------------------------
 
-SPAN_COLUMNS = (
-    "id",
-    "project_id",
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "name",
-    "kind",
-    "status_code",
-    "status_message",
-    "start_time",
-    "end_time",
-    "duration_ms",
-    "attributes",
-    "events",
-    "resource",
-    "model_name",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "session_id",
-    "user_id",
-    "created_at",
-)
+# The columns ingest writes, plus explicit ids so annotations can point at spans.
+SPAN_COLUMNS = ("id", *SPAN_FIELDS)
 TRACE_COLUMNS = ("project_id", "trace_id", "start_time", "end_time", "created_at")
 ANNOTATION_COLUMNS = (
     "project_id",
