@@ -191,7 +191,7 @@ class Caller:
         return {
             "first_byte": (arrivals[0] - started) * 1000,
             "transit": transits,
-            "gaps": [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])],
+            "gaps": [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:], strict=False)],
             "total": (ended - started) * 1000,
         }
 
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                 processes.append(daphne(code_dir, port, env))
             wait_for_port(upstream_port, upstream)
             callers = {"direct": Caller(upstream_port, "", UPSTREAM_KEY)}
-            for (name, (_, port)), process in zip(servers.items(), processes[1:]):
+            for (name, (_, port)), process in zip(servers.items(), processes[1:], strict=True):
                 wait_for_port(port, process)
                 callers[name] = Caller(port, "/llm/anthropic", setup["token"])
             for _ in range(5):  # warm up: imports, first connections, first queries
