@@ -53,7 +53,8 @@ if not FERNET_KEYS:
     if not DEBUG and not env_bool("AGENTLOOP_DERIVE_FERNET_KEY", False):
         raise ImproperlyConfigured(
             "AGENTLOOP_FERNET_KEYS is not set. Generate one with "
-            "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`."
+            "`python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'`."
         )
     FERNET_KEYS = [base64.urlsafe_b64encode(hashlib.sha256(SECRET_KEY.encode()).digest()).decode()]
 

@@ -52,7 +52,9 @@ def space(alice, bob, carol):
 
 @pytest.fixture
 def project(space):
-    return Project.objects.create(space=space, name="support-bot", description="Customer support agent")
+    return Project.objects.create(
+        space=space, name="support-bot", description="Customer support agent"
+    )
 
 
 @pytest.fixture

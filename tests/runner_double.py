@@ -25,8 +25,18 @@ TRANSITIONS = {
     "running": {"waiting", "succeeded", "failed", "cancelled"},
     "waiting": {"running", "succeeded", "failed", "cancelled"},
 }
-KINDS = {"LLM", "CHAIN", "TOOL", "AGENT", "RETRIEVER", "EMBEDDING", "RERANKER", "GUARDRAIL",
-         "EVALUATOR", "UNKNOWN"}
+KINDS = {
+    "LLM",
+    "CHAIN",
+    "TOOL",
+    "AGENT",
+    "RETRIEVER",
+    "EMBEDDING",
+    "RERANKER",
+    "GUARDRAIL",
+    "EVALUATOR",
+    "UNKNOWN",
+}
 
 
 class BadFilter(Exception):
@@ -41,8 +51,14 @@ def _time(value: str, param: str) -> datetime:
 
 
 class RunnerDouble:
-    def __init__(self, *, spec: dict | None = None, spans: list[dict] | None = None,
-                 token: str = "al_sk_test", project_id: int = 7):
+    def __init__(
+        self,
+        *,
+        spec: dict | None = None,
+        spans: list[dict] | None = None,
+        token: str = "al_sk_test",
+        project_id: int = 7,
+    ):
         self.token = token
         self.project_id = project_id
         self.spec = {
@@ -85,8 +101,14 @@ class RunnerDouble:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def fail_next(self, method: str, path_suffix: str, status: int = 500, times: int = 1,
-                  detail: str = "injected failure") -> None:
+    def fail_next(
+        self,
+        method: str,
+        path_suffix: str,
+        status: int = 500,
+        times: int = 1,
+        detail: str = "injected failure",
+    ) -> None:
         """The next `times` requests to a path ending so answer `status` and change nothing."""
         with self._cond:
             self._failures.append([method, path_suffix, status, times, detail])
@@ -152,8 +174,15 @@ class RunnerDouble:
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
         with self._cond:
-            self.requests.append({"method": method, "path": parsed.path, "query": query,
-                                  "raw": raw, "auth": handler.headers.get("Authorization")})
+            self.requests.append(
+                {
+                    "method": method,
+                    "path": parsed.path,
+                    "query": query,
+                    "raw": raw,
+                    "auth": handler.headers.get("Authorization"),
+                }
+            )
             self._cond.notify_all()
         status, answer = self._route(method, parsed.path, query, raw, handler)
         data = json.dumps(answer).encode()
@@ -180,12 +209,12 @@ class RunnerDouble:
             body = {}
         try:
             if path.startswith(RUNNER):
-                return self._runner(method, path[len(RUNNER):], query, body)
+                return self._runner(method, path[len(RUNNER) :], query, body)
             prefix = f"/api/v1/projects/{self.project_id}/"
             if path.startswith("/api/v1/projects/") and not path.startswith(prefix):
                 return 404, {"detail": "Not found."}
             if path.startswith(prefix) and method == "GET":
-                return self._span_api(path[len(prefix):], query)
+                return self._span_api(path[len(prefix) :], query)
         except BadFilter as error:
             return 400, {"detail": str(error)}
         return 404, {"detail": "Not found."}
@@ -215,9 +244,12 @@ class RunnerDouble:
         if not isinstance(events, list) or not 1 <= len(events) <= 500:
             return 400, {"detail": "events: a list of 1 to 500 events"}
         for event in events:
-            if not event.get("key") or event.get("kind") not in {
-                "message", "tool_call", "tool_result", "status", "artifact", "error"
-            } or event.get("source") not in {"agent", "system"}:
+            if (
+                not event.get("key")
+                or event.get("kind")
+                not in {"message", "tool_call", "tool_result", "status", "artifact", "error"}
+                or event.get("source") not in {"agent", "system"}
+            ):
                 return 400, {"detail": f"bad event: {json.dumps(event)[:200]}"}
         with self._cond:
             if self.status in TERMINAL:
@@ -284,7 +316,7 @@ class RunnerDouble:
         if route == "annotations":
             return self._page(self._filter_annotations(query), query)
         if route.startswith("traces/"):
-            return self._trace(route[len("traces/"):])
+            return self._trace(route[len("traces/") :])
         return 404, {"detail": "Not found."}
 
     def _page(self, items, query):
@@ -297,7 +329,7 @@ class RunnerDouble:
             raise BadFilter(f"limit: must be between 1 and 1000, not {limit}")
         cursor = query.get("cursor", [None])[0]
         offset = int(cursor) if cursor else 0
-        page = items[offset: offset + limit]
+        page = items[offset : offset + limit]
         more = offset + limit < len(items)
         return 200, {"data": page, "next_cursor": str(offset + limit) if more else None}
 
@@ -331,9 +363,14 @@ class RunnerDouble:
             spans = [s for s in spans if (not s.get("parent_span_id")) == want_root]
         if one("annotation"):
             name, sep, label = one("annotation").partition(":")
-            spans = [s for s in spans if any(
-                a["name"] == name and (not sep or a.get("label") == label)
-                for a in s.get("annotations", []))]
+            spans = [
+                s
+                for s in spans
+                if any(
+                    a["name"] == name and (not sep or a.get("label") == label)
+                    for a in s.get("annotations", [])
+                )
+            ]
         for pair in query.get("attr", []):
             key, sep, value = pair.partition("=")
             if not sep or not key:
@@ -345,8 +382,9 @@ class RunnerDouble:
         rows = []
         for span in sorted(self.spans, key=lambda s: (s["start_time"], s["span_id"]), reverse=True):
             for annotation in span.get("annotations", []):
-                rows.append({**annotation, "span_id": span["span_id"],
-                             "trace_id": span["trace_id"]})
+                rows.append(
+                    {**annotation, "span_id": span["span_id"], "trace_id": span["trace_id"]}
+                )
         for field in ("name", "label", "span_id", "trace_id", "annotator_kind"):
             values = query.get(field)
             if values:
@@ -354,8 +392,10 @@ class RunnerDouble:
         return rows
 
     def _trace(self, trace_id):
-        spans = sorted((s for s in self.spans if s["trace_id"] == trace_id),
-                       key=lambda s: (s["start_time"], s["span_id"]))
+        spans = sorted(
+            (s for s in self.spans if s["trace_id"] == trace_id),
+            key=lambda s: (s["start_time"], s["span_id"]),
+        )
         if not spans:
             return 404, {"detail": "No such trace."}
         start = min(s["start_time"] for s in spans)
@@ -365,31 +405,55 @@ class RunnerDouble:
 
         def node(span, depth):
             offset = (_time(span["start_time"], "start") - origin).total_seconds() * 1000
-            children = [node(c, depth + 1) for c in spans
-                        if c.get("parent_span_id") == span["span_id"]]
+            children = [
+                node(c, depth + 1) for c in spans if c.get("parent_span_id") == span["span_id"]
+            ]
             return {**span, "offset_ms": offset, "depth": depth, "children": children}
 
         roots = [node(s, 0) for s in spans if not s.get("parent_span_id")]
-        orphans = [node(s, 0) for s in spans
-                   if s.get("parent_span_id") and s["parent_span_id"] not in ids]
+        orphans = [
+            node(s, 0) for s in spans if s.get("parent_span_id") and s["parent_span_id"] not in ids
+        ]
         duration = (_time(end, "end") - origin).total_seconds() * 1000
-        return 200, {"trace_id": trace_id, "start_time": start, "end_time": end,
-                     "duration_ms": duration, "spans": len(spans),
-                     "root": roots[0] if roots else None, "orphans": orphans}
+        return 200, {
+            "trace_id": trace_id,
+            "start_time": start,
+            "end_time": end,
+            "duration_ms": duration,
+            "spans": len(spans),
+            "root": roots[0] if roots else None,
+            "orphans": orphans,
+        }
 
-def make_span(trace_id: str, span_id: str, name: str, *, kind: str = "CHAIN",
-              status: str = "OK", start: str = "2025-03-01T10:00:00Z", duration_ms: float = 100.0,
-              parent: str = "", exception: tuple[str, str] | None = None,
-              annotations: list[dict] | None = None, total_tokens: int | None = None,
-              model_name: str = "", attributes: dict | None = None) -> dict:
+
+def make_span(
+    trace_id: str,
+    span_id: str,
+    name: str,
+    *,
+    kind: str = "CHAIN",
+    status: str = "OK",
+    start: str = "2025-03-01T10:00:00Z",
+    duration_ms: float = 100.0,
+    parent: str = "",
+    exception: tuple[str, str] | None = None,
+    annotations: list[dict] | None = None,
+    total_tokens: int | None = None,
+    model_name: str = "",
+    attributes: dict | None = None,
+) -> dict:
     """A span shaped like docs/api.md's, with the ids padded to their real lengths."""
     begin = _time(start, "start")
     finish = begin + timedelta(milliseconds=duration_ms)
     events = []
     if exception:
-        events.append({"name": "exception", "time": finish.isoformat(),
-                       "attributes": {"exception.type": exception[0],
-                                      "exception.message": exception[1]}})
+        events.append(
+            {
+                "name": "exception",
+                "time": finish.isoformat(),
+                "attributes": {"exception.type": exception[0], "exception.message": exception[1]},
+            }
+        )
     return {
         "trace_id": trace_id.ljust(32, "0"),
         "span_id": span_id.ljust(16, "0"),
@@ -430,8 +494,9 @@ class BlockingHarness:
     def run_turn(self, prompt):
         from agentloop.runner.harnesses.base import TurnResult
 
-        self.sink.emit("message", {"role": "assistant", "text": "working on it",
-                                   "message_id": "m1"})
+        self.sink.emit(
+            "message", {"role": "assistant", "text": "working on it", "message_id": "m1"}
+        )
         (self.workspace / "artifacts" / "notes.txt").write_text("partial notes\n")
         self._stop.wait(60)
         return TurnResult(ok=False, stopped=True, error="stopped")
@@ -470,38 +535,98 @@ def synthetic_spans() -> list[dict]:
         tid = trace_id(n)
         root = span_id(n, 0)
         at = f"2025-03-01T{n:02d}:00:0"
-        spans.append(make_span(tid, root, "agent", kind="AGENT", start=at + "0Z",
-                               duration_ms=4000))
-        spans.append(make_span(tid, span_id(n, 1), "retrieve_docs", kind="RETRIEVER",
-                               start=at + "1Z", parent=root,
-                               duration_ms=2500 if n in (8, 9, 10) else 100))
-        tool_error = {1: ("TimeoutError", "inventory service timed out after 30s"),
-                      2: ("TimeoutError", "inventory service timed out after 30s"),
-                      3: ("TimeoutError", "inventory service timed out after 30s"),
-                      4: ("TimeoutError", "inventory service timed out after 30s"),
-                      5: ("ValueError", "sku must not be empty")}.get(n)
-        spans.append(make_span(tid, span_id(n, 2), "search_inventory", kind="TOOL",
-                               start=at + "2Z", parent=root, duration_ms=200,
-                               status="ERROR" if tool_error else "OK", exception=tool_error))
+        spans.append(make_span(tid, root, "agent", kind="AGENT", start=at + "0Z", duration_ms=4000))
+        spans.append(
+            make_span(
+                tid,
+                span_id(n, 1),
+                "retrieve_docs",
+                kind="RETRIEVER",
+                start=at + "1Z",
+                parent=root,
+                duration_ms=2500 if n in (8, 9, 10) else 100,
+            )
+        )
+        tool_error = {
+            1: ("TimeoutError", "inventory service timed out after 30s"),
+            2: ("TimeoutError", "inventory service timed out after 30s"),
+            3: ("TimeoutError", "inventory service timed out after 30s"),
+            4: ("TimeoutError", "inventory service timed out after 30s"),
+            5: ("ValueError", "sku must not be empty"),
+        }.get(n)
+        spans.append(
+            make_span(
+                tid,
+                span_id(n, 2),
+                "search_inventory",
+                kind="TOOL",
+                start=at + "2Z",
+                parent=root,
+                duration_ms=200,
+                status="ERROR" if tool_error else "OK",
+                exception=tool_error,
+            )
+        )
         llm_error = ("RateLimitError", "Rate limit reached for gpt-4o") if n in (6, 7) else None
         annotations = []
         if n in (9, 10, 11):
-            annotations.append({"name": "correctness", "label": "incorrect", "score": 0.0,
-                                "explanation": f"Quoted the wrong price (trace {n}).",
-                                "annotator_kind": "LLM", "identifier": ""})
+            annotations.append(
+                {
+                    "name": "correctness",
+                    "label": "incorrect",
+                    "score": 0.0,
+                    "explanation": f"Quoted the wrong price (trace {n}).",
+                    "annotator_kind": "LLM",
+                    "identifier": "",
+                }
+            )
         if n == 12:
-            annotations.append({"name": "correctness", "label": "correct", "score": 1.0,
-                                "explanation": "", "annotator_kind": "HUMAN", "identifier": ""})
+            annotations.append(
+                {
+                    "name": "correctness",
+                    "label": "correct",
+                    "score": 1.0,
+                    "explanation": "",
+                    "annotator_kind": "HUMAN",
+                    "identifier": "",
+                }
+            )
         if n == 11:
-            annotations.append({"name": "hallucination", "label": "", "score": 0.2,
-                                "explanation": "Invented a return policy.",
-                                "annotator_kind": "LLM", "identifier": ""})
-        spans.append(make_span(tid, span_id(n, 3), "ChatOpenAI", kind="LLM", start=at + "3Z",
-                               parent=root, duration_ms=800, model_name="gpt-4o",
-                               status="ERROR" if llm_error else "OK", exception=llm_error,
-                               total_tokens=None if llm_error else (20000 if n == 12 else 1000),
-                               annotations=annotations))
-    spans.append(make_span(trace_id(99), span_id(99, 0), "search_inventory", kind="TOOL",
-                           start="2025-02-27T12:00:00Z", status="ERROR",
-                           exception=("KeyError", "old failure")))
+            annotations.append(
+                {
+                    "name": "hallucination",
+                    "label": "",
+                    "score": 0.2,
+                    "explanation": "Invented a return policy.",
+                    "annotator_kind": "LLM",
+                    "identifier": "",
+                }
+            )
+        spans.append(
+            make_span(
+                tid,
+                span_id(n, 3),
+                "ChatOpenAI",
+                kind="LLM",
+                start=at + "3Z",
+                parent=root,
+                duration_ms=800,
+                model_name="gpt-4o",
+                status="ERROR" if llm_error else "OK",
+                exception=llm_error,
+                total_tokens=None if llm_error else (20000 if n == 12 else 1000),
+                annotations=annotations,
+            )
+        )
+    spans.append(
+        make_span(
+            trace_id(99),
+            span_id(99, 0),
+            "search_inventory",
+            kind="TOOL",
+            start="2025-02-27T12:00:00Z",
+            status="ERROR",
+            exception=("KeyError", "old failure"),
+        )
+    )
     return spans

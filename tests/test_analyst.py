@@ -28,9 +28,17 @@ def analyse(tmp_path, spans=None, spec=None, now=None):
     with RunnerDouble(spans=synthetic_spans() if spans is None else spans) as double:
         sink = Sink()
         client = HttpClient(double.url, double.token, sleep=lambda s: None, log=lambda m: None)
-        harness = AnalystHarness({"project": {"id": 7, "name": "Shop assistant"},
-                                  **(spec if spec is not None else {"window": WINDOW})},
-                                 tmp_path, {}, sink, api=TracesApi(client, 7), now=now)
+        harness = AnalystHarness(
+            {
+                "project": {"id": 7, "name": "Shop assistant"},
+                **(spec if spec is not None else {"window": WINDOW}),
+            },
+            tmp_path,
+            {},
+            sink,
+            api=TracesApi(client, 7),
+            now=now,
+        )
         result = harness.run_turn("What went wrong yesterday?")
     return result, sink, double
 
@@ -52,18 +60,36 @@ def test_it_names_the_planted_problems_ranked_by_affected_traces(tmp_path):
     assert result.ok
     report = (tmp_path / "artifacts/investigation.md").read_text()
     assert findings(report) == [
-        ("`search_inventory` fails with TimeoutError", ["ab04", "ab03", "ab02", "ab01"],
-         f"agentloop-traces spans --status ERROR --name search_inventory {RANGE}"),
-        ("eval `correctness` fails", ["ab11", "ab10", "ab09"],
-         f"agentloop-traces spans {RANGE} --annotation correctness:incorrect"),
-        ("`retrieve_docs` (RETRIEVER) is sometimes slow", ["ab10", "ab09", "ab08"],
-         f"agentloop-traces spans --name retrieve_docs {RANGE}"),
-        ("`ChatOpenAI` fails with RateLimitError", ["ab07", "ab06"],
-         f"agentloop-traces spans --status ERROR --name ChatOpenAI {RANGE}"),
-        ("`search_inventory` fails with ValueError", ["ab05"],
-         f"agentloop-traces spans --status ERROR --name search_inventory {RANGE}"),
-        ("eval `hallucination` fails", ["ab11"],
-         f"agentloop-traces spans {RANGE} --annotation hallucination"),
+        (
+            "`search_inventory` fails with TimeoutError",
+            ["ab04", "ab03", "ab02", "ab01"],
+            f"agentloop-traces spans --status ERROR --name search_inventory {RANGE}",
+        ),
+        (
+            "eval `correctness` fails",
+            ["ab11", "ab10", "ab09"],
+            f"agentloop-traces spans {RANGE} --annotation correctness:incorrect",
+        ),
+        (
+            "`retrieve_docs` (RETRIEVER) is sometimes slow",
+            ["ab10", "ab09", "ab08"],
+            f"agentloop-traces spans --name retrieve_docs {RANGE}",
+        ),
+        (
+            "`ChatOpenAI` fails with RateLimitError",
+            ["ab07", "ab06"],
+            f"agentloop-traces spans --status ERROR --name ChatOpenAI {RANGE}",
+        ),
+        (
+            "`search_inventory` fails with ValueError",
+            ["ab05"],
+            f"agentloop-traces spans --status ERROR --name search_inventory {RANGE}",
+        ),
+        (
+            "eval `hallucination` fails",
+            ["ab11"],
+            f"agentloop-traces spans {RANGE} --annotation hallucination",
+        ),
         ("token-heavy LLM calls", ["ab12"], f"agentloop-traces spans --kind LLM {RANGE}"),
     ]
     assert "ab99" not in report  # the error before the window
@@ -83,7 +109,8 @@ def test_it_proposes_incorrect_for_failed_llm_calls_only(tmp_path):
     ]
     assert labels[0]["explanation"] == (
         "The LLM call ended in an error (RateLimitError: Rate limit reached for gpt-4o), "
-        "so it produced no usable answer.")
+        "so it produced no usable answer."
+    )
 
 
 def test_the_same_data_gives_the_same_files(tmp_path):
@@ -92,7 +119,8 @@ def test_the_same_data_gives_the_same_files(tmp_path):
 
     for name in ("investigation.md", "eval_labels.json"):
         assert (tmp_path / "a/artifacts" / name).read_bytes() == (
-            tmp_path / "b/artifacts" / name).read_bytes()
+            tmp_path / "b/artifacts" / name
+        ).read_bytes()
 
 
 def test_the_transcript_shows_each_query_as_a_tool_call_and_result(tmp_path):
@@ -112,7 +140,8 @@ def test_the_transcript_shows_each_query_as_a_tool_call_and_result(tmp_path):
     # What the transcript claims is what was asked of the API.
     assert double.requests_to("GET", "/spans")[1]["query"]["status"] == ["ERROR"]
     assert len({p["message_id"] for k, p in sink.events if k == "message"}) == kinds.count(
-        "message")
+        "message"
+    )
 
 
 def test_the_default_window_is_the_last_24_hours(tmp_path):
@@ -141,15 +170,21 @@ def test_an_api_failure_fails_the_turn_with_the_reason(tmp_path):
         double.fail_next("GET", "/spans", status=403, detail="You do not have permission.")
         sink = Sink()
         client = HttpClient(double.url, double.token, sleep=lambda s: None, log=lambda m: None)
-        harness = AnalystHarness({"window": WINDOW}, tmp_path, {}, sink,
-                                 api=TracesApi(client, 7))
+        harness = AnalystHarness({"window": WINDOW}, tmp_path, {}, sink, api=TracesApi(client, 7))
         result = harness.run_turn("")
 
     assert not result.ok
-    assert result.error == ("analyst could not read the traces: "
-                            "HTTP 403: You do not have permission.")
-    assert sink.events[-2] == ("tool_result", {"tool_call_id": "analyst-1", "is_error": True,
-                                               "output": "HTTP 403: You do not have permission."})
+    assert result.error == (
+        "analyst could not read the traces: HTTP 403: You do not have permission."
+    )
+    assert sink.events[-2] == (
+        "tool_result",
+        {
+            "tool_call_id": "analyst-1",
+            "is_error": True,
+            "output": "HTTP 403: You do not have permission.",
+        },
+    )
     assert not (tmp_path / "artifacts/investigation.md").exists()
 
 
@@ -162,10 +197,17 @@ def test_stop_ends_the_turn_before_the_next_query(tmp_path):
     assert result.stopped and not result.ok
 
 
-@pytest.mark.parametrize("label,score,failing", [
-    ("incorrect", None, True), ("Hallucinated", 0.9, True), ("correct", 0.1, False),
-    ("", 0.49, True), ("", 0.5, False), ("partial", None, False),
-])
+@pytest.mark.parametrize(
+    "label,score,failing",
+    [
+        ("incorrect", None, True),
+        ("Hallucinated", 0.9, True),
+        ("correct", 0.1, False),
+        ("", 0.49, True),
+        ("", 0.5, False),
+        ("partial", None, False),
+    ],
+)
 def test_what_counts_as_a_failing_label(label, score, failing):
     from agentloop.runner.harnesses.analyst import is_failing
 

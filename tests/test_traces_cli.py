@@ -20,28 +20,63 @@ def double():
 
 def cli(double, *argv, now=None, cwd=None, env=None) -> tuple[int, list[dict]]:
     out = io.StringIO()
-    env = env or {"AGENTLOOP_URL": double.url, "AGENTLOOP_RUN_TOKEN": double.token,
-                  "AGENTLOOP_PROJECT_ID": "7"}
+    env = env or {
+        "AGENTLOOP_URL": double.url,
+        "AGENTLOOP_RUN_TOKEN": double.token,
+        "AGENTLOOP_PROJECT_ID": "7",
+    }
     code = run(list(argv), env=env, out=out, now=now, cwd=cwd)
     return code, [json.loads(line) for line in out.getvalue().splitlines()]
 
 
 def test_every_span_filter_maps_to_its_query_parameter(double):
-    code, _ = cli(double, "spans", "--kind", "LLM", "--status", "ERROR", "--name", "ChatOpenAI",
-                  "--trace-id", trace_id(6), "--root", "--start", "2025-03-01T00:00:00Z",
-                  "--end", "2025-03-02T00:00:00Z", "--annotation", "correctness:incorrect",
-                  "--attr", "llm.model_name=gpt-4o", "--attr", "a=b", "--session-id", "s1",
-                  "--user-id", "u1", "--limit", "50")
+    code, _ = cli(
+        double,
+        "spans",
+        "--kind",
+        "LLM",
+        "--status",
+        "ERROR",
+        "--name",
+        "ChatOpenAI",
+        "--trace-id",
+        trace_id(6),
+        "--root",
+        "--start",
+        "2025-03-01T00:00:00Z",
+        "--end",
+        "2025-03-02T00:00:00Z",
+        "--annotation",
+        "correctness:incorrect",
+        "--attr",
+        "llm.model_name=gpt-4o",
+        "--attr",
+        "a=b",
+        "--session-id",
+        "s1",
+        "--user-id",
+        "u1",
+        "--limit",
+        "50",
+    )
 
     assert code == 0
     [request] = double.requests_to("GET", "/spans")
     assert request["path"] == "/api/v1/projects/7/spans"
     assert request["auth"] == "Bearer al_sk_test"
     assert request["query"] == {
-        "kind": ["LLM"], "status": ["ERROR"], "name": ["ChatOpenAI"], "trace_id": [trace_id(6)],
-        "root": ["true"], "start": ["2025-03-01T00:00:00Z"], "end": ["2025-03-02T00:00:00Z"],
-        "annotation": ["correctness:incorrect"], "attr": ["llm.model_name=gpt-4o", "a=b"],
-        "session_id": ["s1"], "user_id": ["u1"], "limit": ["50"],
+        "kind": ["LLM"],
+        "status": ["ERROR"],
+        "name": ["ChatOpenAI"],
+        "trace_id": [trace_id(6)],
+        "root": ["true"],
+        "start": ["2025-03-01T00:00:00Z"],
+        "end": ["2025-03-02T00:00:00Z"],
+        "annotation": ["correctness:incorrect"],
+        "attr": ["llm.model_name=gpt-4o", "a=b"],
+        "session_id": ["s1"],
+        "user_id": ["u1"],
+        "limit": ["50"],
     }
 
 
@@ -88,7 +123,10 @@ def test_trace_prints_the_tree(double):
     assert code == 0
     assert tree["root"]["name"] == "agent"
     assert [c["name"] for c in tree["root"]["children"]] == [
-        "retrieve_docs", "search_inventory", "ChatOpenAI"]
+        "retrieve_docs",
+        "search_inventory",
+        "ChatOpenAI",
+    ]
     assert tree["spans"] == 4
 
 
@@ -97,7 +135,10 @@ def test_annotations_filters(double):
 
     assert code == 0
     assert double.requests_to("GET", "/annotations")[0]["query"] == {
-        "name": ["correctness"], "label": ["incorrect"], "limit": ["100"]}
+        "name": ["correctness"],
+        "label": ["incorrect"],
+        "limit": ["100"],
+    }
     assert [r["trace_id"][:4] for r in rows] == ["ab11", "ab10", "ab09"]
 
 
@@ -110,8 +151,11 @@ def test_a_server_error_exits_1_with_the_servers_message(double, capsys):
 
 
 def test_another_project_is_not_found(double, capsys):
-    env = {"AGENTLOOP_URL": double.url, "AGENTLOOP_RUN_TOKEN": double.token,
-           "AGENTLOOP_PROJECT_ID": "8"}
+    env = {
+        "AGENTLOOP_URL": double.url,
+        "AGENTLOOP_RUN_TOKEN": double.token,
+        "AGENTLOOP_PROJECT_ID": "8",
+    }
     code, _ = cli(double, "trace", trace_id(1), env=env)
 
     assert code == 1
@@ -123,14 +167,14 @@ def test_missing_configuration_is_explained(double, capsys, tmp_path):
 
     assert code == 1
     assert "missing AGENTLOOP_URL, AGENTLOOP_RUN_TOKEN, AGENTLOOP_PROJECT_ID" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
 
 
 def test_the_project_id_can_come_from_the_config_file(double, tmp_path):
     (tmp_path / ".config/agentloop").mkdir(parents=True)
     (tmp_path / ".config/agentloop/traces.json").write_text(json.dumps({"project_id": "7"}))
-    env = {"AGENTLOOP_URL": double.url, "AGENTLOOP_RUN_TOKEN": double.token,
-           "HOME": str(tmp_path)}
+    env = {"AGENTLOOP_URL": double.url, "AGENTLOOP_RUN_TOKEN": double.token, "HOME": str(tmp_path)}
 
     code, spans = cli(double, "spans", "--max", "3", env=env)
 
@@ -149,19 +193,53 @@ def test_bad_paging_flags_are_refused_before_any_request(double, capsys):
 
 
 def test_label_appends_a_proposal_to_eval_labels_json(double, tmp_path):
-    args = ["label", "--span-id", span_id(6, 3), "--trace-id", trace_id(6), "--name",
-            "correctness", "--label", "incorrect", "--score", "0", "--explanation", "rate limited"]
+    args = [
+        "label",
+        "--span-id",
+        span_id(6, 3),
+        "--trace-id",
+        trace_id(6),
+        "--name",
+        "correctness",
+        "--label",
+        "incorrect",
+        "--score",
+        "0",
+        "--explanation",
+        "rate limited",
+    ]
     code, [printed] = cli(double, *args, cwd=tmp_path)
-    code2, _ = cli(double, "label", "--span-id", span_id(7, 3), "--name", "correctness",
-                   "--score", "0.25", cwd=tmp_path)
+    code2, _ = cli(
+        double,
+        "label",
+        "--span-id",
+        span_id(7, 3),
+        "--name",
+        "correctness",
+        "--score",
+        "0.25",
+        cwd=tmp_path,
+    )
 
     assert code == code2 == 0
     stored = json.loads((tmp_path / "artifacts/eval_labels.json").read_text())
     assert stored == [
-        {"span_id": span_id(6, 3), "trace_id": trace_id(6), "name": "correctness",
-         "label": "incorrect", "score": 0.0, "explanation": "rate limited"},
-        {"span_id": span_id(7, 3), "trace_id": None, "name": "correctness",
-         "label": None, "score": 0.25, "explanation": ""},
+        {
+            "span_id": span_id(6, 3),
+            "trace_id": trace_id(6),
+            "name": "correctness",
+            "label": "incorrect",
+            "score": 0.0,
+            "explanation": "rate limited",
+        },
+        {
+            "span_id": span_id(7, 3),
+            "trace_id": None,
+            "name": "correctness",
+            "label": None,
+            "score": 0.25,
+            "explanation": "",
+        },
     ]
     assert printed["proposed"] == stored[0]
     assert double.requests == []  # proposing never writes to the project
@@ -171,23 +249,39 @@ def test_label_proposed_again_for_the_same_span_and_eval_replaces_it(double, tmp
     base = ["label", "--span-id", span_id(6, 3), "--name", "correctness"]
     cli(double, *base, "--label", "correct", cwd=tmp_path)
     cli(double, *base, "--label", "incorrect", cwd=tmp_path)
-    cli(double, "label", "--span-id", span_id(6, 3), "--name", "tone", "--label", "rude",
-        cwd=tmp_path)
+    cli(
+        double,
+        "label",
+        "--span-id",
+        span_id(6, 3),
+        "--name",
+        "tone",
+        "--label",
+        "rude",
+        cwd=tmp_path,
+    )
 
     stored = json.loads((tmp_path / "artifacts/eval_labels.json").read_text())
-    assert [(s["name"], s["label"]) for s in stored] == [("correctness", "incorrect"),
-                                                         ("tone", "rude")]
+    assert [(s["name"], s["label"]) for s in stored] == [
+        ("correctness", "incorrect"),
+        ("tone", "rude"),
+    ]
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--span-id", "xyz", "--name", "c", "--label", "l"], "--span-id: expected 16 hex"),
-    (["--span-id", "0" * 16, "--trace-id", "abc", "--name", "c", "--label", "l"],
-     "--trace-id: expected 32 hex"),
-    (["--span-id", "0" * 16, "--name", " ", "--label", "l"], "--name: the eval's name"),
-    (["--span-id", "0" * 16, "--name", "c"], "give --label, --score or both"),
-    (["--span-id", "0" * 16, "--name", "c", "--score", "high"], "--score: expected a number"),
-    (["--span-id", "0" * 16, "--name", "c", "--score", "nan"], "--score: must be a finite"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--span-id", "xyz", "--name", "c", "--label", "l"], "--span-id: expected 16 hex"),
+        (
+            ["--span-id", "0" * 16, "--trace-id", "abc", "--name", "c", "--label", "l"],
+            "--trace-id: expected 32 hex",
+        ),
+        (["--span-id", "0" * 16, "--name", " ", "--label", "l"], "--name: the eval's name"),
+        (["--span-id", "0" * 16, "--name", "c"], "give --label, --score or both"),
+        (["--span-id", "0" * 16, "--name", "c", "--score", "high"], "--score: expected a number"),
+        (["--span-id", "0" * 16, "--name", "c", "--score", "nan"], "--score: must be a finite"),
+    ],
+)
 def test_label_refuses_bad_input_and_writes_nothing(double, tmp_path, capsys, args, message):
     code, _ = cli(double, "label", *args, cwd=tmp_path)
 
@@ -200,8 +294,9 @@ def test_label_refuses_to_overwrite_a_broken_file(double, tmp_path, capsys):
     (tmp_path / "artifacts").mkdir()
     (tmp_path / "artifacts/eval_labels.json").write_text("{not json")
 
-    code, _ = cli(double, "label", "--span-id", "0" * 16, "--name", "c", "--label", "l",
-                  cwd=tmp_path)
+    code, _ = cli(
+        double, "label", "--span-id", "0" * 16, "--name", "c", "--label", "l", cwd=tmp_path
+    )
 
     assert code == 1
     assert "not valid JSON" in capsys.readouterr().err

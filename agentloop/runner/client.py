@@ -110,8 +110,9 @@ class HttpClient:
                 if error.status == 429 and isinstance(error.body, dict):
                     # A server that says when to come back knows better than our guess.
                     delay = max(delay, float(error.body.get("retry_after") or 0))
-                self.log(f"agentloop: {method} {path} failed ({error.message}); "
-                         f"retry in {delay:.1f}s")
+                self.log(
+                    f"agentloop: {method} {path} failed ({error.message}); retry in {delay:.1f}s"
+                )
                 self.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -162,8 +163,13 @@ class RunnerClient(HttpClient):
     def post_artifact(
         self, key: str, kind: str, name: str, content: str, metadata: dict | None = None
     ) -> dict:
-        body = {"key": key, "kind": kind, "name": name, "content": content,
-                "metadata": metadata or {}}
+        body = {
+            "key": key,
+            "kind": kind,
+            "name": name,
+            "content": content,
+            "metadata": metadata or {},
+        }
         return self.post(RUNNER_PREFIX + "artifacts", body)
 
     def heartbeat(self) -> dict:

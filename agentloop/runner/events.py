@@ -5,11 +5,12 @@ of up to `max_batch`. An event emitted while the queue is idle is sent at once
 (the first event of a session is what its user waits for); events emitted while
 a POST is in flight pile up and go together in the next one, so a busy agent
 still makes few, large requests. (`max_delay` > 0 adds a wait for a fuller batch
-even when idle; off by default.) Each event gets its key when it is emitted, `<instance>-<counter>`, so a
-batch re-posted after a lost answer is stored once (the server deduplicates by
-key). A batch that failed transiently is retried until it is delivered, in order,
-before anything newer. Only a batch the server refuses for good (4xx: the run
-finished, the token was revoked) is given up on, and said so on stderr.
+even when idle; off by default.) Each event gets its key when it is emitted,
+`<instance>-<counter>`, so a batch re-posted after a lost answer is stored once
+(the server deduplicates by key). A batch that failed transiently is retried
+until it is delivered, in order, before anything newer. Only a batch the server
+refuses for good (4xx: the run finished, the token was revoked) is given up on,
+and said so on stderr.
 """
 
 from __future__ import annotations
@@ -158,8 +159,9 @@ class EventQueue:
                     return
                 attempt += 1
                 delay = self.retry_delay(attempt)
-                self.log(f"agentloop: events not delivered ({error.message}); "
-                         f"retry in {delay:.1f}s")
+                self.log(
+                    f"agentloop: events not delivered ({error.message}); retry in {delay:.1f}s"
+                )
                 self._pause(delay)
                 continue
             self.delivered += len(batch)

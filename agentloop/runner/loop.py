@@ -154,8 +154,10 @@ class Runner:
                 self.request_stop(STOP_USER)
 
     def _start_threads(self) -> None:
-        for target, name in ((self._poll_inbox, "agentloop-inbox"),
-                             (self._heartbeat, "agentloop-heartbeat")):
+        for target, name in (
+            (self._poll_inbox, "agentloop-inbox"),
+            (self._heartbeat, "agentloop-heartbeat"),
+        ):
             threading.Thread(target=target, name=name, daemon=True).start()
         limit = self.spec.get("time_limit_seconds")
         if isinstance(limit, int | float) and limit > 0:
@@ -217,8 +219,9 @@ class Runner:
             self._upload_artifacts()
             if not self.harness.interactive:
                 return "succeeded", ""
-            self.client.post_status("waiting", harness_session_id=self.session_id,
-                                    usage=self.usage or None)
+            self.client.post_status(
+                "waiting", harness_session_id=self.session_id, usage=self.usage or None
+            )
             followup = self._next_followup()
             if followup is None:
                 return self._stopped_outcome()
@@ -282,11 +285,17 @@ class Runner:
         try:
             answer = self.client.post_artifact(key, "branch", name, content, metadata)
         except ApiError as error:
-            self.events.emit("error", {"message": f"branch artifact not recorded: "
-                                                  f"{error.message}"}, source="system")
+            self.events.emit(
+                "error",
+                {"message": f"branch artifact not recorded: {error.message}"},
+                source="system",
+            )
             return
-        self.events.emit("artifact", {"artifact_id": answer.get("id"), "kind": "branch",
-                                      "name": name}, source="system")
+        self.events.emit(
+            "artifact",
+            {"artifact_id": answer.get("id"), "kind": "branch", "name": name},
+            source="system",
+        )
 
     def _upload_artifacts(self) -> None:
         changed, problems = self.artifacts.changed()
@@ -294,20 +303,31 @@ class Runner:
             self.events.emit("error", {"message": problem}, source="system")
         for artifact in changed:
             try:
-                answer = self.client.post_artifact(artifact.key, artifact.kind, artifact.name,
-                                                   artifact.content, artifact.metadata)
+                answer = self.client.post_artifact(
+                    artifact.key, artifact.kind, artifact.name, artifact.content, artifact.metadata
+                )
             except ApiError as error:
-                self.events.emit("error", {"message": f"artifact {artifact.name} not uploaded: "
-                                                      f"{error.message}"}, source="system")
+                self.events.emit(
+                    "error",
+                    {"message": f"artifact {artifact.name} not uploaded: {error.message}"},
+                    source="system",
+                )
                 continue
             self.artifacts.mark_uploaded(artifact)
-            self.events.emit("artifact", {"artifact_id": answer.get("id"), "kind": artifact.kind,
-                                          "name": artifact.name}, source="system")
+            self.events.emit(
+                "artifact",
+                {"artifact_id": answer.get("id"), "kind": artifact.kind, "name": artifact.name},
+                source="system",
+            )
 
     def _finish(self, state: str, reason: str) -> int:
         try:
-            self.client.post_status(state, exit_reason=reason or None,
-                                    harness_session_id=self.session_id, usage=self.usage or None)
+            self.client.post_status(
+                state,
+                exit_reason=reason or None,
+                harness_session_id=self.session_id,
+                usage=self.usage or None,
+            )
         except ApiError as error:
             # 409: maybe the server already ended the run the same way (a stop it
             # recorded itself). That is the outcome we wanted to report.
@@ -328,8 +348,11 @@ def build_runner(env: dict[str, str], cwd: Path, **runner_kwargs) -> Runner | No
     """A Runner for this environment, or None (after saying why) when it lacks what it needs."""
     url = env.get("AGENTLOOP_URL", "").strip()
     token = env.get("AGENTLOOP_RUN_TOKEN", "").strip()
-    missing = [name for name, value in (("AGENTLOOP_URL", url), ("AGENTLOOP_RUN_TOKEN", token))
-               if not value]
+    missing = [
+        name
+        for name, value in (("AGENTLOOP_URL", url), ("AGENTLOOP_RUN_TOKEN", token))
+        if not value
+    ]
     if missing:
         _log(f"missing environment variable(s): {', '.join(missing)}")
         return None

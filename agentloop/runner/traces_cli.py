@@ -82,8 +82,11 @@ def load_config(env: dict | None = None) -> dict:
         if env.get(name):
             config[key] = env[name]
     config["token"] = env.get("AGENTLOOP_RUN_TOKEN", "")
-    needed = (("url", "AGENTLOOP_URL"), ("token", "AGENTLOOP_RUN_TOKEN"),
-              ("project_id", "AGENTLOOP_PROJECT_ID"))
+    needed = (
+        ("url", "AGENTLOOP_URL"),
+        ("token", "AGENTLOOP_RUN_TOKEN"),
+        ("project_id", "AGENTLOOP_PROJECT_ID"),
+    )
     missing = [name for key, name in needed if not config.get(key)]
     if missing:
         raise CliError(f"missing {', '.join(missing)} (the runner sets these in the sandbox)")
@@ -129,8 +132,13 @@ def query_pairs(filters: dict, known=SPAN_FILTERS) -> list[tuple[str, str]]:
     return pairs
 
 
-def command_for(subcommand: str, filters: dict | None = None, *args: str, known=SPAN_FILTERS,
-                max_items: int | None = None) -> str:
+def command_for(
+    subcommand: str,
+    filters: dict | None = None,
+    *args: str,
+    known=SPAN_FILTERS,
+    max_items: int | None = None,
+) -> str:
     """The CLI command line that reproduces a query: evidence a person can re-run."""
     parts = ["agentloop-traces", subcommand, *args]
     for key, _param in known:
@@ -179,12 +187,14 @@ class TracesApi:
             if not cursor or (max_items is not None and yielded >= max_items):
                 return
 
-    def spans(self, filters: dict | None = None, *, limit: int = 100,
-              max_items: int | None = 1000) -> Iterator[dict]:
+    def spans(
+        self, filters: dict | None = None, *, limit: int = 100, max_items: int | None = 1000
+    ) -> Iterator[dict]:
         return self._pages("spans", query_pairs(filters or {}), limit, max_items)
 
-    def annotations(self, filters: dict | None = None, *, limit: int = 100,
-                    max_items: int | None = 1000) -> Iterator[dict]:
+    def annotations(
+        self, filters: dict | None = None, *, limit: int = 100, max_items: int | None = 1000
+    ) -> Iterator[dict]:
         pairs = query_pairs(filters or {}, ANNOTATION_FILTERS)
         return self._pages("annotations", pairs, limit, max_items)
 
@@ -247,8 +257,11 @@ def propose_labels(path: Path, proposals: list[dict]) -> list[dict]:
             raise CliError(f"{path}: not valid JSON ({error}); fix or remove it") from None
         if not isinstance(existing, list):
             raise CliError(f"{path}: expected a JSON list of labels")
-    index = {(item.get("span_id"), item.get("name")): i for i, item in enumerate(existing)
-             if isinstance(item, dict)}
+    index = {
+        (item.get("span_id"), item.get("name")): i
+        for i, item in enumerate(existing)
+        if isinstance(item, dict)
+    }
     for proposal in clean:
         key = (proposal["span_id"], proposal["name"])
         if key in index:
@@ -283,13 +296,23 @@ def build_parser() -> argparse.ArgumentParser:
     spans.add_argument("--end", help="ISO 8601: started before")
     spans.add_argument("--since", help="a duration back from now, e.g. 30m, 24h, 7d (sets --start)")
     spans.add_argument("--annotation", help="NAME or NAME:LABEL")
-    spans.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE",
-                       help="attribute equals value (repeatable)")
+    spans.add_argument(
+        "--attr",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="attribute equals value (repeatable)",
+    )
     spans.add_argument("--session-id", dest="session_id")
     spans.add_argument("--user-id", dest="user_id")
     spans.add_argument("--limit", type=int, default=100, help="page size, 1-1000")
-    spans.add_argument("--max", type=int, default=1000, dest="max_items",
-                       help="stop after this many spans (follows cursors until then)")
+    spans.add_argument(
+        "--max",
+        type=int,
+        default=1000,
+        dest="max_items",
+        help="stop after this many spans (follows cursors until then)",
+    )
 
     trace = sub.add_parser("trace", help="one trace as a tree of spans (one JSON object)")
     trace.add_argument("trace_id")
@@ -328,8 +351,14 @@ def _check_paging(args) -> None:
         raise CliError(f"--max: must be at least 1, not {args.max_items}")
 
 
-def run(argv: list[str] | None = None, *, env: dict | None = None, out=None,
-        now: datetime | None = None, cwd: Path | None = None) -> int:
+def run(
+    argv: list[str] | None = None,
+    *,
+    env: dict | None = None,
+    out=None,
+    now: datetime | None = None,
+    cwd: Path | None = None,
+) -> int:
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
     try:

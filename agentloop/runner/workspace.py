@@ -94,7 +94,7 @@ def _launcher(python: str, root: Path) -> str:
         "# Installed by the agentloop runner.\n"
         f"PYTHONPATH={shlex.quote(str(root))}${{PYTHONPATH:+:$PYTHONPATH}}\n"
         "export PYTHONPATH\n"
-        f"exec {shlex.quote(python)} -m agentloop.runner.traces_cli \"$@\"\n"
+        f'exec {shlex.quote(python)} -m agentloop.runner.traces_cli "$@"\n'
     )
 
 
@@ -120,11 +120,17 @@ def prepare_workspace(workspace: Path, spec: dict, env: dict[str, str]) -> dict[
     # The token stays in the environment only; the file holds what is not secret.
     config = home / CONFIG_PATH
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(json.dumps({
-        "url": env.get("AGENTLOOP_URL", ""),
-        "project_id": project_id,
-        "api_url": spec.get("api_url", ""),
-    }, indent=2) + "\n")
+    config.write_text(
+        json.dumps(
+            {
+                "url": env.get("AGENTLOOP_URL", ""),
+                "project_id": project_id,
+                "api_url": spec.get("api_url", ""),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
     harness_env = dict(env)
     harness_env.update({str(k): str(v) for k, v in (spec.get("env") or {}).items()})
@@ -175,8 +181,9 @@ class ArtifactTracker:
                 continue  # half-written files; links could point outside the workspace
             size = path.stat().st_size
             if size > MAX_ARTIFACT_BYTES:
-                problems.append(f"artifact {name} skipped: {size} bytes, more than "
-                                f"{MAX_ARTIFACT_BYTES}")
+                problems.append(
+                    f"artifact {name} skipped: {size} bytes, more than {MAX_ARTIFACT_BYTES}"
+                )
                 continue
             raw = path.read_bytes()
             digest = hashlib.sha256(raw).hexdigest()
@@ -188,8 +195,9 @@ class ArtifactTracker:
             except UnicodeDecodeError:
                 content = base64.b64encode(raw).decode("ascii")
                 metadata["encoding"] = "base64"
-            found.append(ArtifactFile(name, artifact_kind(name), f"{name}:{digest[:32]}",
-                                      content, metadata))
+            found.append(
+                ArtifactFile(name, artifact_kind(name), f"{name}:{digest[:32]}", content, metadata)
+            )
         return found, problems
 
     def mark_uploaded(self, artifact: ArtifactFile) -> None:

@@ -63,8 +63,13 @@ def serve(listener: socket.socket, connect) -> None:
 
 def python_module(command: list[str]) -> str | None:
     """The module of `python3 -m <module> ...` when this interpreter would run it."""
-    if len(command) >= 3 and command[1] == "-m" and (
-        command[0] in ("python3", sys.executable) or os.path.realpath(command[0]) == sys.executable
+    if (
+        len(command) >= 3
+        and command[1] == "-m"
+        and (
+            command[0] in ("python3", sys.executable)
+            or os.path.realpath(command[0]) == sys.executable
+        )
     ):
         return command[2]
     return None

@@ -84,9 +84,7 @@ class Space(models.Model):
     def role_of(self, user) -> str | None:
         if not user.is_authenticated:
             return None
-        return (
-            self.memberships.filter(user=user).values_list("role", flat=True).first()
-        )
+        return self.memberships.filter(user=user).values_list("role", flat=True).first()
 
 
 class Membership(models.Model):

@@ -29,7 +29,16 @@ class Command(BaseCommand):
         refresh_planner_statistics()
         env = dict(os.environ)
         env.setdefault("AGENTLOOP_PUBLIC_URL", f"http://{host}:{port}")
-        web = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "agentloop.asgi:application"]
+        web = [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            host,
+            "-p",
+            str(port),
+            "agentloop.asgi:application",
+        ]
         worker = [sys.executable, "manage.py", "qcluster"]
         procs = [subprocess.Popen(web, env=env)]
         if not no_worker:

@@ -45,11 +45,35 @@ LATENCY_MIN_SPANS = 5  # fewer spans have no meaningful median
 TOKEN_FACTOR = 3.0
 TOKEN_FLOOR = 4000
 FAILING_LABELS = {
-    "incorrect", "hallucinated", "hallucination", "fail", "failed", "failure", "wrong",
-    "bad", "unhelpful", "irrelevant", "toxic", "unsafe", "negative", "no", "false",
+    "incorrect",
+    "hallucinated",
+    "hallucination",
+    "fail",
+    "failed",
+    "failure",
+    "wrong",
+    "bad",
+    "unhelpful",
+    "irrelevant",
+    "toxic",
+    "unsafe",
+    "negative",
+    "no",
+    "false",
 }
-PASSING_LABELS = {"correct", "factual", "pass", "passed", "good", "helpful", "relevant",
-                  "safe", "positive", "yes", "true"}
+PASSING_LABELS = {
+    "correct",
+    "factual",
+    "pass",
+    "passed",
+    "good",
+    "helpful",
+    "relevant",
+    "safe",
+    "positive",
+    "yes",
+    "true",
+}
 
 
 class Stopped(Exception):
@@ -87,8 +111,10 @@ def exception_of(span: dict) -> tuple[str, str]:
     for event in span.get("events") or []:
         attrs = event.get("attributes") or {}
         if event.get("name") == "exception" or "exception.type" in attrs:
-            return (str(attrs.get("exception.type") or "Exception"),
-                    str(attrs.get("exception.message") or ""))
+            return (
+                str(attrs.get("exception.type") or "Exception"),
+                str(attrs.get("exception.message") or ""),
+            )
     message = span.get("status_message") or ""
     return "(no exception recorded)", message
 
@@ -125,8 +151,16 @@ class AnalystHarness(Harness):
     name = "analyst"
     interactive = False
 
-    def __init__(self, spec, workspace: Path, env, sink, *, api: TracesApi | None = None,
-                 now: datetime | None = None):
+    def __init__(
+        self,
+        spec,
+        workspace: Path,
+        env,
+        sink,
+        *,
+        api: TracesApi | None = None,
+        now: datetime | None = None,
+    ):
         super().__init__(spec, workspace, env, sink)
         self.api = api
         self.now = now
@@ -154,8 +188,10 @@ class AnalystHarness(Harness):
 
     def say(self, text: str) -> None:
         self._messages += 1
-        self.sink.emit("message", {"role": "assistant", "text": text,
-                                   "message_id": f"analyst-message-{self._messages}"})
+        self.sink.emit(
+            "message",
+            {"role": "assistant", "text": text, "message_id": f"analyst-message-{self._messages}"},
+        )
 
     def query(self, command: str, fetch, summarize) -> list | dict:
         """Run one query the way the CLI would, showing the command and a summary."""
@@ -163,16 +199,19 @@ class AnalystHarness(Harness):
             raise Stopped()
         self._calls += 1
         call_id = f"analyst-{self._calls}"
-        self.sink.emit("tool_call", {"id": call_id, "name": "agentloop-traces",
-                                     "input": {"command": command}})
+        self.sink.emit(
+            "tool_call", {"id": call_id, "name": "agentloop-traces", "input": {"command": command}}
+        )
         try:
             result = fetch()
         except ApiError as error:
-            self.sink.emit("tool_result", {"tool_call_id": call_id, "output": error.message,
-                                           "is_error": True})
+            self.sink.emit(
+                "tool_result", {"tool_call_id": call_id, "output": error.message, "is_error": True}
+            )
             raise
-        self.sink.emit("tool_result", {"tool_call_id": call_id, "output": summarize(result),
-                                       "is_error": False})
+        self.sink.emit(
+            "tool_result", {"tool_call_id": call_id, "output": summarize(result), "is_error": False}
+        )
         return result
 
     # -- the turn ------------------------------------------------------------------------
@@ -194,8 +233,9 @@ class AnalystHarness(Harness):
         window = {"start": iso(start), "end": iso(end)}
         hours = (end - start).total_seconds() / 3600
 
-        self.say(f"Looking at the spans of the last {hours:g} h "
-                 f"({window['start']} to {window['end']}).")
+        self.say(
+            f"Looking at the spans of the last {hours:g} h ({window['start']} to {window['end']})."
+        )
         spans = self.query(
             command_for("spans", window, max_items=MAX_SPANS),
             lambda: list(api.spans(window, limit=1000, max_items=MAX_SPANS)),
@@ -228,9 +268,9 @@ class AnalystHarness(Harness):
         (artifacts / "investigation.md").write_text(text)
         if labels:
             propose_labels(self.workspace / LABELS_FILE, labels)
-        summary = (f"Wrote artifacts/investigation.md with {len(findings)} findings"
-                   + (f" and proposed {len(labels)} eval labels in {LABELS_FILE}."
-                      if labels else "."))
+        summary = f"Wrote artifacts/investigation.md with {len(findings)} findings" + (
+            f" and proposed {len(labels)} eval labels in {LABELS_FILE}." if labels else "."
+        )
         if findings:
             summary += f" Top finding: {findings[0].title} ({findings[0].affected} traces)."
         self.say(summary)
@@ -247,16 +287,18 @@ class AnalystHarness(Harness):
             details = [f"{_count(len(group), 'ERROR span')} named `{name}` raised {exc_type}."]
             if message:
                 details.append(f"Message (newest): “{_short(message)}”")
-            findings.append(Finding(
-                kind="error",
-                title=f"`{name}` fails with {exc_type}",
-                trace_ids=distinct_traces(group),
-                span_count=len(group),
-                command=command_for("spans", {**window, "status": "ERROR", "name": name}),
-                details=details,
-                look_at=f"Why `{name}` raises {exc_type}: open the newest trace and read the "
-                        "span's input and exception event.",
-            ))
+            findings.append(
+                Finding(
+                    kind="error",
+                    title=f"`{name}` fails with {exc_type}",
+                    trace_ids=distinct_traces(group),
+                    span_count=len(group),
+                    command=command_for("spans", {**window, "status": "ERROR", "name": name}),
+                    details=details,
+                    look_at=f"Why `{name}` raises {exc_type}: open the newest trace and read the "
+                    "span's input and exception event.",
+                )
+            )
         return findings
 
     def latency_findings(self, spans: list[dict], window: dict) -> list[Finding]:
@@ -277,20 +319,23 @@ class AnalystHarness(Harness):
                 continue
             slowest = max(s["duration_ms"] for s in slow)
             kind = group[0].get("kind") or "UNKNOWN"
-            findings.append(Finding(
-                kind="latency",
-                title=f"`{name}` ({kind}) is sometimes slow",
-                trace_ids=distinct_traces(slow),
-                span_count=len(slow),
-                command=command_for("spans", {**window, "name": name}),
-                details=[
-                    f"{len(slow)} of {len(group)} spans took more than {_ms(threshold)} "
-                    f"(3× the median of {_ms(median)}); p95 {_ms(p95)}, slowest {_ms(slowest)}.",
-                    f"In the command's output, look for `duration_ms` > {threshold:.0f}.",
-                ],
-                look_at=f"What the slow `{name}` calls have in common (input size, attributes, "
-                        "time of day) compared with the fast ones.",
-            ))
+            findings.append(
+                Finding(
+                    kind="latency",
+                    title=f"`{name}` ({kind}) is sometimes slow",
+                    trace_ids=distinct_traces(slow),
+                    span_count=len(slow),
+                    command=command_for("spans", {**window, "name": name}),
+                    details=[
+                        f"{len(slow)} of {len(group)} spans took more than {_ms(threshold)} "
+                        f"(3× the median of {_ms(median)}); "
+                        f"p95 {_ms(p95)}, slowest {_ms(slowest)}.",
+                        f"In the command's output, look for `duration_ms` > {threshold:.0f}.",
+                    ],
+                    look_at=f"What the slow `{name}` calls have in common (input size, attributes, "
+                    "time of day) compared with the fast ones.",
+                )
+            )
         return findings
 
     def eval_findings(self, spans: list[dict], window: dict) -> list[Finding]:
@@ -305,29 +350,37 @@ class AnalystHarness(Harness):
             labels = sorted({str(a.get("label") or f"score {a.get('score')}") for _, a in pairs})
             span_names = sorted({s.get("name", "") for s in labelled})
             plain_labels = {str(a.get("label") or "") for _, a in pairs}
-            annotation = (f"{eval_name}:{next(iter(plain_labels))}"
-                          if len(plain_labels) == 1 and "" not in plain_labels else eval_name)
-            explanation = next((a.get("explanation") for _, a in pairs if a.get("explanation")),
-                               "")
-            details = [f"{_count(len(pairs), 'span')} labelled {', '.join(labels)}, named "
-                       + ", ".join(f"`{n}`" for n in span_names) + "."]
+            annotation = (
+                f"{eval_name}:{next(iter(plain_labels))}"
+                if len(plain_labels) == 1 and "" not in plain_labels
+                else eval_name
+            )
+            explanation = next((a.get("explanation") for _, a in pairs if a.get("explanation")), "")
+            details = [
+                f"{_count(len(pairs), 'span')} labelled {', '.join(labels)}, named "
+                + ", ".join(f"`{n}`" for n in span_names)
+                + "."
+            ]
             if explanation:
                 details.append(f"Explanation (newest): “{_short(explanation)}”")
-            findings.append(Finding(
-                kind="eval",
-                title=f"eval `{eval_name}` fails",
-                trace_ids=distinct_traces(labelled),
-                span_count=len(pairs),
-                command=command_for("spans", {**window, "annotation": annotation}),
-                details=details,
-                look_at=f"Read the inputs and outputs of the spans failing `{eval_name}`; "
-                        "look for a prompt or retrieval change that explains them.",
-            ))
+            findings.append(
+                Finding(
+                    kind="eval",
+                    title=f"eval `{eval_name}` fails",
+                    trace_ids=distinct_traces(labelled),
+                    span_count=len(pairs),
+                    command=command_for("spans", {**window, "annotation": annotation}),
+                    details=details,
+                    look_at=f"Read the inputs and outputs of the spans failing `{eval_name}`; "
+                    "look for a prompt or retrieval change that explains them.",
+                )
+            )
         return findings
 
     def token_findings(self, spans: list[dict], window: dict) -> list[Finding]:
-        llm = [s for s in spans
-               if s.get("kind") == "LLM" and isinstance(s.get("total_tokens"), int)]
+        llm = [
+            s for s in spans if s.get("kind") == "LLM" and isinstance(s.get("total_tokens"), int)
+        ]
         if not llm:
             return []
         median = statistics.median(s["total_tokens"] for s in llm)
@@ -337,20 +390,22 @@ class AnalystHarness(Harness):
             return []
         biggest = max(heavy, key=lambda s: s["total_tokens"])
         models = sorted({s.get("model_name") or "?" for s in heavy})
-        return [Finding(
-            kind="tokens",
-            title="token-heavy LLM calls",
-            trace_ids=distinct_traces(heavy),
-            span_count=len(heavy),
-            command=command_for("spans", {**window, "kind": "LLM"}),
-            details=[
-                f"{_count(len(heavy), 'LLM span')} used more than {threshold:,.0f} tokens "
-                f"(3× the median of {median:,.0f}); models: {', '.join(models)}.",
-                f"Largest: `{biggest.get('name')}` with {biggest['total_tokens']:,} tokens "
-                f"in trace `{biggest.get('trace_id')}`.",
-            ],
-            look_at="Whether the large prompts carry history or documents they do not need.",
-        )]
+        return [
+            Finding(
+                kind="tokens",
+                title="token-heavy LLM calls",
+                trace_ids=distinct_traces(heavy),
+                span_count=len(heavy),
+                command=command_for("spans", {**window, "kind": "LLM"}),
+                details=[
+                    f"{_count(len(heavy), 'LLM span')} used more than {threshold:,.0f} tokens "
+                    f"(3× the median of {median:,.0f}); models: {', '.join(models)}.",
+                    f"Largest: `{biggest.get('name')}` with {biggest['total_tokens']:,} tokens "
+                    f"in trace `{biggest.get('trace_id')}`.",
+                ],
+                look_at="Whether the large prompts carry history or documents they do not need.",
+            )
+        ]
 
     def label_proposals(self, errors: list[dict]) -> list[dict]:
         proposals = []
@@ -359,15 +414,17 @@ class AnalystHarness(Harness):
                 continue
             exc_type, message = exception_of(span)
             reason = f"{exc_type}: {_short(message, 200)}" if message else exc_type
-            proposals.append({
-                "span_id": span["span_id"],
-                "trace_id": span.get("trace_id"),
-                "name": "correctness",
-                "label": "incorrect",
-                "score": 0,
-                "explanation": f"The LLM call ended in an error ({reason}), "
-                               "so it produced no usable answer.",
-            })
+            proposals.append(
+                {
+                    "span_id": span["span_id"],
+                    "trace_id": span.get("trace_id"),
+                    "name": "correctness",
+                    "label": "incorrect",
+                    "score": 0,
+                    "explanation": f"The LLM call ended in an error ({reason}), "
+                    "so it produced no usable answer.",
+                }
+            )
         return proposals
 
     # -- the report --------------------------------------------------------------------------
@@ -384,25 +441,30 @@ class AnalystHarness(Harness):
             + (f" (only the newest {MAX_SPANS})" if len(spans) >= MAX_SPANS else ""),
             f"- ERROR spans: {len(errors)} in {len(distinct_traces(errors))} traces",
             f"- Findings: {len(findings)}, ranked by the number of traces affected",
-            f"- Proposed eval labels: {len(labels)}"
-            + (f" (in `{LABELS_FILE}`)" if labels else ""),
+            f"- Proposed eval labels: {len(labels)}" + (f" (in `{LABELS_FILE}`)" if labels else ""),
             "",
             "## Findings",
             "",
         ]
         if not findings:
-            lines += ["No errors, latency outliers, failing eval labels or token-heavy LLM "
-                      "calls in this window.", ""]
+            lines += [
+                "No errors, latency outliers, failing eval labels or token-heavy LLM "
+                "calls in this window.",
+                "",
+            ]
         for number, finding in enumerate(findings, 1):
             shown = finding.trace_ids[:SAMPLE_TRACES]
             more = finding.affected - len(shown)
             lines += [f"### {number}. {finding.title}", ""]
-            lines += [f"Affects {_count(finding.affected, 'trace')} "
-                      f"({_count(finding.span_count, 'span')})."]
+            lines += [
+                f"Affects {_count(finding.affected, 'trace')} "
+                f"({_count(finding.span_count, 'span')})."
+            ]
             lines += finding.details
             lines += ["", "Evidence:", ""]
-            lines += [f"- trace `{trace_id}` — `agentloop-traces trace {trace_id}`"
-                      for trace_id in shown]
+            lines += [
+                f"- trace `{trace_id}` — `agentloop-traces trace {trace_id}`" for trace_id in shown
+            ]
             if more > 0:
                 lines += [f"- and {_count(more, 'more trace')}"]
             lines += [f"- reproduce: `{finding.command}`", ""]

@@ -44,5 +44,5 @@ class Harness(ABC):
     def run_turn(self, prompt: str) -> TurnResult:
         """Run one user turn to its end; blocking."""
 
-    def stop(self) -> None:
+    def stop(self) -> None:  # noqa: B027 (optional: a harness that cannot stop needs nothing)
         """Called from another thread: end the current turn soon (SIGTERM)."""
