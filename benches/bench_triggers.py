@@ -258,7 +258,7 @@ def child(spans: int, n_automations: int, ticks: int, days: int) -> int:
         f"| {results[0][1]} | {statistics.median(r[2] for r in results):.0f} "
         f"| {statistics.median(r[3] for r in results):.0f} |"
     )
-    print("\n| metric | automations | mean ms | max ms | share of evaluation |")
+    print("\n| metric | evaluations per tick | mean ms | max ms | share of evaluation |")
     print("|---|---:|---:|---:|---:|")
     total = sum(sum(v) for v in per_metric.values())
     for metric, values in sorted(per_metric.items(), key=lambda kv: -sum(kv[1])):
