@@ -77,6 +77,30 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def children(pid: int) -> list[int]:
+    """The live direct children of pid."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return found
+    for tid in tasks:
+        try:
+            found += map(int, Path(f"/proc/{pid}/task/{tid}/children").read_text().split())
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def sandbox_commands(bwrap_pid: int) -> list[int]:
+    """The sandbox's top command: bwrap → bwrap's init (pid 1 inside) → command.
+
+    Falls back to every descendant when the tree has another shape.
+    """
+    commands = [pid for init in children(bwrap_pid) for pid in children(init)]
+    return commands or descendants(bwrap_pid)
+
+
 def write_json(path: Path, value: dict) -> None:
     """Write atomically, so a reader never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
@@ -329,9 +353,13 @@ class Supervisor:
             if self.stop_reason is None and now >= self.deadline:
                 self.stop_reason = "wall_clock"
             if self.stop_reason and self.kill_at is None:
-                # Ask nicely: the processes inside get SIGTERM (bwrap's own init and
-                # bwrap itself would just die, taking the runner with them unflushed).
-                for pid in descendants(proc.pid):
+                # Ask nicely: the sandbox's command gets SIGTERM (bwrap's own init
+                # and bwrap itself would just die, taking the runner with them
+                # unflushed). Only the command: it passes the signal on (the network
+                # bridge to its child, the runner to its harness); signalling every
+                # descendant too delivered a second SIGTERM to a child already
+                # exiting, which then died of it instead of finishing its exit.
+                for pid in sandbox_commands(proc.pid):
                     try:
                         os.kill(pid, signal.SIGTERM)
                     except ProcessLookupError:
