@@ -50,6 +50,38 @@ def _pg_url(dbname: str) -> str:
     return base.rsplit("/", 1)[0] + "/" + dbname
 
 
+def run_on_fresh_database(
+    db: str, command: list[str], env: dict, sqlite_path: Path, pg_db: str, keep: bool
+) -> bool:
+    """Run a bench child against a new database of its own; True if it failed.
+
+    SQLite: a fresh file at sqlite_path. PostgreSQL: pg_db, created first and
+    dropped after (unless keep); an unreachable server is reported and skipped.
+    """
+    env = dict(env)
+    if db == "sqlite":
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{sqlite_path}{suffix}").unlink(missing_ok=True)
+        env["DATABASE_URL"] = f"sqlite:///{sqlite_path}"
+    else:
+        try:
+            _pg_admin(f"DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)")
+            _pg_admin(f"CREATE DATABASE {pg_db}")
+        except Exception as exc:  # no server: say so and carry on with the others
+            print(f"\n## postgres: skipped, cannot reach {_pg_admin_url()}: {exc}")
+            return False
+        env["DATABASE_URL"] = _pg_url(pg_db)
+    try:
+        return subprocess.call(command, env=env, cwd=ROOT) != 0
+    finally:
+        if not keep:
+            if db == "postgres":
+                _pg_admin(f"DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)")
+            else:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{sqlite_path}{suffix}").unlink(missing_ok=True)
+
+
 def _pg_admin(sql: str) -> None:
     import psycopg
 
@@ -80,43 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()[0]:.1f}"
     )
     dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="agentloop.settings", DEBUG="1")
+    env.setdefault("AGENTLOOP_DERIVE_FERNET_KEY", "1")
     failed = False
     for db in dbs:
-        env = dict(os.environ, DJANGO_SETTINGS_MODULE="agentloop.settings", DEBUG="1")
-        env.setdefault("AGENTLOOP_DERIVE_FERNET_KEY", "1")
-        sqlite_path = BENCH_DIR / "queries.sqlite3"
-        if db == "sqlite":
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{sqlite_path}{suffix}").unlink(missing_ok=True)
-            env["DATABASE_URL"] = f"sqlite:///{sqlite_path}"
-        else:
-            try:
-                _pg_admin(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
-                _pg_admin(f"CREATE DATABASE {PG_DB}")
-            except Exception as exc:  # no server: say so and carry on with the others
-                print(f"\n## postgres: skipped, cannot reach {_pg_admin_url()}: {exc}")
-                continue
-            env["DATABASE_URL"] = _pg_url(PG_DB)
-        command = [
-            sys.executable,
-            __file__,
-            "--child",
-            "--db",
-            db,
-            "--spans",
-            str(spans),
-            "--reps",
-            str(args.reps),
-        ]
-        try:
-            failed |= subprocess.call(command, env=env, cwd=ROOT) != 0
-        finally:
-            if not args.keep:
-                if db == "postgres":
-                    _pg_admin(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
-                else:
-                    for suffix in ("", "-wal", "-shm"):
-                        Path(f"{sqlite_path}{suffix}").unlink(missing_ok=True)
+        command = [sys.executable, __file__, "--child", "--db", db, "--spans", str(spans)]
+        command += ["--reps", str(args.reps)]
+        failed |= run_on_fresh_database(
+            db, command, env, BENCH_DIR / "queries.sqlite3", PG_DB, keep=args.keep
+        )
     return 1 if failed else 0
 
 

@@ -27,7 +27,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -40,7 +39,7 @@ PG_DB = "agentloop_bench_t"
 TARGET_S = 10.0
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_queries import _pg_admin, _pg_admin_url, _pg_url  # noqa: E402
+from bench_queries import run_on_fresh_database  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,36 +73,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()[0]:.1f}"
     )
     dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="agentloop.settings", DEBUG="0")
+    env.setdefault("SECRET_KEY", "bench-triggers-not-secret")
+    env.setdefault("AGENTLOOP_DERIVE_FERNET_KEY", "1")
     failed = False
     for db in dbs:
-        env = dict(os.environ, DJANGO_SETTINGS_MODULE="agentloop.settings", DEBUG="0")
-        env.setdefault("SECRET_KEY", "bench-triggers-not-secret")
-        env.setdefault("AGENTLOOP_DERIVE_FERNET_KEY", "1")
-        sqlite_path = BENCH_DIR / "triggers.sqlite3"
-        if db == "sqlite":
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{sqlite_path}{suffix}").unlink(missing_ok=True)
-            env["DATABASE_URL"] = f"sqlite:///{sqlite_path}"
-        else:
-            try:
-                _pg_admin(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
-                _pg_admin(f"CREATE DATABASE {PG_DB}")
-            except Exception as exc:
-                print(f"\n## postgres: skipped, cannot reach {_pg_admin_url()}: {exc}")
-                continue
-            env["DATABASE_URL"] = _pg_url(PG_DB)
         command = [sys.executable, __file__, "--child", "--spans", str(spans)]
         command += ["--automations", str(automations), "--ticks", str(args.ticks)]
         command += ["--days", str(args.days)]
-        try:
-            failed |= subprocess.call(command, env=env, cwd=ROOT) != 0
-        finally:
-            if not args.keep:
-                if db == "postgres":
-                    _pg_admin(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
-                else:
-                    for suffix in ("", "-wal", "-shm"):
-                        Path(f"{sqlite_path}{suffix}").unlink(missing_ok=True)
+        failed |= run_on_fresh_database(
+            db, command, env, BENCH_DIR / "triggers.sqlite3", PG_DB, keep=args.keep
+        )
     return 1 if failed else 0
 
 
