@@ -109,3 +109,48 @@ def test_the_principal_goes_through_the_access_helpers(token, project, other_pro
     assert list(projects_for_user(principal)) == [project]
     with pytest.raises(Http404):
         get_project_for_user(principal, other_project.pk, "view")
+
+
+# --- run_for_token: the hot paths' one-query lookup --------------------------
+
+
+def test_run_for_token_finds_the_run_with_the_fields_admission_checks(run, token):
+    Run.objects.filter(pk=run.pk).update(input_tokens=12, cost_usd="0.5")
+    found, scopes = ServiceKey.run_for_token(token)
+    assert found.pk == run.pk and found.code == run.code
+    assert (found.status, found.input_tokens, str(found.cost_usd)) == (run.status, 12, "0.500000")
+    assert found.config == run.config and found.project_id == run.project_id
+    assert scopes == ["traces:read", "events:write", "artifacts:write"]
+    assert found.prompt == "x"  # the rest is deferred, loaded on access
+    assert not hasattr(found, "key_scopes") and not hasattr(found, "key_to_touch")
+
+
+def test_run_for_token_refuses_what_authenticate_refuses(run, token):
+    assert ServiceKey.run_for_token("") is None
+    assert ServiceKey.run_for_token(token + "x") is None
+    assert ServiceKey.run_for_token("al_pk_" + token[6:]) is None
+    later = timezone.now() + timedelta(hours=2)
+    assert ServiceKey.run_for_token(token, now=later) is None  # expired
+    assert ServiceKey.authenticate(token, now=later) is None
+    ServiceKey.objects.get(run=run).revoke()
+    assert ServiceKey.run_for_token(token) is None
+    assert ServiceKey.authenticate(token) is None
+
+
+def test_run_for_token_accepts_a_key_without_expiry(run):
+    _, raw = ServiceKey.mint(run, expires_at=None)
+    assert ServiceKey.run_for_token(raw)[0].pk == run.pk
+
+
+def test_run_for_token_notes_the_use_at_most_once_a_minute(run, token):
+    key = ServiceKey.objects.get(run=run)
+    start = timezone.now()
+    ServiceKey.run_for_token(token, now=start)
+    key.refresh_from_db()
+    assert key.last_used_at == start
+    ServiceKey.run_for_token(token, now=start + timedelta(seconds=59))
+    key.refresh_from_db()
+    assert key.last_used_at == start
+    ServiceKey.run_for_token(token, now=start + timedelta(seconds=61))
+    key.refresh_from_db()
+    assert key.last_used_at == start + timedelta(seconds=61)

@@ -13,15 +13,16 @@ transactions), so concurrent writers get disjoint, gap-free ranges.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cryptography.fernet import Fernet, MultiFernet
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -354,6 +355,34 @@ class ServiceKeyQuerySet(models.QuerySet):
         )
 
 
+@functools.cache
+def _run_for_token_sql() -> str:
+    """SELECT the run of a usable key by its hash (names from the models, built once).
+
+    Parameters: touch-before (last_used_at older than this is updated), key
+    hash, now (expiry). Datetimes go in adapted by the connection's
+    adapt_datetimefield_value, compared as the ORM compares them.
+    """
+    quote = connection.ops.quote_name
+
+    def run(name: str) -> str:
+        return f"r.{quote(Run._meta.get_field(name).column)}"
+
+    def key(name: str) -> str:
+        return f"k.{quote(ServiceKey._meta.get_field(name).column)}"
+
+    run_columns = ", ".join(run(name) for name in ServiceKey.ADMISSION_RUN_FIELDS)
+    return (
+        f"SELECT {run_columns}, {key('scopes')} AS key_scopes, "
+        f"CASE WHEN {key('last_used_at')} IS NULL OR {key('last_used_at')} < %s "
+        f"THEN {key('id')} END AS key_to_touch "
+        f"FROM {quote(ServiceKey._meta.db_table)} k "
+        f"JOIN {quote(Run._meta.db_table)} r ON {run('id')} = {key('run')} "
+        f"WHERE {key('key_hash')} = %s AND {key('revoked_at')} IS NULL "
+        f"AND ({key('expires_at')} IS NULL OR {key('expires_at')} > %s)"
+    )
+
+
 class ServiceKey(models.Model):
     """A run's token: reads its project's spans, writes its own events and artifacts.
 
@@ -410,6 +439,52 @@ class ServiceKey(models.Model):
             cls.objects.filter(pk=key.pk).update(last_used_at=now)
             key.last_used_at = now
         return key
+
+    # The run fields a hot path needs to admit a caller (RUNS_FOR_TOKEN_SQL).
+    ADMISSION_RUN_FIELDS = (
+        "id",
+        "code",
+        "project_id",
+        "space_id",
+        "status",
+        "exit_reason",
+        "config",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "stop_requested_at",
+    )
+
+    @classmethod
+    def run_for_token(cls, raw: str, now: datetime | None = None) -> tuple[Run, list[str]] | None:
+        """(run, the key's scopes) for a usable run token, or None — in one precompiled query.
+
+        The same answer as `authenticate()` for the two hot paths a sandbox
+        calls on every model call and every transcript line (the LLM gateway's
+        admission, the runner's event post): compiling the ORM query with its
+        joins cost 1–2 ms a call on a 2-core machine, running this SQL 0.1 ms.
+        The run comes back with ADMISSION_RUN_FIELDS loaded and the others
+        deferred (loaded on access, like `.only()`).
+        """
+        if not raw or not raw.startswith(cls.PREFIX):
+            return None
+        now = now or timezone.now()
+        at = connection.ops.adapt_datetimefield_value
+        found = list(
+            Run.objects.raw(
+                _run_for_token_sql(),
+                [at(now - timedelta(seconds=60)), hash_token(raw), at(now)],
+            )
+        )
+        if not found:
+            return None
+        run = found[0]
+        if run.key_to_touch is not None:
+            # At most one write a minute: runners call several times a second.
+            cls.objects.filter(pk=run.key_to_touch).update(last_used_at=now)
+        scopes = json.loads(run.key_scopes) if isinstance(run.key_scopes, str) else run.key_scopes
+        del run.key_scopes, run.key_to_touch
+        return run, list(scopes or [])
 
     def revoke(self, now: datetime | None = None) -> None:
         if self.revoked_at is None:
