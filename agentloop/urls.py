@@ -14,7 +14,6 @@ urlpatterns = [
     path("v1/traces", include("agentloop.traces.otlp_urls")),
     path("api/v1/", include("agentloop.api.urls")),
     path("api/runner/v1/", include("agentloop.runs.urls")),
-    path("llm/", include("agentloop.gateway.urls")),
     path("studio/", include("studio.urls")),
     path("swarms/", include("swarms.urls")),
     path("skills/", include("skills.urls")),

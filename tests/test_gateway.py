@@ -16,7 +16,7 @@ import httpx
 import pytest
 from django.utils import timezone
 
-from agentloop.gateway import views
+from agentloop.gateway import app as views
 from agentloop.runs.models import Run, RunStatus, ServiceKey
 from agentloop.runs.worker_trace import root_span_id, trace_id_for
 from agentloop.teams.models import ProjectApiKey
@@ -470,6 +470,42 @@ def test_bad_input_gets_a_clear_error_and_stores_nothing(gateway, upstream_model
     get = httpx.get(gateway + "/v1/messages", headers={"x-api-key": token}, timeout=TIMEOUT)
     assert get.status_code == 405
     assert upstream_model.requests == [] and not run_spans(run).exists()
+
+
+def test_a_body_over_the_limit_is_refused_before_anything_else(
+    gateway, upstream_model, project, settings
+):
+    run, token = make_run(project)
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    upstream_model.script([])
+    big = request_body(content="x" * 2000)
+    assert_refused(call(gateway, token, big), 413, "request_too_large", "larger than 1000 bytes")
+    assert upstream_model.requests == [] and not run_spans(run).exists()
+
+
+def test_an_unknown_gateway_path_is_a_404_in_the_anthropic_shape(gateway, upstream_model, project):
+    _, token = make_run(project)
+    upstream_model.script([])
+    response = httpx.post(
+        gateway + "/v1/complete", json={}, headers={"x-api-key": token}, timeout=TIMEOUT
+    )
+    assert_refused(response, 404, "not_found_error", "No such endpoint: /llm/anthropic/v1/complete")
+    assert upstream_model.requests == []
+
+
+def test_a_failure_of_the_gateway_itself_is_a_500_in_the_anthropic_shape(
+    gateway, upstream_model, project, monkeypatch, caplog
+):
+    _, token = make_run(project)
+    upstream_model.script([])
+
+    def broken(*args):
+        raise RuntimeError("a bug in the gateway")
+
+    monkeypatch.setattr(views.upstream, "request_headers", broken)
+    assert_refused(call(gateway, token, request_body()), 500, "api_error", "The LLM gateway failed")
+    assert upstream_model.requests == []
+    assert "a bug in the gateway" in caplog.text
 
 
 def test_a_caller_hanging_up_mid_stream_is_recorded_as_an_error_span(

@@ -1,0 +1,102 @@
+"""Plain ASGI for the two hot paths a sandbox calls, served without Django's request handling.
+
+Every model call goes through the LLM gateway (`/llm/…`) and every transcript
+line through the runner's event post (`/api/runner/v1/events`). Under daphne,
+Django's ASGI handler added 3–5 ms to each such request before any of our code
+ran — on a 2-core machine, measured with benches/bench_gateway.py and a probe
+of a trivial 405 answer: 3.8 ms through Django against 0.5 ms as plain ASGI. It
+reads the body into a temporary file, runs each request on a thread of its own
+(a new thread per request), hops to it for the request_started and
+request_finished signals and for every middleware, and opens a new database
+connection for each request. These two paths need none of that: no session,
+user, CSRF (callers authenticate with the run's key), templates or cookies. So
+`agentloop.asgi` sends them here; their database work runs on a
+`DatabaseThread` whose connection stays open.
+
+What Django would otherwise do for us, done here explicitly: a body size limit
+(DATA_UPLOAD_MAX_MEMORY_SIZE, 413), method checks, 404 for unknown paths, and
+an unexpected error logged and answered with 500 instead of a dropped
+connection. Everything else (pages, APIs, ingest) still goes through Django.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+
+class ClientGone(Exception):
+    """The caller hung up before its request body arrived."""
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def headers_of(scope: Scope) -> dict[str, str]:
+    """Request headers by lower-case name; repeated headers joined with ', ' (RFC 9110)."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+async def read_body(receive: Receive, limit: int | None = None) -> bytes:
+    """The whole request body; BodyTooLarge past `limit` bytes, ClientGone on hang-up."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE if limit is None else limit
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise BodyTooLarge(f"The request body is larger than {limit} bytes.")
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[str, str]] | None = None
+) -> None:
+    """A whole response: status, headers (content-length added) and body."""
+    await start_response(send, status, [*(headers or []), ("content-length", str(len(body)))])
+    await send({"type": "http.response.body", "body": body})
+
+
+async def respond_json(
+    send: Send, status: int, data: Any, headers: list[tuple[str, str]] | None = None
+) -> None:
+    body = json.dumps(data).encode()
+    await respond(send, status, body, [("content-type", "application/json"), *(headers or [])])
+
+
+async def start_response(send: Send, status: int, headers: list[tuple[str, str]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (name.encode("latin-1"), value.encode("latin-1")) for name, value in headers
+            ],
+        }
+    )
+
+
+def query_string(scope: Scope) -> str:
+    return scope.get("query_string", b"").decode("latin-1")
