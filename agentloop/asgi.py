@@ -11,12 +11,30 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from agentloop.gateway.asgi import with_gateway  # noqa: E402
+from agentloop.gateway import app as gateway  # noqa: E402
 from agentloop.routing import websocket_urlpatterns  # noqa: E402
+from agentloop.runs import events_app  # noqa: E402
+
+
+def with_fast_paths(site_app):
+    """The two paths a sandbox calls on every model call and every transcript
+    line go to plain ASGI apps (agentloop/fastpath.py says why); everything
+    else to Django."""
+
+    async def app(scope, receive, send):
+        path = scope["path"]
+        if path.startswith(gateway.PREFIX):
+            return await gateway.application(scope, receive, send)
+        if path == events_app.PATH:
+            return await events_app.application(scope, receive, send)
+        return await site_app(scope, receive, send)
+
+    return app
+
 
 application = ProtocolTypeRouter(
     {
-        "http": with_gateway(django_asgi_app),  # /llm/ skips the site's middleware
+        "http": with_fast_paths(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

@@ -121,7 +121,7 @@ def test_run_for_token_finds_the_run_with_the_fields_admission_checks(run, token
     assert (found.status, found.input_tokens, str(found.cost_usd)) == (run.status, 12, "0.500000")
     assert found.config == run.config and found.project_id == run.project_id
     assert scopes == ["traces:read", "events:write", "artifacts:write"]
-    assert found.prompt == "x"  # the rest is deferred, loaded on access
+    assert found.prompt == "x" and found.get_deferred_fields() == set()
     assert not hasattr(found, "key_scopes") and not hasattr(found, "key_to_touch")
 
 

@@ -371,7 +371,7 @@ def _run_for_token_sql() -> str:
     def key(name: str) -> str:
         return f"k.{quote(ServiceKey._meta.get_field(name).column)}"
 
-    run_columns = ", ".join(run(name) for name in ServiceKey.ADMISSION_RUN_FIELDS)
+    run_columns = ", ".join(f"r.{quote(field.column)}" for field in Run._meta.concrete_fields)
     return (
         f"SELECT {run_columns}, {key('scopes')} AS key_scopes, "
         f"CASE WHEN {key('last_used_at')} IS NULL OR {key('last_used_at')} < %s "
@@ -440,21 +440,6 @@ class ServiceKey(models.Model):
             key.last_used_at = now
         return key
 
-    # The run fields a hot path needs to admit a caller (RUNS_FOR_TOKEN_SQL).
-    ADMISSION_RUN_FIELDS = (
-        "id",
-        "code",
-        "project_id",
-        "space_id",
-        "status",
-        "exit_reason",
-        "config",
-        "input_tokens",
-        "output_tokens",
-        "cost_usd",
-        "stop_requested_at",
-    )
-
     @classmethod
     def run_for_token(cls, raw: str, now: datetime | None = None) -> tuple[Run, list[str]] | None:
         """(run, the key's scopes) for a usable run token, or None — in one precompiled query.
@@ -463,8 +448,8 @@ class ServiceKey(models.Model):
         calls on every model call and every transcript line (the LLM gateway's
         admission, the runner's event post): compiling the ORM query with its
         joins cost 1–2 ms a call on a 2-core machine, running this SQL 0.1 ms.
-        The run comes back with ADMISSION_RUN_FIELDS loaded and the others
-        deferred (loaded on access, like `.only()`).
+        The run comes back with all its own fields; its project and space load
+        on access.
         """
         if not raw or not raw.startswith(cls.PREFIX):
             return None

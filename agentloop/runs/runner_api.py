@@ -119,18 +119,47 @@ def spec(request, run: Run, token, body):
     )
 
 
-@runner_route("POST", refuse_finished=True)
-def events(request, run: Run, token, body):
-    batch = recording.validate_events(body)
-    result = recording.record_events(run, batch, run_secrets(run, token))
-    return JsonResponse(
-        {
-            "stored": result.stored,
-            "duplicates": result.duplicates,
-            "last_seq": result.last_seq,
-            "seqs": result.seqs,
-        }
-    )
+@csrf_exempt
+def events(request):
+    # Daphne serves this path as plain ASGI (agentloop/runs/events_app.py);
+    # this view serves the same answer where Django handles it (tests, WSGI).
+    if request.method != "POST":
+        return _error(405, "Use POST.")
+    status, answer = post_events(bearer_token(request) or "", request.body)
+    if status != 200:
+        return _error(status, answer["detail"])
+    return JsonResponse(answer)
+
+
+def post_events(token: str, body: bytes) -> tuple[int, dict]:
+    """A runner's event batch, whole: (HTTP status, JSON answer). Idempotent.
+
+    The checks and their order are runner_route's: token, scope, JSON, a run
+    still going; then the batch is validated and stored.
+    """
+    found = ServiceKey.run_for_token(token)
+    if found is None:
+        return 401, {"detail": "Unknown, expired or revoked run token."}
+    run, scopes = found
+    if "events:write" not in scopes:
+        return 403, {"detail": "This token lacks the events:write scope."}
+    try:
+        data = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        return 400, {"detail": "The body is not valid JSON."}
+    if run.is_terminal:
+        return 409, {"detail": f"The run has already finished ({run.status})."}
+    try:
+        batch = recording.validate_events(data)
+        result = recording.record_events(run, batch, run_secrets(run, token))
+    except ValidationError as error:
+        return 400, {"detail": " ".join(error.messages)}
+    return 200, {
+        "stored": result.stored,
+        "duplicates": result.duplicates,
+        "last_seq": result.last_seq,
+        "seqs": result.seqs,
+    }
 
 
 def _int_param(request, name: str, default: int) -> int:

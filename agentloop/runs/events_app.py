@@ -1,0 +1,61 @@
+"""`POST /api/runner/v1/events` as a plain ASGI app: every transcript line passes here.
+
+A runner posts each batch of events here and every watcher of the run waits
+for it: the transcript is only as live as this post is quick. Served without
+Django's request handling (agentloop/fastpath.py says why), its database work
+on one thread whose connection stays open. One thread for all runs of this
+process: SQLite takes one writer at a time anyway, and runs queued here wait
+in order instead of in SQLite's busy handler, which sleeps in growing steps.
+
+The answer is `runner_api.post_events`, the same function the Django view of
+this path calls (tests, WSGI); errors are `{"detail": …}` as in the rest of
+the runner API (docs/runner-protocol.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from agentloop import fastpath
+from agentloop.database_thread import DatabaseThread
+from agentloop.runs import runner_api
+
+log = logging.getLogger(__name__)
+
+PATH = "/api/runner/v1/events"
+
+writer = DatabaseThread("runner-events")
+
+
+async def application(scope, receive, send):
+    try:
+        await _handle(scope, receive, send)
+    except fastpath.ClientGone:
+        pass
+    except Exception:
+        log.exception("runner events: the post failed")
+        with contextlib.suppress(Exception):
+            await fastpath.respond_json(send, 500, {"detail": "Storing the events failed."})
+
+
+async def _handle(scope, receive, send):
+    if scope["method"] != "POST":
+        return await fastpath.respond_json(send, 405, {"detail": "Use POST."})
+    try:
+        body = await fastpath.read_body(receive)
+    except fastpath.BodyTooLarge as exc:
+        return await fastpath.respond_json(send, 413, {"detail": str(exc)})
+    token = _bearer_token(fastpath.headers_of(scope))
+    # Storing a batch is idempotent (events have keys): safe to retry on a new connection.
+    status, answer = await writer.run(runner_api.post_events, token, body, retry=True)
+    headers = [("www-authenticate", 'Bearer realm="agentloop"')] if status == 401 else []
+    await fastpath.respond_json(send, status, answer, headers)
+
+
+def _bearer_token(headers: dict[str, str]) -> str:
+    """As teams.authentication.bearer_token: `Authorization: Bearer …` or `api_key`."""
+    authorization = headers.get("authorization", "")
+    if authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return headers.get("api-key") or headers.get("api_key", "")

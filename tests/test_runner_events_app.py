@@ -1,0 +1,140 @@
+"""`POST /api/runner/v1/events` under daphne: the plain ASGI path answers as the Django view does.
+
+daphne serves this path with agentloop/runs/events_app.py; Django's test
+client (and WSGI) reaches the view in runner_api.py. Both call
+runner_api.post_events, and each case below is sent both ways and must get
+the same status and body; what got stored is checked too.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import httpx
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from agentloop.runs.models import Run, RunEvent, RunStatus, ServiceKey
+
+pytest_plugins = ["tests.gateway_server"]  # asgi_server, served_db
+
+PATH = "/api/runner/v1/events"
+
+
+@pytest.fixture
+def running(project, served_db):
+    run = Run.objects.create(
+        space=project.space,
+        project=project,
+        config={"harness": "analyst", "secret_env": {}},
+        prompt="Why do refunds fail?",
+        status=RunStatus.RUNNING,
+    )
+    _, token = ServiceKey.mint(run, expires_at=timezone.now() + timedelta(hours=1))
+    return run, token
+
+
+def message(key: str, text: str = "hello") -> dict:
+    return {"key": key, "kind": "message", "source": "agent", "payload": {"text": text}}
+
+
+def both_ways(asgi_server, token, body, *, method="POST", headers=None):
+    """(status, json) from daphne's fast path and from the Django view, for the same request."""
+    headers = {"Authorization": f"Bearer {token}", **(headers or {})} if token else headers or {}
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    fast = httpx.request(method, asgi_server + PATH, content=content, headers=headers, timeout=20)
+    meta = {f"HTTP_{name.upper().replace('-', '_')}": value for name, value in headers.items()}
+    django = Client().generic(method, PATH, content, content_type="application/json", **meta)
+    return fast, (fast.status_code, fast.json()), (django.status_code, django.json())
+
+
+def test_a_batch_is_stored_once_and_the_answers_agree(asgi_server, running):
+    run, token = running
+    fast, fast_answer, django_answer = both_ways(
+        asgi_server, token, {"events": [message("a"), message("b")]}
+    )
+    # The first post (daphne) stored both; the same batch through Django finds them.
+    assert fast_answer == (200, {"stored": 2, "duplicates": 0, "last_seq": 2, "seqs": [1, 2]})
+    assert django_answer == (200, {"stored": 0, "duplicates": 2, "last_seq": 2, "seqs": [1, 2]})
+    assert fast.headers["content-type"] == "application/json"
+    assert list(run.events.order_by("seq").values_list("key", flat=True)) == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        (b"{not json", 400, "The body is not valid JSON."),
+        ({"events": []}, 400, "events is empty."),
+        ({"events": [{"key": "a", "kind": "shout"}]}, 400, "kind must be one of"),
+        ({"nothing": 1}, 400, 'Send {"events": [...]}.'),
+    ],
+)
+def test_bad_batches_get_the_same_clear_error_and_store_nothing(
+    asgi_server, running, body, status, words
+):
+    run, token = running
+    _, fast_answer, django_answer = both_ways(asgi_server, token, body)
+    assert fast_answer == django_answer
+    assert fast_answer[0] == status and words in fast_answer[1]["detail"]
+    assert not RunEvent.objects.filter(run=run).exists()
+
+
+def test_an_unknown_token_is_a_401_with_a_challenge(asgi_server, running):
+    fast, fast_answer, django_answer = both_ways(asgi_server, "al_sk_made-up", {"events": []})
+    assert (
+        fast_answer == django_answer == (401, {"detail": "Unknown, expired or revoked run token."})
+    )
+    assert fast.headers["www-authenticate"] == 'Bearer realm="agentloop"'
+    fast, fast_answer, django_answer = both_ways(asgi_server, None, {"events": []})
+    assert fast_answer[0] == django_answer[0] == 401
+
+
+def test_the_api_key_header_works_as_a_bearer_token(asgi_server, running):
+    run, token = running
+    _, fast_answer, _ = both_ways(
+        asgi_server, None, {"events": [message("k")]}, headers={"api-key": token}
+    )
+    assert fast_answer[0] == 200 and run.events.get().key == "k"
+
+
+def test_a_finished_run_takes_no_more_events(asgi_server, running):
+    run, token = running
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED)
+    _, fast_answer, django_answer = both_ways(asgi_server, token, {"events": [message("late")]})
+    assert (
+        fast_answer
+        == django_answer
+        == (409, {"detail": "The run has already finished (succeeded)."})
+    )
+    assert not RunEvent.objects.filter(run=run).exists()
+
+
+def test_a_token_without_the_events_scope_is_refused(asgi_server, running):
+    run, token = running
+    ServiceKey.objects.filter(run=run).update(scopes=["traces:read"])
+    _, fast_answer, django_answer = both_ways(asgi_server, token, {"events": [message("a")]})
+    assert (
+        fast_answer
+        == django_answer
+        == (403, {"detail": "This token lacks the events:write scope."})
+    )
+
+
+def test_the_wrong_method_is_a_405(asgi_server, running):
+    _, token = running
+    _, fast_answer, django_answer = both_ways(asgi_server, token, b"", method="GET")
+    assert fast_answer == django_answer == (405, {"detail": "Use POST."})
+
+
+def test_a_body_over_the_limit_is_a_413_and_stores_nothing(asgi_server, running, settings):
+    run, token = running
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    big = {"events": [message("big", "x" * 2000)]}
+    fast = httpx.post(
+        asgi_server + PATH, json=big, headers={"Authorization": f"Bearer {token}"}, timeout=20
+    )
+    assert fast.status_code == 413
+    assert fast.json() == {"detail": "The request body is larger than 1000 bytes."}
+    assert not RunEvent.objects.filter(run=run).exists()
