@@ -18,15 +18,15 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import InMemoryChannelLayer
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
+from agentloop.database_thread import DatabaseThread
 from agentloop.runs.access import get_run_for_user
 from agentloop.runs.models import Run
-from agentloop.runs.notify import group_name
+from agentloop.runs.notify import MESSAGE_TYPE, group_name
 from agentloop.teams.access import get_project_for_user
 from studio import transcript
 
@@ -64,15 +64,20 @@ def _next_seq(run_id: int) -> int:
     return Run.objects.filter(pk=run_id).values_list("next_seq", flat=True).first() or 0
 
 
-# Reads run in the thread pool, not on the one thread that serves sync views:
-# fifty watchers must not queue up behind (or in front of) the runner API's
-# writes. Django connections are per thread, so nothing is shared; each pool
-# thread keeps at most one. (The consumer tests set this to True: see there.)
-READ_THREAD_SENSITIVE = False
+# Every database read of the consumers (access at connect, frames, polls) runs
+# on one thread whose connection stays open (agentloop/database_thread.py):
+# a frame is on the clock of every watcher of the run, and opening a
+# connection per read (database_sync_to_async closes it after each call with
+# CONN_MAX_AGE=0) was a large part of a frame's cost. Reads are short and a
+# frame is rendered once per run for all its watchers (FrameCache).
+reads = DatabaseThread("transcript-reads")
 
 
 def _read(function):
-    return database_sync_to_async(function, thread_sensitive=READ_THREAD_SENSITIVE)
+    async def read(*args):
+        return await reads.run(function, *args, retry=True)
+
+    return read
 
 
 class RunTranscriptConsumer(AsyncWebsocketConsumer):
@@ -113,6 +118,16 @@ class RunTranscriptConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         """Watchers only listen: follow-ups go through the page's POST, so who
         may send is decided in one place."""
+
+    async def dispatch(self, message):
+        # Channels hops to a worker thread before every handler to close stale
+        # database connections (channels.db.aclose_old_connections). On the
+        # doorbell that hop is pure cost — this consumer reads the database only
+        # through `_read` — and fifty watchers of a run queue fifty of them on
+        # asgiref's one shared thread: ~5 ms before the last one hears the ring.
+        if message["type"] == MESSAGE_TYPE:
+            return await self.run_events(message)
+        return await super().dispatch(message)
 
     async def run_events(self, message):
         """The doorbell (notify.MESSAGE_TYPE): events up to message["seq"] are committed."""

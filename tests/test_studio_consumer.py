@@ -42,15 +42,6 @@ def fresh_channel_layer():
 
 
 @pytest.fixture(autouse=True)
-def reads_on_one_thread(monkeypatch):
-    """Consumer reads run on asgiref's one sync thread in these tests: in-memory
-    SQLite (shared cache) locks tables across threads instead of waiting, and
-    connections left open in thread-pool threads would keep PostgreSQL from
-    dropping the test database. benches/bench_transcript.py runs the pool."""
-    monkeypatch.setattr(consumers, "READ_THREAD_SENSITIVE", True)
-
-
-@pytest.fixture(autouse=True)
 def slow_poll(monkeypatch):
     """Doorbell tests must pass on the doorbell alone: the poll is made too slow to help."""
     monkeypatch.setattr(consumers, "POLL_SECONDS", 60)
