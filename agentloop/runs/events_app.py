@@ -19,7 +19,7 @@ import logging
 
 from agentloop import fastpath
 from agentloop.database_thread import DatabaseThread
-from agentloop.runs import runner_api
+from agentloop.runs import notify, runner_api
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,17 @@ async def _handle(scope, receive, send):
         return await fastpath.respond_json(send, 413, {"detail": str(exc)})
     token = _bearer_token(fastpath.headers_of(scope))
     # Storing a batch is idempotent (events have keys): safe to retry on a new connection.
-    status, answer = await writer.run(runner_api.post_events, token, body, retry=True)
+    status, answer, rings = await writer.run(_post_events, token, body, retry=True)
     headers = [("www-authenticate", 'Bearer realm="agentloop"')] if status == 401 else []
     await fastpath.respond_json(send, status, answer, headers)
+    # The runner has its answer; now wake the watchers (the events are committed).
+    await notify.ring_held(rings)
+
+
+def _post_events(token: str, body: bytes):
+    with notify.rings_held() as rings:
+        status, answer = runner_api.post_events(token, body)
+    return status, answer, rings
 
 
 def _bearer_token(headers: dict[str, str]) -> str:

@@ -9,7 +9,9 @@ after the writer's transaction commits, so a watcher never reads too early.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import uuid
 
 from asgiref.sync import async_to_sync
@@ -42,4 +44,38 @@ def ring(run_code, seq: int) -> None:
     """After the current transaction commits, tell watchers of the run about seq."""
     group = group_name(run_code)
     message = {"type": MESSAGE_TYPE, "run": group.removeprefix("run."), "seq": int(seq)}
-    transaction.on_commit(lambda: _send(group, message))
+    held = getattr(_holding, "rings", None)
+    if held is not None:
+        transaction.on_commit(lambda: held.append((group, message)))
+    else:
+        transaction.on_commit(lambda: _send(group, message))
+
+
+_holding = threading.local()
+
+
+@contextlib.contextmanager
+def rings_held():
+    """Keep this thread's rings (once committed) in a list instead of sending them.
+
+    For async callers that write on a worker thread (agentloop/runs/events_app.py):
+    they answer their client first and then ring from the event loop with
+    `ring_held`, instead of the worker thread blocking on a hop to the loop
+    and the answer waiting behind every watcher woken by the ring.
+    """
+    _holding.rings = []
+    try:
+        yield _holding.rings
+    finally:
+        _holding.rings = None
+
+
+async def ring_held(rings: list[tuple[str, dict]]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for group, message in rings:
+        try:
+            await layer.group_send(group, message)
+        except Exception:  # a doorbell that cannot ring must never fail the write
+            log.warning("doorbell for %s did not ring", group, exc_info=True)
