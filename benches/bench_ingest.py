@@ -3,6 +3,8 @@
     .venv/bin/python benches/bench_ingest.py            # SQLite, then PostgreSQL
     .venv/bin/python benches/bench_ingest.py --quick    # fewer batches
     .venv/bin/python benches/bench_ingest.py --no-postgres
+    .venv/bin/python benches/bench_ingest.py --quick --no-postgres --baseline DIR --rounds 3
+    .venv/bin/python benches/bench_ingest.py --stages   # in-process µs per span of each stage
 
 For each database: a fresh one (a SQLite file in a temporary folder; a
 PostgreSQL database `agentloop_bench`, created and dropped here), migrated,
@@ -12,6 +14,15 @@ AGENT root and seven LLM children with messages, tokens, session and user)
 from 1 connection, then from 4 concurrent connections. A batch counts when its
 200 came back, which ingest sends only after the spans are committed; at the
 end the stored rows are counted to prove it. Target: ≥ 10,000 spans/s on SQLite.
+
+--baseline DIR also runs the same batches against another copy of the code
+(e.g. `git archive <commit> | tar -x -C DIR`), each run on a fresh database,
+alternating with this checkout `--rounds` times: before/after figures of a
+change from one session on the same (shared) machine.
+
+--stages times ingest's stages in one process instead (SQLite, this checkout):
+parse, decode into rows, insert, trace upsert, commit (with SQLite's periodic
+WAL checkpoints), close; wall and CPU µs per span, averaged over the batches.
 
 PostgreSQL is reached at BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 """
@@ -57,64 +68,196 @@ from agentloop.traces.models import Span, Trace
 print(Span.objects.count(), Trace.objects.count())
 """
 
+# Ingest's stages timed in one process, on the code of this checkout (it calls
+# ingest's internals, so it follows them when they change).
+STAGES_SCRIPT = """
+import sys, time
+import django
+django.setup()
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.utils import timezone
+from agentloop.teams.models import Project, Space
+from agentloop.traces import ingest, otlp
+from tests.otlp_payloads import benchmark_request
+
+batches, size = int(sys.argv[1]), int(sys.argv[2])
+owner = get_user_model().objects.create_user("stages")
+project = Project.objects.create(space=Space.create_with_owner("S", owner), name="stages")
+bodies = [benchmark_request(size, seed=i) for i in range(batches + 3)]
+wall, cpu = {}, {}
+
+class stage:
+    def __init__(self, name):
+        self.name = name
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+    def __exit__(self, *exc):
+        wall.setdefault(self.name, []).append(time.perf_counter() - self.wall)
+        cpu.setdefault(self.name, []).append(time.process_time() - self.cpu)
+
+for body in bodies:
+    connection.close()  # as after each request (CONN_MAX_AGE=0)
+    with stage("open the connection"):
+        connection.ensure_connection()
+    ingest._keep_sqlite_file_open()
+    with stage("parse protobuf"):
+        message = otlp._parse_protobuf(body)
+    with stage("decode into rows"):
+        decoded = otlp._from_message(message)
+    batch = [(project.pk, group.rows) for group in decoded.resources]
+    now = timezone.now()
+    atomic = transaction.atomic()
+    atomic.__enter__()
+    with stage("insert spans"):
+        ingest._insert_spans(batch, now)
+    with stage("upsert traces"):
+        ingest._upsert_traces(batch, now)
+    with stage("commit (and WAL checkpoints)"):
+        atomic.__exit__(None, None, None)
+    with stage("close the connection"):
+        connection.close()
+
+total_wall = total_cpu = 0.0
+print("| stage | wall µs/span | CPU µs/span |")
+print("|---|---:|---:|")
+for name in wall:
+    w = sum(wall[name][3:]) / batches / size * 1e6
+    c = sum(cpu[name][3:]) / batches / size * 1e6
+    total_wall += w
+    total_cpu += c
+    print(f"| {name} | {w:.1f} | {c:.1f} |")
+print(f"| total | {total_wall:.1f} | {total_cpu:.1f} |")
+"""
+
+
+def run_stages(batches: int) -> int:
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="agentloop-bench-ingest-") as tmp:
+        env = bench_env(f"sqlite:///{tmp}/stages.sqlite3", Path(tmp))
+        django_python([str(ROOT / "manage.py"), "migrate", "--noinput", "-v", "0"], env)
+        table = django_python(["-c", STAGES_SCRIPT, str(batches), str(BATCH)], env)
+    print(
+        f"\n### OTLP ingest stages in process, {date.today().isoformat()}, SQLite, "
+        f"{batches} batches of {BATCH} (mean), load average {load_before:.1f} before and "
+        f"{os.getloadavg()[0]:.1f} after ({os.cpu_count()} cores)\n"
+    )
+    print(table)
+    return 0
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20 batches per run instead of 120")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a directory holding another copy of the code, measured alternately with this one",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="runs of each code per database (alternating)"
+    )
+    parser.add_argument(
+        "--stages", action="store_true", help="time ingest's stages in process (SQLite) instead"
+    )
     args = parser.parse_args(argv)
     batches = 20 if args.quick else 120
+    if args.stages:
+        return run_stages(batches)
 
     print(f"building {2 * batches + 2} protobuf batches of {BATCH} spans…", flush=True)
     bodies = [benchmark_request(BATCH, seed=i) for i in range(2 * batches + 2)]
     print(f"batch size: {len(bodies[0]) / 1024:.0f} KiB", flush=True)
     # The machine may be shared: say how busy it was, so figures can be compared.
     load_before = os.getloadavg()[0]
+    codes = {"this checkout": ROOT}
+    if args.baseline:
+        codes["baseline"] = args.baseline.resolve()
 
-    results: list[tuple[str, str, float, float]] = []
+    results: list[tuple[str, str, str, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="agentloop-bench-ingest-") as tmp:
-        sqlite_url = f"sqlite:///{tmp}/bench.sqlite3"
-        results += run_backend("SQLite", sqlite_url, Path(tmp), bodies, batches)
+        databases = [("SQLite", None)]
         if not args.no_postgres:
-            admin_url = os.environ.get(
-                "BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres"
+            databases.append(
+                (
+                    "PostgreSQL",
+                    os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+                )
             )
-            try:
-                pg_url = create_pg_database(admin_url)
-            except Exception as exc:  # noqa: BLE001 - report and go on with what we have
-                print(f"\nPostgreSQL skipped: cannot create {PG_DATABASE}: {exc}")
-            else:
-                try:
-                    results += run_backend("PostgreSQL", pg_url, Path(tmp), bodies, batches)
-                finally:
-                    drop_pg_database(admin_url)
+        run_number = 0
+        for label, admin_url in databases:
+            for round_number in range(args.rounds):
+                # Alternate which code goes first, so neither always follows the other.
+                order = list(codes.items())
+                if round_number % 2:
+                    order.reverse()
+                for code_name, code_dir in order:
+                    run_number += 1
+                    if admin_url is None:
+                        url = f"sqlite:///{tmp}/bench-{run_number}.sqlite3"
+                    else:
+                        try:
+                            url = create_pg_database(admin_url)
+                        except Exception as exc:  # noqa: BLE001 - report and go on
+                            print(f"\nPostgreSQL skipped: cannot create {PG_DATABASE}: {exc}")
+                            break
+                    try:
+                        for clients, rate, per_cpu in run_backend(
+                            label, url, Path(tmp), bodies, batches, code_dir, code_name
+                        ):
+                            results.append((label, code_name, clients, rate, per_cpu))
+                    finally:
+                        if admin_url is not None:
+                            drop_pg_database(admin_url)
 
     print(
         f"\n### OTLP ingest, {date.today().isoformat()}, {batches} batches of {BATCH} per run, "
         f"load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after "
         f"({os.cpu_count()} cores)\n"
     )
-    print("| database | clients | spans/s (wall) | spans per server CPU-second |")
-    print("|---|---:|---:|---:|")
-    for database, clients, rate, per_cpu in results:
-        print(f"| {database} | {clients} | {rate:,.0f} | {per_cpu:,.0f} |")
-    sqlite_best = max((r for d, _, r, _ in results if d == "SQLite"), default=0)
+    print(
+        "| database | code | clients | spans/s (wall) | spans per server CPU-second "
+        "| server CPU µs/span |"
+    )
+    print("|---|---|---:|---:|---:|---:|")
+    for database, code_name, clients, rate, per_cpu in results:
+        print(
+            f"| {database} | {code_name} | {clients} | {rate:,.0f} | {per_cpu:,.0f} "
+            f"| {1e6 / per_cpu:,.0f} |"
+        )
+    sqlite_best = max(
+        (r for d, c, _, r, _ in results if d == "SQLite" and c == "this checkout"), default=0
+    )
     verdict = "meets" if sqlite_best >= TARGET else "MISSES"
     print(f"\nSQLite best {sqlite_best:,.0f} spans/s {verdict} the {TARGET:,} spans/s target.")
     return 0
 
 
-def run_backend(label: str, database_url: str, tmp: Path, bodies: list[bytes], batches: int):
-    env = bench_env(database_url, tmp)
-    django_python([str(ROOT / "manage.py"), "migrate", "--noinput", "-v", "0"], env)
-    raw_key = django_python(["-c", SETUP_SCRIPT], env).strip().splitlines()[-1]
+def run_backend(
+    label: str,
+    database_url: str,
+    tmp: Path,
+    bodies: list[bytes],
+    batches: int,
+    code_dir: Path = ROOT,
+    code_name: str = "this checkout",
+):
+    """Migrate the fresh database, serve code_dir from daphne, send the batches.
+
+    Returns [(clients, spans/s, spans per server CPU-second)] for 1 and 4 clients.
+    """
+    env = bench_env(database_url, tmp, code_dir)
+    django_python([str(code_dir / "manage.py"), "migrate", "--noinput", "-v", "0"], env, code_dir)
+    raw_key = django_python(["-c", SETUP_SCRIPT], env, code_dir).strip().splitlines()[-1]
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port)]
         + ["agentloop.asgi:application"],
-        cwd=ROOT,
+        cwd=code_dir,
         env=env,
     )
+    name = f"{label} ({code_name})"
     try:
         wait_for_port(port, server)
         headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {raw_key}"}
@@ -124,21 +267,21 @@ def run_backend(label: str, database_url: str, tmp: Path, bodies: list[bytes], b
         multi = bodies[warm + batches : warm + 2 * batches]
 
         rate_1 = timed(
-            label, 1, server.pid, lambda: send_batches(port, headers, single), len(single)
+            name, 1, server.pid, lambda: send_batches(port, headers, single), len(single)
         )
         rate_4 = timed(
-            label, 4, server.pid, lambda: send_concurrently(port, headers, multi, 4), len(multi)
+            name, 4, server.pid, lambda: send_concurrently(port, headers, multi, 4), len(multi)
         )
     finally:
         server.terminate()
         server.wait(timeout=30)
 
-    spans, traces = map(int, django_python(["-c", COUNT_SCRIPT], env).split())
+    spans, traces = map(int, django_python(["-c", COUNT_SCRIPT], env, code_dir).split())
     expected = (warm + 2 * batches) * BATCH
-    print(f"  {label}: {spans:,} spans and {traces:,} traces stored (expected {expected:,} spans)")
+    print(f"  {name}: {spans:,} spans and {traces:,} traces stored (expected {expected:,} spans)")
     if spans != expected:
-        raise SystemExit(f"{label}: stored {spans} spans, expected {expected}")
-    return [(label, "1", *rate_1), (label, "4", *rate_4)]
+        raise SystemExit(f"{name}: stored {spans} spans, expected {expected}")
+    return [("1", *rate_1), ("4", *rate_4)]
 
 
 def timed(label: str, clients: int, server_pid: int, send, n_batches: int) -> tuple[float, float]:
@@ -199,9 +342,11 @@ def send_concurrently(port: int, headers: dict, bodies: list[bytes], clients: in
         raise errors[0]
 
 
-def bench_env(database_url: str, tmp: Path) -> dict:
+def bench_env(database_url: str, tmp: Path, code_dir: Path = ROOT) -> dict:
     env = dict(os.environ)
     env.update(
+        # The code under test first, whatever the venv's editable install points at.
+        PYTHONPATH=os.pathsep.join([str(code_dir), os.environ.get("PYTHONPATH", "")]),
         DJANGO_SETTINGS_MODULE="agentloop.settings",
         DATABASE_URL=database_url,
         SECRET_KEY="bench-only-secret-key",
@@ -214,9 +359,9 @@ def bench_env(database_url: str, tmp: Path) -> dict:
     return env
 
 
-def django_python(args: list[str], env: dict) -> str:
+def django_python(args: list[str], env: dict, code_dir: Path = ROOT) -> str:
     done = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, *args], cwd=code_dir, env=env, capture_output=True, text=True, timeout=300
     )
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(args[:2])} failed:\n{done.stderr}")
