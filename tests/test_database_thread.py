@@ -25,15 +25,17 @@ def run(db_thread, function, **kwargs):
 
 
 def raw_connection():
+    # The object itself, not its id: holding it keeps a new connection from
+    # reusing its address.
     connection.ensure_connection()
-    return id(connection.connection)
+    return connection.connection
 
 
 def test_calls_share_one_connection_that_stays_open(db_thread):
     first = run(db_thread, raw_connection)
-    assert run(db_thread, raw_connection) == first
+    assert run(db_thread, raw_connection) is first
     assert run(db_thread, lambda: Space.objects.count()) == 0
-    assert run(db_thread, raw_connection) == first
+    assert run(db_thread, raw_connection) is first
 
 
 def test_it_sees_what_others_committed_since_its_last_call(db_thread):
@@ -60,7 +62,7 @@ def test_a_broken_connection_is_replaced_and_a_read_retried(db_thread):
 
     assert run(db_thread, count_spaces, retry=True) == 0
     assert len(attempts) == 2  # the first attempt hit the dead connection
-    assert run(db_thread, raw_connection) != first
+    assert run(db_thread, raw_connection) is not first
 
 
 def test_without_retry_the_error_reaches_the_caller_and_the_next_call_reconnects(db_thread):
