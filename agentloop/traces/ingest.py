@@ -41,6 +41,10 @@ from agentloop.traces.otlp import (
 # decoded span row (otlp.SPAN_ROW_FIELDS) between the project and created_at.
 SPAN_FIELDS = ("project_id", *SPAN_ROW_FIELDS, "created_at")
 
+# What ingest stores: (project id, that project's span rows) pairs, one per
+# resource, the rows in SPAN_ROW_FIELDS order as otlp decoded them.
+Batch = list[tuple[int, list[tuple]]]
+
 
 @dataclass
 class IngestResult:
@@ -59,7 +63,7 @@ def ingest_export(project: Project, decoded: DecodedExport, now=None) -> IngestR
     _keep_sqlite_file_open()
     rejected = Counter(decoded.rejected)
     project_ids = _projects_by_name(project, decoded)
-    batch: list[tuple[int, list[tuple]]] = []  # (project id, span rows of one resource)
+    batch: Batch = []
     accepted = 0
     for group in decoded.resources:
         if not group.rows:
@@ -154,10 +158,6 @@ def _projects_by_name(project: Project, decoded: DecodedExport) -> dict[str, int
     )
 
 
-# A batch: (project id, that project's span rows in otlp.SPAN_ROW_FIELDS order) pairs.
-Batch = list[tuple[int, list[tuple]]]
-
-
 def _insert_spans(batch: Batch, now) -> None:
     # agentloop runs on SQLite or PostgreSQL (settings.DATABASES).
     if connection.vendor == "postgresql":
@@ -235,7 +235,8 @@ def _copy_spans_postgresql(batch: Batch, now) -> None:
 def _upsert_traces(batch: Batch, now) -> None:
     # One row per trace, so no statement updates the same trace twice
     # (PostgreSQL refuses that within one INSERT … ON CONFLICT). The decoded
-    # times are fixed-format UTC text, which sorts like the times themselves.
+    # times are UTC text that sorts like the times themselves (a whole second
+    # has no fraction and sorts first in its second; tests/test_otlp_rows.py).
     bounds: dict[tuple[int, str], list[str]] = {}
     for project_id, group in batch:
         for row in group:
