@@ -10,8 +10,8 @@ reads the body into a temporary file, runs each request on a thread of its own
 request_finished signals and for every middleware, and opens a new database
 connection for each request. These two paths need none of that: no session,
 user, CSRF (callers authenticate with the run's key), templates or cookies. So
-`agentloop.asgi` sends them here; their database work runs on a
-`DatabaseThread` whose connection stays open.
+`agentloop.asgi` sends them here; their database work runs on threads whose
+connections stay open (agentloop/database_threads.py).
 
 What Django would otherwise do for us, done here explicitly: a body size limit
 (DATA_UPLOAD_MAX_MEMORY_SIZE, 413), method checks, 404 for unknown paths, and

@@ -23,7 +23,7 @@ from channels.layers import InMemoryChannelLayer
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from agentloop.database_thread import DatabaseThread
+from agentloop.database_threads import DatabaseThreads
 from agentloop.runs.access import get_run_for_user
 from agentloop.runs.models import Run
 from agentloop.runs.notify import MESSAGE_TYPE, group_name
@@ -65,12 +65,12 @@ def _next_seq(run_id: int) -> int:
 
 
 # Every database read of the consumers (access at connect, frames, polls) runs
-# on one thread whose connection stays open (agentloop/database_thread.py):
+# on threads whose connections stay open (agentloop/database_threads.py):
 # a frame is on the clock of every watcher of the run, and opening a
 # connection per read (database_sync_to_async closes it after each call with
 # CONN_MAX_AGE=0) was a large part of a frame's cost. Reads are short and a
 # frame is rendered once per run for all its watchers (FrameCache).
-reads = DatabaseThread("transcript-reads")
+reads = DatabaseThreads("transcript-reads")
 
 
 def _read(function):

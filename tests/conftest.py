@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 
-from agentloop import database_thread
+from agentloop import database_threads
 from agentloop.teams.models import Membership, Project, Role, Space
 
 PASSWORD = "correct horse battery staple"
@@ -20,10 +20,10 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture(scope="session", autouse=True)
 def database_threads_closed_before_teardown(django_db_setup):
     """Close the connections the server's database threads keep open
-    (agentloop/database_thread.py) before the test database is dropped:
+    (agentloop/database_threads.py) before the test database is dropped:
     PostgreSQL refuses to drop a database that has connections."""
     yield
-    database_thread.close_all()
+    database_threads.close_all()
 
 
 def make_user(username: str):

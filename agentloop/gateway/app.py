@@ -10,9 +10,10 @@ from it; when it ends, the call is recorded (LLM span + run counters) before
 the response closes. Errors of the gateway itself are Anthropic-shaped, with
 `x-should-retry: false` so SDK clients do not retry what cannot succeed.
 
-Database work runs on two `DatabaseThread`s, each with a connection that
-stays open: admission (before the first byte, so it never queues behind a
-recording waiting for SQLite's write lock) and recording.
+Database work runs on two pools of threads whose connections stay open
+(agentloop/database_threads.py): admission (before the first byte, so it
+never queues behind a recording waiting for SQLite's write lock) and
+recording.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agentloop import fastpath
-from agentloop.database_thread import DatabaseThread
+from agentloop.database_threads import DatabaseThreads
 from agentloop.gateway import auth, budget, upstream
 from agentloop.gateway.spans import CallRecord, StreamCollector, collect_message, error_message
 from agentloop.gateway.spans import record_call as store_span
@@ -44,8 +45,8 @@ ROUTES = {
     "/llm/anthropic/v1/messages/count_tokens": ("/v1/messages/count_tokens", False),
 }
 
-admission = DatabaseThread("llm-gateway-admission")
-recording = DatabaseThread("llm-gateway-recording")
+admission = DatabaseThreads("llm-gateway-admission")
+recording = DatabaseThreads("llm-gateway-recording")
 
 
 async def application(scope, receive, send):

@@ -3,9 +3,9 @@
 A runner posts each batch of events here and every watcher of the run waits
 for it: the transcript is only as live as this post is quick. Served without
 Django's request handling (agentloop/fastpath.py says why), its database work
-on one thread whose connection stays open. One thread for all runs of this
-process: SQLite takes one writer at a time anyway, and runs queued here wait
-in order instead of in SQLite's busy handler, which sleeps in growing steps.
+on threads whose connections stay open (agentloop/database_threads.py: one
+for all runs of the process on SQLite, which takes one writer at a time
+anyway, so posts queue here in order instead of in SQLite's busy handler).
 
 The answer is `runner_api.post_events`, the same function the Django view of
 this path calls (tests, WSGI); errors are `{"detail": …}` as in the rest of
@@ -18,14 +18,14 @@ import contextlib
 import logging
 
 from agentloop import fastpath
-from agentloop.database_thread import DatabaseThread
+from agentloop.database_threads import DatabaseThreads
 from agentloop.runs import notify, runner_api
 
 log = logging.getLogger(__name__)
 
 PATH = "/api/runner/v1/events"
 
-writer = DatabaseThread("runner-events")
+writer = DatabaseThreads("runner-events")
 
 
 async def application(scope, receive, send):

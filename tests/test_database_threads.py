@@ -1,13 +1,14 @@
-"""DatabaseThread: one thread, one connection kept open, recovered when it breaks."""
+"""DatabaseThreads: connections kept open per thread, recovered when they break, closed on all."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
-from agentloop.database_thread import DatabaseThread
+from agentloop.database_threads import POSTGRESQL_THREADS, DatabaseThreads
 from agentloop.teams.models import Space
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def db_thread():
-    thread = DatabaseThread("test-database-thread")
+    thread = DatabaseThreads("test-database-thread", size=1)
     yield thread
     thread.close()
 
@@ -90,3 +91,32 @@ def test_close_closes_the_threads_connection(db_thread):
     run(db_thread, raw_connection)
     db_thread.close()
     assert run(db_thread, lambda: connection.connection is None)
+
+
+def test_the_default_size_is_one_thread_on_sqlite_and_a_pool_on_postgresql():
+    threads = DatabaseThreads("test-default-size")
+    try:
+        expected = 1 if connection.vendor == "sqlite" else POSTGRESQL_THREADS
+        assert threads.executor()._max_workers == expected
+    finally:
+        threads.close()
+
+
+def test_close_closes_the_connection_of_every_thread_in_the_pool():
+    pool = DatabaseThreads("test-pool", size=3)
+    opened = threading.Barrier(3)
+
+    def open_and_wait():
+        connection.ensure_connection()
+        opened.wait(timeout=10)  # three calls at once: one per thread
+        return threading.get_ident(), connection.connection
+
+    async def three_at_once():
+        return await asyncio.gather(*(pool.run(open_and_wait) for _ in range(3)))
+
+    first = asyncio.run(three_at_once())
+    assert len({ident for ident, _ in first}) == 3
+    pool.close()
+    reopened = asyncio.run(three_at_once())
+    assert all(raw is not old for _, raw in reopened for _, old in first)
+    pool.close()
