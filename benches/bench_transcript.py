@@ -2,11 +2,16 @@
 
     .venv/bin/python benches/bench_transcript.py           # full sizes
     .venv/bin/python benches/bench_transcript.py --quick   # fewer events
+    .venv/bin/python benches/bench_transcript.py --production   # PostgreSQL + Redis
 
 A fresh SQLite file, migrated, with one user, one project and 20 running runs,
 each with its own service key; daphne serves agentloop.asgi in a subprocess
 with the in-memory channel layer (no REDIS_URL): the runner API and the
 consumers live in that one process, so the doorbell reaches every watcher.
+--production measures the production configuration instead: a fresh
+PostgreSQL database (`agentloop_bench_transcript` on BENCH_PG_URL, default
+postgres://postgres@127.0.0.1:5432/postgres; dropped after) and the Redis
+channel layer (BENCH_REDIS_URL, default redis://127.0.0.1:6379/0).
 
 For each event the clock starts just before the runner POST to
 /api/runner/v1/events (one event, as a runner sends it) and stops when a
@@ -82,13 +87,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="40 events per scenario instead of 300"
     )
+    parser.add_argument(
+        "--production",
+        action="store_true",
+        help="PostgreSQL and the Redis channel layer instead of SQLite and the in-memory one",
+    )
     args = parser.parse_args(argv)
     events = 40 if args.quick else 300
     load_before = os.getloadavg()[0]
+    if args.production:
+        admin_url = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+        database_url = fresh_pg_database(admin_url)
+        try:
+            return measure(args, events, load_before, database_url)
+        finally:
+            drop_pg_database(admin_url)
+    return measure(args, events, load_before, None)
 
+
+PG_DATABASE = "agentloop_bench_transcript"
+
+
+def fresh_pg_database(admin_url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE}")
+        conn.execute(f"CREATE DATABASE {PG_DATABASE}")
+    return admin_url.rsplit("/", 1)[0] + "/" + PG_DATABASE
+
+
+def drop_pg_database(admin_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
+
+
+def measure(args, events: int, load_before: float, database_url: str | None) -> int:
     with tempfile.TemporaryDirectory(prefix="agentloop-bench-transcript-") as tmp:
-        env = bench_env(f"sqlite:///{tmp}/bench.sqlite3", Path(tmp))
-        env.pop("REDIS_URL", None)
+        env = bench_env(database_url or f"sqlite:///{tmp}/bench.sqlite3", Path(tmp))
+        if database_url:
+            env["REDIS_URL"] = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+        else:
+            env.pop("REDIS_URL", None)
         django_python([str(ROOT / "manage.py"), "migrate", "--noinput", "-v", "0"], env)
         setup = json.loads(
             django_python(["-c", SETUP_SCRIPT % {"runs": RUNS}], env).splitlines()[-1]
@@ -108,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             server.wait(timeout=30)
 
     print(
-        f"\n### Transcript delivery, {date.today().isoformat()}, SQLite, in-memory channel layer, "
+        f"\n### Transcript delivery, {date.today().isoformat()}, "
+        f"{'PostgreSQL, Redis' if database_url else 'SQLite, in-memory'} channel layer, "
         f"{events} events per scenario, load average {load_before:.1f} before and "
         f"{os.getloadavg()[0]:.1f} after ({os.cpu_count()} cores)\n"
     )
