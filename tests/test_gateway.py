@@ -8,6 +8,7 @@ token stays here while the real key goes only upstream.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from datetime import timedelta
 from decimal import Decimal
@@ -271,6 +272,35 @@ def test_an_unreachable_upstream_is_a_502_and_an_error_span(gateway, settings, p
     assert "could not be reached" in response.json()["error"]["message"]
     (span,) = run_spans(run)
     assert span.status_code == "ERROR"
+
+
+def test_an_answer_that_breaks_off_is_a_502_and_an_error_span(gateway, settings, project):
+    """An upstream that promises 1,000 bytes of JSON, sends ten and hangs up."""
+    run, token = make_run(project)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve_once():
+        peer, _ = listener.accept()
+        with peer:
+            peer.recv(65536)
+            peer.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                b'content-length: 1000\r\n\r\n{"id": "ms'
+            )
+
+    server = threading.Thread(target=serve_once, daemon=True)
+    server.start()
+    settings.AGENTLOOP_LLM_UPSTREAM_URL = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        response = call(gateway, token, request_body())
+    finally:
+        server.join(10)
+        listener.close()
+
+    assert_refused(response, 502, "api_error", "the upstream answer broke off")
+    (span,) = run_spans(run)
+    assert span.status_code == "ERROR"
+    assert span.status_message.startswith("the upstream answer broke off")
 
 
 def test_without_an_upstream_key_the_gateway_says_so(gateway, settings, upstream_model, project):

@@ -126,6 +126,12 @@ async def _handle(scope, receive, send):
 
     try:
         answer_body = await answer.aread()
+    except httpx.HTTPError as exc:
+        call.error = f"the upstream answer broke off ({type(exc).__name__})"
+        call.ended_at = timezone.now()
+        if record:
+            await recording.run(_finish, run, token, key, call)
+        return await _error(send, 502, "api_error", f"The LLM gateway: {call.error}.")
     finally:
         await answer.aclose()
     call.ended_at = timezone.now()
