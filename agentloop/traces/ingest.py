@@ -1,23 +1,25 @@
 """Store decoded OTLP spans: route each resource to a project, insert, upsert traces.
 
-This is the ingest hot path (≥ 10,000 spans/s on SQLite), so it writes with
-two `executemany` statements in one transaction and no per-span query:
+This is the ingest hot path (≥ 10,000 spans/s on SQLite), so it writes the
+row tuples `otlp` decoded, with two statements in one transaction and no
+per-span query:
 
 - spans: INSERT … ON CONFLICT (project, trace_id, span_id) DO NOTHING, so a
-  re-sent span (exporters retry) is stored once;
+  re-sent span (exporters retry) is stored once (an `executemany` on SQLite;
+  COPY into a temporary table first on PostgreSQL);
 - traces: one row per (project, trace_id), upserted to the earliest start and
   the latest end seen over all batches, computed by the database so two
   concurrent requests for one trace cannot lose each other's times.
 
-Raw SQL instead of `bulk_create`: building 512 model instances per request
-and preparing each field through the ORM made the insert 3-4 times slower
-(docs/benchmarks.md).
+On SQLite the commit leaves WAL checkpoints to a thread of their own
+(`sqlite_wal.py`). Raw SQL instead of `bulk_create`: building 512 model
+instances per request and preparing each field through the ORM made the
+insert 3-4 times slower (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from agentloop.teams.models import Project
+from agentloop.traces import sqlite_wal
 from agentloop.traces.models import Span, Trace
 from agentloop.traces.otlp import (
     PROJECT_NAME_ATTRIBUTE,
@@ -60,7 +63,7 @@ def ingest_export(project: Project, decoded: DecodedExport, now=None) -> IngestR
     and counted in the result, never stored in the key's own project.
     """
     now = now or timezone.now()
-    _keep_sqlite_file_open()
+    checkpointer = sqlite_wal.checkpointer_for(connection)  # None on PostgreSQL
     rejected = Counter(decoded.rejected)
     project_ids = _projects_by_name(project, decoded)
     batch: Batch = []
@@ -79,9 +82,12 @@ def ingest_export(project: Project, decoded: DecodedExport, now=None) -> IngestR
         batch.append((project_id, group.rows))
         accepted += len(group.rows)
     if batch:
-        with transaction.atomic():
-            _insert_spans(batch, now)
-            _upsert_traces(batch, now)
+        with sqlite_wal.checkpoints_left_to(checkpointer, connection):
+            with transaction.atomic():
+                _insert_spans(batch, now)
+                _upsert_traces(batch, now)
+        if checkpointer is not None:
+            checkpointer.committed()
     return IngestResult(accepted=accepted, rejected=rejected)
 
 
@@ -102,41 +108,6 @@ def one_ingest_at_a_time():
     if connection.vendor == "sqlite":
         return _sqlite_ingest_lock
     return contextlib.nullcontext()
-
-
-# SQLite file -> an idle connection kept open for the life of the process.
-_sqlite_keepers: dict[str, sqlite3.Connection] = {}
-
-
-def _keep_sqlite_file_open() -> None:
-    """Hold one idle connection to the SQLite file for the life of the process.
-
-    Django closes its connection after each request (CONN_MAX_AGE=0), and when
-    the last connection to a WAL database closes, SQLite checkpoints the whole
-    WAL into the database with an fsync: once per ingest request. With an idle
-    connection left open (see keep_open), SQLite checkpoints every 1,000 WAL
-    pages instead (its default).
-    """
-    if connection.vendor != "sqlite" or connection.is_in_memory_db():
-        return
-    name = str(connection.settings_dict["NAME"])
-    if name not in _sqlite_keepers:
-        _sqlite_keepers[name] = keep_open(name)
-
-
-def keep_open(path: str) -> sqlite3.Connection:
-    """A connection to the SQLite file at `path` that counts as open to the others.
-
-    A connection only counts once it has read the database: that maps the WAL
-    index and takes the shared lock by which a closing connection sees it is not
-    the last one. A connection that was merely opened holds nothing, and every
-    request's close still checkpointed the WAL (measured: 2.7 ms per close,
-    against 0.1 ms with a keeper that has read). The read ends at once, so the
-    keeper holds no read transaction and never stops a checkpoint.
-    """
-    keeper = sqlite3.connect(path, check_same_thread=False)
-    keeper.execute("SELECT count(*) FROM sqlite_master").fetchall()
-    return keeper
 
 
 def _projects_by_name(project: Project, decoded: DecodedExport) -> dict[str, int]:
