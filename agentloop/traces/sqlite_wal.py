@@ -12,7 +12,7 @@ Two things cost an ingest request on SQLite more than its own writes:
   (`benches/bench_ingest.py --stages`). `WalCheckpointer` does that copy on a
   thread of its own instead, which runs on the other core while the next
   request is decoded (sqlite3 releases the GIL). One client's spans/s rose by
-  about 13% (docs/benchmarks.md).
+  13-16% on average over two runs of 4 alternating rounds (docs/benchmarks.md).
 
 Neither changes durability: spans are committed to the WAL before the 200
 either way (with synchronous=NORMAL, as before). Only ingest's commits leave
