@@ -1,6 +1,6 @@
 """Ingest's SQLite write-ahead log: kept open between requests, checkpointed off the request path.
 
-Two things cost an ingest request on SQLite more than its own writes:
+Two things made an ingest request on SQLite pay for more than its own writes:
 
 - Django closes its connection after each request (CONN_MAX_AGE=0), and when
   the last connection to a WAL database closes, SQLite checkpoints the whole
@@ -8,11 +8,12 @@ Two things cost an ingest request on SQLite more than its own writes:
   that stops that.
 - With SQLite's default, the commit that takes the WAL past 1,000 pages
   copies them into the database file and fsyncs it, before that request's
-  200 goes out: about 40% of the commit's wall time on average
-  (`benches/bench_ingest.py --stages`). `WalCheckpointer` does that copy on a
-  thread of its own instead, which runs on the other core while the next
-  request is decoded (sqlite3 releases the GIL). One client's spans/s rose by
-  13-16% on average over two runs of 4 alternating rounds (docs/benchmarks.md).
+  200 goes out: more than half of the commit's wall time on average (measured
+  in process, 512-span batches: 24-28 µs per span with those checkpoints,
+  9-11 without). `WalCheckpointer` does that copy on a thread of its own
+  instead, which runs on the other core while the next request is decoded
+  (sqlite3 releases the GIL). One client's spans/s rose by 13-16% on average
+  over two runs of 4 alternating rounds (docs/benchmarks.md).
 
 Neither changes durability: spans are committed to the WAL before the 200
 either way (with synchronous=NORMAL, as before). Only ingest's commits leave
