@@ -101,6 +101,7 @@ class RunTranscriptConsumer(AsyncWebsocketConsumer):
             if query.get("accepting") in ("0", "1")
             else transcript.accepts_followups(self.run)
         )
+        self.facts_shown = None  # what the facts panel shows now (transcript.facts_key)
         self.lock = asyncio.Lock()
         self.group = group_name(self.run.code)
         if self.channel_layer is not None:
@@ -140,9 +141,10 @@ class RunTranscriptConsumer(AsyncWebsocketConsumer):
                 upto = await _read(_next_seq)(self.run.pk)
             while upto > self.last_seq:
                 frame = await frames.get(
-                    self.run, self.last_seq, upto, self.can_use, self.accepting
+                    self.run, self.last_seq, upto, self.can_use, self.accepting, self.facts_shown
                 )
                 self.accepting = frame["accepting"]
+                self.facts_shown = frame["facts"]
                 if frame["html"]:
                     await self.send(text_data=frame["html"])
                 if frame["last_seq"] <= self.last_seq:
@@ -163,8 +165,11 @@ class FrameCache:
         self.size = size
         self.entries: dict[tuple, asyncio.Future] = {}
 
-    async def get(self, run: Run, after: int, upto: int, can_use: bool, accepting) -> dict:
-        key = (run.code, after, upto, can_use, accepting)  # codes, unlike ids, are never reused
+    async def get(
+        self, run: Run, after: int, upto: int, can_use: bool, accepting, facts_shown
+    ) -> dict:
+        # Codes, unlike ids, are never reused.
+        key = (run.code, after, upto, can_use, accepting, facts_shown)
         future = self.entries.get(key)
         if future is None:
             future = asyncio.get_running_loop().create_future()
@@ -173,7 +178,7 @@ class FrameCache:
                 self.entries.pop(next(iter(self.entries)))
             try:
                 frame = await _read(transcript.render_frame)(
-                    run.pk, after, can_use, accepting, upto
+                    run.pk, after, can_use, accepting, upto, facts_shown
                 )
             except BaseException as error:
                 self.entries.pop(key, None)

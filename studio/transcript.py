@@ -18,6 +18,20 @@ ACCEPTING = (RunStatus.RUNNING, RunStatus.WAITING)
 PANEL_KINDS = {EventKind.ARTIFACT, EventKind.STATUS}
 
 
+def facts_key(run: Run) -> tuple:
+    """What the facts panel shows that can change while a run goes on: a frame
+    carries the panel only when this differs from what the watcher has."""
+    return (
+        run.status,
+        run.exit_reason,
+        run.started_at,
+        run.finished_at,
+        run.input_tokens,
+        run.output_tokens,
+        run.cost_usd,
+    )
+
+
 def accepts_followups(run: Run) -> bool:
     return run.status in ACCEPTING and run.stop_requested_at is None
 
@@ -86,24 +100,39 @@ def page_context(run: Run, user) -> dict:
 
 
 def render_frame(
-    run_id: int, after: int, can_use: bool, was_accepting: bool | None, upto: int | None = None
+    run_id: int,
+    after: int,
+    can_use: bool,
+    was_accepting: bool | None,
+    upto: int | None = None,
+    facts_shown: tuple | None = None,
 ) -> dict:
     """The next websocket frame for a watcher who has seen everything up to `after`
     (and, with `upto`, of the events up to that seq only: a frame the consumer
     shares between watchers must not depend on when it was rendered).
 
-    Returns {"html", "last_seq", "accepting", "more"}; html is "" when there is
-    nothing new, "more" when the frame is full and more events may follow.
-    The facts panel (status, tokens, cost) comes with every frame, the artifacts
-    panel when an artifact or status event is among the new ones, the controls
-    when whether the run takes follow-ups changed since the watcher's last frame.
+    Returns {"html", "last_seq", "accepting", "facts", "more"}; html is "" when
+    there is nothing new, "more" when the frame is full and more events may
+    follow. The facts panel (status, tokens, cost) comes when its facts differ
+    from `facts_shown` (the watcher's last: "facts" in the answer), the
+    artifacts panel when an artifact or status event is among the new ones, the
+    controls when whether the run takes follow-ups changed since the watcher's
+    last frame. (Fifty watchers of a run get each frame: a panel repeated for
+    nothing was most of a frame's bytes and a good part of its render.)
     """
     events = events_after(run_id, after, FRAME_EVENTS, upto)
     run = _run_with_relations(run_id)
     accepting = accepts_followups(run)
     controls_changed = was_accepting is not None and accepting != was_accepting
+    facts = facts_key(run)
     if not events and not controls_changed:
-        return {"html": "", "last_seq": after, "accepting": accepting, "more": False}
+        return {
+            "html": "",
+            "last_seq": after,
+            "accepting": accepting,
+            "facts": facts_shown,
+            "more": False,
+        }
     artifacts_changed = any(e.kind in PANEL_KINDS for e in events)
     context = {
         **controls_context(run, can_use),
@@ -113,6 +142,7 @@ def render_frame(
         "artifacts": list(run.artifacts.all()) if artifacts_changed else [],
         "artifacts_changed": artifacts_changed,
         "controls_changed": controls_changed and can_use,
+        "facts_changed": facts != facts_shown,
         "oob": True,
     }
     html = render_to_string("studio/transcript.html#frame", context)
@@ -120,5 +150,6 @@ def render_frame(
         "html": html,
         "last_seq": context["last_seq"],
         "accepting": accepting,
+        "facts": facts,
         "more": len(events) == FRAME_EVENTS,
     }

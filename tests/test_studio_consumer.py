@@ -18,7 +18,7 @@ from django.test import Client
 
 from agentloop.asgi import application
 from agentloop.runs import actions, recording
-from agentloop.runs.models import RunStatus
+from agentloop.runs.models import Run, RunStatus
 from studio import consumers
 
 pytest_plugins = ["tests.fake_sandbox"]  # the fake_provider fixture
@@ -88,6 +88,9 @@ def post_events(run, *texts):
     return recording.record_events(run, batch, secrets=None).last_seq
 
 
+FACTS_PANEL = '<section id="run-facts" class="card tx-facts" hx-swap-oob="true">'
+
+
 def seqs(frame: str) -> list[int]:
     return [int(s) for s in SEQ.findall(frame)]
 
@@ -98,12 +101,13 @@ async def test_the_owner_gets_the_transcript_then_each_event_in_order(run, alice
     assert seqs(first) == [1, 2, 3]  # the prompt, provisioning, running
     assert "Why do refunds fail?" in first
     assert 'id="transcript" hx-swap-oob="beforeend"' in first
+    assert FACTS_PANEL in first
 
     await post_events(run, "one", "two")
     frame = await ws.receive_from(timeout=5)
     assert seqs(frame) == [4, 5]
     assert frame.index("one") < frame.index("two")
-    assert '<section id="run-facts" class="card tx-facts" hx-swap-oob="true">' in frame
+    assert FACTS_PANEL not in frame  # nothing in it changed since the first frame
 
     await post_events(run, "three")
     assert seqs(await ws.receive_from(timeout=5)) == [6]
@@ -164,6 +168,23 @@ async def test_a_finished_run_closes_the_owners_followup_box(run, alice):
     assert "This session has ended" in frame
     # The artifacts panel is refreshed on status changes too.
     assert '<section id="run-artifacts" class="card" hx-swap-oob="true">' in frame
+    await ws.disconnect()
+
+
+async def test_the_facts_panel_comes_again_when_tokens_or_status_change(run, alice):
+    ws = await connect(run, alice, after=0)
+    assert FACTS_PANEL in await ws.receive_from(timeout=5)
+    await post_events(run, "nothing changes")
+    assert FACTS_PANEL not in await ws.receive_from(timeout=5)
+
+    await database_sync_to_async(Run.objects.filter(pk=run.pk).update)(input_tokens=1234)
+    await post_events(run, "tokens were counted")
+    frame = await ws.receive_from(timeout=5)
+    assert FACTS_PANEL in frame and "1,234 in" in frame
+
+    await database_sync_to_async(run.transition)(RunStatus.SUCCEEDED)
+    frame = await ws.receive_from(timeout=5)
+    assert FACTS_PANEL in frame and 'id="run-status">Succeeded' in frame
     await ws.disconnect()
 
 
