@@ -138,3 +138,28 @@ def test_a_body_over_the_limit_is_a_413_and_stores_nothing(asgi_server, running,
     assert fast.status_code == 413
     assert fast.json() == {"detail": "The request body is larger than 1000 bytes."}
     assert not RunEvent.objects.filter(run=run).exists()
+
+
+def test_on_sqlite_the_post_leaves_wal_checkpoints_to_their_thread(
+    asgi_server, running, monkeypatch
+):
+    from django.db import connection
+
+    from agentloop.traces import sqlite_wal
+
+    if connection.vendor != "sqlite":
+        pytest.skip("WAL checkpoints are SQLite's")
+    told = []
+    monkeypatch.setattr(sqlite_wal.WalCheckpointer, "committed", lambda self: told.append(self))
+    autocheckpoints = []
+    real = sqlite_wal.checkpoints_left_to
+
+    def watched(checkpointer, db_connection):
+        autocheckpoints.append(checkpointer)
+        return real(checkpointer, db_connection)
+
+    monkeypatch.setattr(sqlite_wal, "checkpoints_left_to", watched)
+    run, token = running
+    _, fast_answer, _ = both_ways(asgi_server, token, {"events": [message("w")]})
+    assert fast_answer[0] == 200
+    assert len(told) == 1 and autocheckpoints == told  # the commit left it to the thread

@@ -17,9 +17,12 @@ from __future__ import annotations
 import contextlib
 import logging
 
+from django.db import connection
+
 from agentloop import fastpath
 from agentloop.database_threads import DatabaseThreads
 from agentloop.runs import notify, runner_api
+from agentloop.traces import sqlite_wal
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +59,15 @@ async def _handle(scope, receive, send):
 
 
 def _post_events(token: str, body: bytes):
-    with notify.rings_held() as rings:
+    # On SQLite the commit that takes the WAL past 1,000 pages would copy it
+    # into the database file, fsync included, before this runner gets its
+    # answer: the slowest posts by far. The WAL checkpointer does that on a
+    # thread of its own (agentloop/traces/sqlite_wal.py, as for ingest).
+    checkpointer = sqlite_wal.checkpointer_for(connection)  # None on PostgreSQL
+    with notify.rings_held() as rings, sqlite_wal.checkpoints_left_to(checkpointer, connection):
         status, answer = runner_api.post_events(token, body)
+    if checkpointer is not None and status == 200:
+        checkpointer.committed()
     return status, answer, rings
 
 
