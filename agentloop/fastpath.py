@@ -1,20 +1,21 @@
-"""Plain ASGI for the two hot paths a sandbox calls, served without Django's request handling.
+"""Plain ASGI for the hot paths, served without Django's request handling.
 
-Every model call goes through the LLM gateway (`/llm/…`) and every transcript
-line through the runner's event post (`/api/runner/v1/events`). Under daphne,
+Every model call goes through the LLM gateway (`/llm/…`), every transcript
+line through the runner's event post (`/api/runner/v1/events`), and every
+span through OTLP ingest (`/v1/traces`). Under daphne,
 Django's ASGI handler added 3–5 ms to each such request before any of our code
 ran — on a 2-core machine, measured with benches/bench_gateway.py and a probe
 of a trivial 405 answer: 3.8 ms through Django against 0.5 ms as plain ASGI. It
 reads the body into a temporary file, runs each request on a thread of its own
 (a new thread per request), hops to it for the request_started and
 request_finished signals and for every middleware, and opens a new database
-connection for each request. These two paths need none of that: no session,
-user, CSRF (callers authenticate with the run's key), templates or cookies. So
+connection for each request. These paths need none of that: no session,
+user, CSRF (callers authenticate with a key), templates or cookies. So
 `agentloop.asgi` sends them here; their database work runs on threads whose
 connections stay open (agentloop/database_threads.py).
 
 What Django would otherwise do for us, done here explicitly: a body size limit
-(DATA_UPLOAD_MAX_MEMORY_SIZE, 413), method checks, 404 for unknown paths, and
+(DATA_UPLOAD_MAX_MEMORY_SIZE or the caller's own, 413), method checks, 404 for unknown paths, and
 an unexpected error logged and answered with 500 instead of a dropped
 connection. Everything else (pages, APIs, ingest) still goes through Django.
 """

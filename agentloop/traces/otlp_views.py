@@ -7,6 +7,8 @@ google.rpc.Status error body. Spans are committed before the 200 is sent.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from django.conf import settings
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -21,21 +23,57 @@ from agentloop.traces.ingest import ingest_export, one_ingest_at_a_time
 @csrf_exempt
 @require_POST
 def otlp_traces(request):
-    content_type = request.content_type.lower() if request.content_type else ""
+    # Daphne serves this path as plain ASGI (agentloop/traces/ingest_app.py);
+    # this view gives the same answers where Django handles it (tests, WSGI).
+    try:
+        body = _read_body(request, settings.OTLP_MAX_BODY_BYTES)
+    except otlp.BodyTooLarge:
+        body = None
+    answer = receive_export(
+        bearer_token(request),
+        request.content_type or "",
+        request.headers.get("Content-Encoding", ""),
+        body,
+        _project_of_key,
+    )
+    response = HttpResponse(answer.body, status=answer.status, content_type=answer.content_type)
+    for name, value in answer.headers:
+        response[name] = value
+    return response
+
+
+@dataclass
+class Answer:
+    status: int
+    body: bytes
+    content_type: str
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def receive_export(
+    raw_key: str | None, content_type: str, encoding: str, body: bytes | None, project_of_key
+) -> Answer:
+    """The whole OTLP/HTTP answer to one export; body None when it was over the limit.
+
+    project_of_key(raw_key) -> the key's Project, or None. Checks in this
+    order: key (401), content type and encoding (415), size (413), decoding
+    (400, 413 for a gzip body that inflates past the limit); then the spans
+    are stored (committed) and the 200 answered.
+    """
+    content_type = content_type.split(";")[0].strip().lower()
     # Errors are answered in the request's encoding; JSON when it has none we know.
     answer_as = content_type if content_type in otlp.CONTENT_TYPES else otlp.JSON
 
-    raw_key = bearer_token(request)
-    key = ProjectApiKey.authenticate(raw_key) if raw_key else None
-    if key is None:
+    project = project_of_key(raw_key) if raw_key else None
+    if project is None:
         message = (
             "Unknown or revoked API key."
             if raw_key
             else "Send a project API key: `Authorization: Bearer al_pk_…` or an `api_key` header."
         )
-        response = _error(401, otlp.UNAUTHENTICATED, message, answer_as)
-        response["WWW-Authenticate"] = 'Bearer realm="agentloop"'
-        return response
+        answer = _error(401, otlp.UNAUTHENTICATED, message, answer_as)
+        answer.headers.append(("WWW-Authenticate", 'Bearer realm="agentloop"'))
+        return answer
 
     if content_type not in otlp.CONTENT_TYPES:
         return _error(
@@ -45,7 +83,7 @@ def otlp_traces(request):
             "send application/x-protobuf or application/json.",
             answer_as,
         )
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    encoding = encoding.strip().lower()
     if encoding not in ("", "identity", "gzip"):
         return _error(
             415,
@@ -55,10 +93,9 @@ def otlp_traces(request):
         )
 
     limit = settings.OTLP_MAX_BODY_BYTES
-    try:
-        body = _read_body(request, limit)
-    except otlp.BodyTooLarge as exc:
-        return _error(413, otlp.RESOURCE_EXHAUSTED, f"Request too large: {exc}.", answer_as)
+    if body is None:
+        message = f"Request too large: the body is larger than {limit} bytes."
+        return _error(413, otlp.RESOURCE_EXHAUSTED, message, answer_as)
     with one_ingest_at_a_time():
         try:
             if encoding == "gzip":
@@ -69,10 +106,13 @@ def otlp_traces(request):
         except otlp.OtlpDecodeError as exc:
             message = f"Invalid OTLP trace export: {exc}."
             return _error(400, otlp.INVALID_ARGUMENT, message, answer_as)
-        result = ingest_export(key.project, decoded)
-    return HttpResponse(
-        otlp.export_response(result.rejected, content_type), content_type=content_type
-    )
+        result = ingest_export(project, decoded)
+    return Answer(200, otlp.export_response(result.rejected, content_type), content_type)
+
+
+def _project_of_key(raw_key: str):
+    key = ProjectApiKey.authenticate(raw_key)
+    return key.project if key is not None else None
 
 
 def _read_body(request, limit: int) -> bytes:
@@ -86,7 +126,5 @@ def _read_body(request, limit: int) -> bytes:
     return body
 
 
-def _error(status: int, code: int, message: str, content_type: str) -> HttpResponse:
-    return HttpResponse(
-        otlp.status_body(code, message, content_type), status=status, content_type=content_type
-    )
+def _error(status: int, code: int, message: str, content_type: str) -> Answer:
+    return Answer(status, otlp.status_body(code, message, content_type), content_type)

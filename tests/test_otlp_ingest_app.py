@@ -1,0 +1,133 @@
+"""`POST /v1/traces` under daphne: the plain ASGI path answers as the Django view does.
+
+daphne serves this path with agentloop/traces/ingest_app.py; Django's test
+client (and WSGI, and the live-server SDK test) reaches otlp_views.otlp_traces.
+Both answer through otlp_views.receive_export; each case is sent both ways
+and must get the same status, content type and body.
+"""
+
+from __future__ import annotations
+
+import gzip
+from datetime import timedelta
+
+import httpx
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from agentloop.teams.models import ProjectApiKey
+from agentloop.traces.models import Span
+from tests.otlp_payloads import export_request, new_trace_id, span
+
+pytest_plugins = ["tests.gateway_server"]  # asgi_server, served_db
+
+PATH = "/v1/traces"
+PB = "application/x-protobuf"
+
+
+@pytest.fixture
+def key(project, alice, served_db):
+    return ProjectApiKey.mint(project, "ingest", created_by=alice)[1]
+
+
+def export(n: int = 3) -> bytes:
+    trace_id = new_trace_id()
+    spans = [span(trace_id=trace_id, name=f"step-{i}") for i in range(n)]
+    return export_request(({"service.name": "shop"}, spans)).SerializeToString()
+
+
+def both_ways(asgi_server, body: bytes, headers: dict):
+    """(fast, django) as (status, content type, body) for the same request."""
+    fast = httpx.post(asgi_server + PATH, content=body, headers=headers, timeout=20)
+    meta = {
+        f"HTTP_{name.upper().replace('-', '_')}": value
+        for name, value in headers.items()
+        if name.lower() != "content-type"
+    }
+    django = Client().generic(
+        "POST", PATH, body, content_type=headers.get("content-type", ""), **meta
+    )
+    return (
+        (fast.status_code, fast.headers.get("content-type"), fast.content),
+        (django.status_code, django.headers.get("Content-Type"), django.content),
+    )
+
+
+def test_an_export_is_stored_once_and_both_paths_answer_alike(asgi_server, key, project):
+    body = export(3)
+    fast, django = both_ways(
+        asgi_server, body, {"content-type": PB, "authorization": f"Bearer {key}"}
+    )
+    assert fast == django  # the second send (Django) is a re-send: stored once, same answer
+    assert fast[:2] == (200, PB)
+    assert Span.objects.filter(project=project).count() == 3
+
+
+def test_gzip_and_the_api_key_header_work(asgi_server, key, project):
+    body = gzip.compress(export(2))
+    fast = httpx.post(
+        asgi_server + PATH,
+        content=body,
+        headers={"content-type": PB, "content-encoding": "gzip", "api-key": key},
+        timeout=20,
+    )
+    assert fast.status_code == 200
+    assert Span.objects.filter(project=project).count() == 2
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status"),
+    [
+        ({"content-type": PB}, export(1), 401),
+        ({"content-type": PB, "authorization": "Bearer al_pk_made-up"}, export(1), 401),
+        ({"content-type": "text/plain", "authorization": "KEY"}, b"hello", 415),
+        ({"content-type": PB, "content-encoding": "br", "authorization": "KEY"}, b"x", 415),
+        ({"content-type": PB, "authorization": "KEY"}, b"\xff\xff not protobuf", 400),
+        ({"content-type": "application/json", "authorization": "KEY"}, b"{nope", 400),
+    ],
+)
+def test_bad_requests_get_the_same_answer_both_ways_and_store_nothing(
+    asgi_server, key, project, headers, body, status
+):
+    headers = {name: value.replace("KEY", f"Bearer {key}") for name, value in headers.items()}
+    fast, django = both_ways(asgi_server, body, headers)
+    assert fast == django
+    assert fast[0] == status
+    assert not Span.objects.filter(project=project).exists()
+
+
+def test_a_body_over_the_limit_is_a_413(asgi_server, key, project, settings):
+    settings.OTLP_MAX_BODY_BYTES = 100
+    fast, django = both_ways(
+        asgi_server, export(20), {"content-type": PB, "authorization": f"Bearer {key}"}
+    )
+    assert fast == django and fast[0] == 413
+    assert not Span.objects.filter(project=project).exists()
+
+
+def test_project_for_token_matches_authenticate(project, alice):
+    key, raw = ProjectApiKey.mint(project, "ci", created_by=alice)
+    assert ProjectApiKey.project_for_token(raw) == ProjectApiKey.authenticate(raw).project
+    found = ProjectApiKey.project_for_token(raw)
+    assert (found.name, found.space_id) == (project.name, project.space_id)
+    assert not hasattr(found, "key_to_touch")
+    assert ProjectApiKey.project_for_token(raw + "x") is None
+    assert ProjectApiKey.project_for_token("al_sk_" + raw[6:]) is None
+    assert ProjectApiKey.project_for_token(None) is None
+    key.revoke()
+    assert ProjectApiKey.project_for_token(raw) is None
+
+
+def test_project_for_token_notes_the_use_at_most_once_a_minute(project, alice):
+    key, raw = ProjectApiKey.mint(project, "ci", created_by=alice)
+    start = timezone.now()
+    ProjectApiKey.project_for_token(raw, now=start)
+    key.refresh_from_db()
+    assert key.last_used_at == start
+    ProjectApiKey.project_for_token(raw, now=start + timedelta(seconds=59))
+    key.refresh_from_db()
+    assert key.last_used_at == start
+    ProjectApiKey.project_for_token(raw, now=start + timedelta(seconds=61))
+    key.refresh_from_db()
+    assert key.last_used_at == start + timedelta(seconds=61)
