@@ -24,6 +24,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
 from agentloop.database_threads import DatabaseThreads
+from agentloop.runs import notify
 from agentloop.runs.access import get_run_for_user
 from agentloop.runs.models import Run
 from agentloop.runs.notify import MESSAGE_TYPE, group_name
@@ -107,12 +108,17 @@ class RunTranscriptConsumer(AsyncWebsocketConsumer):
         if self.channel_layer is not None:
             await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        local_watchers.setdefault(self.group, set()).add(self)
         await self.send_new()
         if self.channel_layer is None or isinstance(self.channel_layer, InMemoryChannelLayer):
             polls.add(self)
 
     async def disconnect(self, code):
         polls.remove(self)
+        watchers = local_watchers.get(getattr(self, "group", None), set())
+        watchers.discard(self)
+        if not watchers:
+            local_watchers.pop(getattr(self, "group", None), None)
         if getattr(self, "group", None) and self.channel_layer is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -230,3 +236,17 @@ class RunPolls:
 
 frames = FrameCache()
 polls = RunPolls()
+
+# group -> this process's consumers watching that run: a post stored by this
+# process wakes them directly (notify.ring_held), the frame's render starting
+# at once instead of after the channel layer has delivered fifty messages.
+local_watchers: dict[str, set[RunTranscriptConsumer]] = {}
+
+
+async def _wake_local_watchers(group: str, message: dict) -> None:
+    for consumer in list(local_watchers.get(group, ())):
+        if message["seq"] > consumer.last_seq:
+            asyncio.create_task(consumer.send_new(upto=message["seq"]))
+
+
+notify.ring_locally_too(_wake_local_watchers)

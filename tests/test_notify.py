@@ -32,7 +32,8 @@ def watching_channel(layer) -> str:
     return asyncio.run(watch())
 
 
-def test_held_rings_wait_for_commit_and_are_not_sent_until_asked():
+def test_held_rings_wait_for_commit_and_are_not_sent_until_asked(monkeypatch):
+    monkeypatch.setattr(notify, "_local_bells", [])  # no watchers in this process
     layer = get_channel_layer()
     channel = watching_channel(layer)
     with notify.rings_held() as held:
@@ -66,3 +67,22 @@ def test_outside_a_hold_the_ring_is_sent_on_commit():
     with transaction.atomic():
         notify.ring(CODE, 9)
     assert asyncio.run(asyncio.wait_for(layer.receive(channel), 5))["seq"] == 9
+
+
+def test_held_rings_wake_this_processs_watchers_first(monkeypatch):
+    """With the in-memory layer every watcher is local: the local bell is enough."""
+    heard = []
+
+    async def bell(group, message):
+        heard.append((group, message["seq"]))
+
+    monkeypatch.setattr(notify, "_local_bells", [bell])
+    layer = get_channel_layer()
+    channel = watching_channel(layer)
+    with notify.rings_held() as held:
+        with transaction.atomic():
+            notify.ring(CODE, 5)
+    asyncio.run(notify.ring_held(held))
+    assert heard == [(notify.group_name(CODE), 5)]
+    queue = layer.channels.get(channel)
+    assert queue is None or queue.empty()  # not sent twice through the layer

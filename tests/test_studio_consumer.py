@@ -12,12 +12,12 @@ import re
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.layers import channel_layers
+from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from agentloop.asgi import application
-from agentloop.runs import actions, recording
+from agentloop.runs import actions, notify, recording
 from agentloop.runs.models import Run, RunStatus
 from studio import consumers
 
@@ -112,6 +112,34 @@ async def test_the_owner_gets_the_transcript_then_each_event_in_order(run, alice
     await post_events(run, "three")
     assert seqs(await ws.receive_from(timeout=5)) == [6]
     assert await ws.receive_nothing(timeout=0.2)
+    await ws.disconnect()
+
+
+async def test_a_post_stored_in_this_process_wakes_its_watchers_directly(run, alice):
+    """The runner's event post (events_app) rings local watchers without the layer."""
+    ws = await connect(run, alice, after=3)
+
+    def store_holding_the_ring():
+        with notify.rings_held() as held:
+            recording.record_events(
+                run,
+                [
+                    {
+                        "key": "k-local",
+                        "source": "agent",
+                        "kind": "message",
+                        "payload": {"text": "hi"},
+                    }
+                ],
+                secrets=None,
+            )
+        return held
+
+    held = await database_sync_to_async(store_holding_the_ring)()
+    layer = get_channel_layer()
+    assert all(queue.empty() for queue in layer.channels.values())  # the layer was not rung
+    await notify.ring_held(held)
+    assert seqs(await ws.receive_from(timeout=5)) == [4]
     await ws.disconnect()
 
 

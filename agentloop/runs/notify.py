@@ -15,7 +15,7 @@ import threading
 import uuid
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,28 @@ def rings_held():
         _holding.rings = None
 
 
+# In-process bells: async callbacks (group, message) that wake this process's
+# watchers directly (studio.consumers registers one).
+_local_bells: list = []
+
+
+def ring_locally_too(bell) -> None:
+    """Register `bell(group, message)`, awaited by ring_held before the channel layer."""
+    _local_bells.append(bell)
+
+
 async def ring_held(rings: list[tuple[str, dict]]) -> None:
+    """Ring from the event loop: this process's watchers directly, then the channel
+    layer for the others (not needed when the layer is the in-memory one: the
+    only watchers it could reach are this process's, already woken)."""
+    for group, message in rings:
+        for bell in _local_bells:
+            try:
+                await bell(group, message)
+            except Exception:
+                log.warning("local doorbell for %s did not ring", group, exc_info=True)
     layer = get_channel_layer()
-    if layer is None:
+    if layer is None or (_local_bells and isinstance(layer, InMemoryChannelLayer)):
         return
     for group, message in rings:
         try:
