@@ -22,6 +22,7 @@ connection. Everything else (pages, APIs, ingest) still goes through Django.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -101,3 +102,32 @@ async def start_response(send: Send, status: int, headers: list[tuple[str, str]]
 
 def query_string(scope: Scope) -> str:
     return scope.get("query_string", b"").decode("latin-1")
+
+
+def plain_app(handle, answer_failure, what: str):
+    """An ASGI app around `handle(scope, receive, send)`.
+
+    A caller that hangs up before its body arrived is let go; an unexpected
+    error is logged and, if the response has not started, answered with
+    `answer_failure(send)` instead of a dropped connection.
+    """
+
+    async def application(scope, receive, send):
+        try:
+            await handle(scope, receive, send)
+        except ClientGone:
+            pass
+        except Exception:
+            log.exception("%s: %s %s failed", what, scope.get("method"), scope.get("path"))
+            with contextlib.suppress(Exception):  # fails if the response had already started
+                await answer_failure(send)
+
+    return application
+
+
+def bearer_token(headers: dict[str, str]) -> str:
+    """As teams.authentication.bearer_token: `Authorization: Bearer …` or an `api_key` header."""
+    authorization = headers.get("authorization", "")
+    if authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return headers.get("api-key") or headers.get("api_key") or ""

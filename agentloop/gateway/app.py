@@ -49,17 +49,6 @@ admission = DatabaseThreads("llm-gateway-admission")
 recording = DatabaseThreads("llm-gateway-recording")
 
 
-async def application(scope, receive, send):
-    try:
-        await _handle(scope, receive, send)
-    except fastpath.ClientGone:
-        pass
-    except Exception:
-        log.exception("LLM gateway: %s %s failed", scope.get("method"), scope.get("path"))
-        with contextlib.suppress(Exception):  # fails if the response had already started
-            await _error(send, 500, "api_error", "The LLM gateway failed; see its log.")
-
-
 async def _error(send, status: int, error_type: str, message: str) -> None:
     await fastpath.respond_json(
         send,
@@ -113,11 +102,8 @@ async def _handle(scope, receive, send):
             body,
         )
     except httpx.HTTPError as exc:
-        call.error = f"the LLM upstream could not be reached ({type(exc).__name__})"
-        call.ended_at = timezone.now()
-        if record:
-            await recording.run(_finish, run, token, key, call)
-        return await _error(send, 502, "api_error", f"The LLM gateway: {call.error}.")
+        why = f"the LLM upstream could not be reached ({type(exc).__name__})"
+        return await _upstream_failed(send, why, run, token, key, call, record)
 
     call.http_status = answer.status_code
     content_type = answer.headers.get("content-type", "")
@@ -127,11 +113,8 @@ async def _handle(scope, receive, send):
     try:
         answer_body = await answer.aread()
     except httpx.HTTPError as exc:
-        call.error = f"the upstream answer broke off ({type(exc).__name__})"
-        call.ended_at = timezone.now()
-        if record:
-            await recording.run(_finish, run, token, key, call)
-        return await _error(send, 502, "api_error", f"The LLM gateway: {call.error}.")
+        why = f"the upstream answer broke off ({type(exc).__name__})"
+        return await _upstream_failed(send, why, run, token, key, call, record)
     finally:
         await answer.aclose()
     call.ended_at = timezone.now()
@@ -145,6 +128,15 @@ async def _handle(scope, receive, send):
     if record:
         await recording.run(_finish, run, token, key, call)
     await fastpath.respond(send, answer.status_code, answer_body, upstream.response_headers(answer))
+
+
+async def _upstream_failed(send, why: str, run, token, key, call: CallRecord, record) -> None:
+    """Record the failed call (an error span) and answer 502."""
+    call.error = why
+    call.ended_at = timezone.now()
+    if record:
+        await recording.run(_finish, run, token, key, call)
+    await _error(send, 502, "api_error", f"The LLM gateway: {why}.")
 
 
 async def _stream(receive, send, answer: httpx.Response, run, token, key, call, record):
@@ -235,3 +227,10 @@ def _finish(run, token: str, key: str, call: CallRecord) -> None:
     except Exception:
         # The answer has reached the caller; a failed record must not turn it into an error.
         log.exception("LLM gateway: could not record a call of run %s", run.code)
+
+
+async def _answer_failure(send):
+    await _error(send, 500, "api_error", "The LLM gateway failed; see its log.")
+
+
+application = fastpath.plain_app(_handle, _answer_failure, "LLM gateway")

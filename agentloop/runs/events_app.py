@@ -14,9 +14,6 @@ the runner API (docs/runner-protocol.md).
 
 from __future__ import annotations
 
-import contextlib
-import logging
-
 from django.db import connection
 
 from agentloop import fastpath
@@ -24,22 +21,9 @@ from agentloop.database_threads import DatabaseThreads
 from agentloop.runs import notify, runner_api
 from agentloop.traces import sqlite_wal
 
-log = logging.getLogger(__name__)
-
 PATH = "/api/runner/v1/events"
 
 writer = DatabaseThreads("runner-events")
-
-
-async def application(scope, receive, send):
-    try:
-        await _handle(scope, receive, send)
-    except fastpath.ClientGone:
-        pass
-    except Exception:
-        log.exception("runner events: the post failed")
-        with contextlib.suppress(Exception):
-            await fastpath.respond_json(send, 500, {"detail": "Storing the events failed."})
 
 
 async def _handle(scope, receive, send):
@@ -49,7 +33,7 @@ async def _handle(scope, receive, send):
         body = await fastpath.read_body(receive)
     except fastpath.BodyTooLarge as exc:
         return await fastpath.respond_json(send, 413, {"detail": str(exc)})
-    token = _bearer_token(fastpath.headers_of(scope))
+    token = fastpath.bearer_token(fastpath.headers_of(scope))
     # Storing a batch is idempotent (events have keys): safe to retry on a new connection.
     status, answer, rings = await writer.run(_post_events, token, body, retry=True)
     headers = [("www-authenticate", 'Bearer realm="agentloop"')] if status == 401 else []
@@ -71,9 +55,8 @@ def _post_events(token: str, body: bytes):
     return status, answer, rings
 
 
-def _bearer_token(headers: dict[str, str]) -> str:
-    """As teams.authentication.bearer_token: `Authorization: Bearer …` or `api_key`."""
-    authorization = headers.get("authorization", "")
-    if authorization[:7].lower() == "bearer ":
-        return authorization[7:].strip()
-    return headers.get("api-key") or headers.get("api_key", "")
+async def _answer_failure(send):
+    await fastpath.respond_json(send, 500, {"detail": "Storing the events failed."})
+
+
+application = fastpath.plain_app(_handle, _answer_failure, "runner events")

@@ -14,9 +14,6 @@ of this path calls (tests, WSGI).
 
 from __future__ import annotations
 
-import contextlib
-import logging
-
 from django.conf import settings
 
 from agentloop import fastpath
@@ -25,23 +22,9 @@ from agentloop.teams.models import ProjectApiKey
 from agentloop.traces import otlp
 from agentloop.traces.otlp_views import receive_export
 
-log = logging.getLogger(__name__)
-
 PATH = "/v1/traces"
 
 writer = DatabaseThreads("otlp-ingest")
-
-
-async def application(scope, receive, send):
-    try:
-        await _handle(scope, receive, send)
-    except fastpath.ClientGone:
-        pass
-    except Exception:
-        log.exception("OTLP ingest failed")
-        with contextlib.suppress(Exception):
-            body = otlp.status_body(13, "Storing the spans failed.", otlp.JSON)  # INTERNAL
-            await fastpath.respond(send, 500, body, [("content-type", otlp.JSON)])
 
 
 async def _handle(scope, receive, send):
@@ -55,7 +38,7 @@ async def _handle(scope, receive, send):
     # Not retried: a failed store is answered 500 and the exporter retries it.
     answer = await writer.run(
         receive_export,
-        _bearer_token(headers),
+        fastpath.bearer_token(headers) or None,
         headers.get("content-type", ""),
         headers.get("content-encoding", ""),
         body,
@@ -69,9 +52,9 @@ async def _handle(scope, receive, send):
     )
 
 
-def _bearer_token(headers: dict[str, str]) -> str | None:
-    """As teams.authentication.bearer_token: `Authorization: Bearer …` or `api_key`."""
-    authorization = headers.get("authorization", "")
-    if authorization[:7].lower() == "bearer ":
-        return authorization[7:].strip() or None
-    return headers.get("api-key") or headers.get("api_key") or None
+async def _answer_failure(send):
+    body = otlp.status_body(13, "Storing the spans failed.", otlp.JSON)  # 13: INTERNAL
+    await fastpath.respond(send, 500, body, [("content-type", otlp.JSON)])
+
+
+application = fastpath.plain_app(_handle, _answer_failure, "OTLP ingest")
