@@ -8,6 +8,7 @@ import tracemalloc
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from google.rpc.status_pb2 import Status as RpcStatus
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
@@ -655,3 +656,32 @@ def test_values_json_cannot_hold_are_stored_as_text(post, project):
         "blob": "AP8=",
         "empty": None,
     }
+
+
+def test_a_nul_character_is_stored_as_the_replacement_character(post, project):
+    """PostgreSQL text cannot hold NUL (nor jsonb the \\u0000 escape): such a span must
+    not cost the batch. SQLite stores NUL as it came; PostgreSQL gets U+FFFD."""
+    trace_id = new_trace_id()
+    spans = [
+        span(
+            trace_id=trace_id,
+            name="tool\x00call",
+            status=(2, "broke\x00here"),
+            attributes={
+                "output.value": "binary\x00leak",
+                "odd\x00key": 1,
+                "literal": "a\\u0000b",  # a backslash, then the letters u0000: kept as is
+            },
+        ),
+        span(trace_id=trace_id, name="clean"),
+    ]
+    response = post(export_request(({"service.name": "shop"}, spans)).SerializeToString())
+    assert response.status_code == 200
+    stored = Span.objects.get(project=project, name__startswith="tool")
+    nul = "\x00" if connection.vendor == "sqlite" else "\ufffd"
+    assert stored.name == f"tool{nul}call"
+    assert stored.status_message == f"broke{nul}here"
+    assert stored.attributes["output.value"] == f"binary{nul}leak"
+    assert stored.attributes[f"odd{nul}key"] == 1
+    assert stored.attributes["literal"] == "a\\u0000b"
+    assert Span.objects.filter(project=project).count() == 2
