@@ -13,19 +13,19 @@ transactions), so concurrent writers get disjoint, gap-free ranges.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import secrets
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from cryptography.fernet import Fernet, MultiFernet
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import models, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from agentloop.key_lookup import object_for_key
 from agentloop.teams.models import Project, Space
 
 
@@ -355,34 +355,6 @@ class ServiceKeyQuerySet(models.QuerySet):
         )
 
 
-@functools.cache
-def _run_for_token_sql() -> str:
-    """SELECT the run of a usable key by its hash (names from the models, built once).
-
-    Parameters: touch-before (last_used_at older than this is updated), key
-    hash, now (expiry). Datetimes go in adapted by the connection's
-    adapt_datetimefield_value, compared as the ORM compares them.
-    """
-    quote = connection.ops.quote_name
-
-    def run(name: str) -> str:
-        return f"r.{quote(Run._meta.get_field(name).column)}"
-
-    def key(name: str) -> str:
-        return f"k.{quote(ServiceKey._meta.get_field(name).column)}"
-
-    run_columns = ", ".join(f"r.{quote(field.column)}" for field in Run._meta.concrete_fields)
-    return (
-        f"SELECT {run_columns}, {key('scopes')} AS key_scopes, "
-        f"CASE WHEN {key('last_used_at')} IS NULL OR {key('last_used_at')} < %s "
-        f"THEN {key('id')} END AS key_to_touch "
-        f"FROM {quote(ServiceKey._meta.db_table)} k "
-        f"JOIN {quote(Run._meta.db_table)} r ON {run('id')} = {key('run')} "
-        f"WHERE {key('key_hash')} = %s AND {key('revoked_at')} IS NULL "
-        f"AND ({key('expires_at')} IS NULL OR {key('expires_at')} > %s)"
-    )
-
-
 class ServiceKey(models.Model):
     """A run's token: reads its project's spans, writes its own events and artifacts.
 
@@ -446,29 +418,19 @@ class ServiceKey(models.Model):
 
         The same answer as `authenticate()` for the two hot paths a sandbox
         calls on every model call and every transcript line (the LLM gateway's
-        admission, the runner's event post): compiling the ORM query with its
-        joins cost 1–2 ms a call on a 2-core machine, running this SQL 0.1 ms.
-        The run comes back with all its own fields; its project and space load
+        admission, the runner's event post; agentloop/key_lookup.py). The run
+        comes back with all its own fields; its project and space load
         on access.
         """
         if not raw or not raw.startswith(cls.PREFIX):
             return None
-        now = now or timezone.now()
-        at = connection.ops.adapt_datetimefield_value
-        found = list(
-            Run.objects.raw(
-                _run_for_token_sql(),
-                [at(now - timedelta(seconds=60)), hash_token(raw), at(now)],
-            )
+        found = object_for_key(
+            cls, Run, hash_token(raw), now or timezone.now(), key_columns=("scopes",), expiring=True
         )
-        if not found:
+        if found is None:
             return None
-        run = found[0]
-        if run.key_to_touch is not None:
-            # At most one write a minute: runners call several times a second.
-            cls.objects.filter(pk=run.key_to_touch).update(last_used_at=now)
-        scopes = json.loads(run.key_scopes) if isinstance(run.key_scopes, str) else run.key_scopes
-        del run.key_scopes, run.key_to_touch
+        run, key = found
+        scopes = json.loads(key["scopes"]) if isinstance(key["scopes"], str) else key["scopes"]
         return run, list(scopes or [])
 
     def revoke(self, now: datetime | None = None) -> None:
