@@ -22,6 +22,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from agentloop.teams.models import ProjectApiKey
 from agentloop.traces import ingest, otlp
+from agentloop.traces.attribute_index import attribute_tokens
 from agentloop.traces.models import Span, Trace
 from tests.otlp_payloads import MS, T0_NS, export_request, new_span_id, new_trace_id, span
 
@@ -114,6 +115,8 @@ def ref_span_dict(s, resource: dict) -> dict:
         "total_tokens": ref_token_count(attrs.get("llm.token_count.total")),
         "session_id": ref_short_text(attrs.get("session.id")),
         "user_id": ref_short_text(attrs.get("user.id")),
+        # What the attribute index hashes (its own tests: test_attribute_index.py).
+        "attribute_tokens": attribute_tokens(attrs),
     }
 
 
@@ -168,6 +171,7 @@ def reference_rows(request) -> list[tuple]:
             s["total_tokens"],
             s["session_id"],
             s["user_id"],
+            s["attribute_tokens"],
         )
         for s in spans
     ]

@@ -209,6 +209,7 @@ def test_bench_rows_load_into_the_database_and_read_back_through_the_orm(db, pro
     from agentloop.traces.demo import (
         ANNOTATION_COLUMNS,
         SPAN_COLUMNS,
+        SPAN_TIME_COLUMNS,
         TRACE_COLUMNS,
         iter_span_rows,
     )
@@ -218,7 +219,7 @@ def test_bench_rows_load_into_the_database_and_read_back_through_the_orm(db, pro
     now = timezone.now().replace(microsecond=0)
     first_id = (Span.objects.order_by("-id").values_list("id", flat=True).first() or 0) + 1
     for batch in iter_span_rows(project.pk, 3000, seed=1, now=now, days=1, first_id=first_id):
-        bench._insert(connection, "traces_span", SPAN_COLUMNS, batch.spans, (9, 10, 21))
+        bench._insert(connection, "traces_span", SPAN_COLUMNS, batch.spans, SPAN_TIME_COLUMNS)
         bench._insert(connection, "traces_trace", TRACE_COLUMNS, batch.traces, (2, 3, 4))
         bench._insert(
             connection, "traces_spanannotation", ANNOTATION_COLUMNS, batch.annotations, (10, 11)

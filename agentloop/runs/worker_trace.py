@@ -327,6 +327,7 @@ class _TraceWriter:
             # spans too: a row id in the INSERT could trip the primary key first.
             span.pk = None
             span.duration_ms = (span.end_time - span.start_time).total_seconds() * 1000
+            span.index_attributes()
         Span.objects.bulk_create(
             spans,
             update_conflicts=True,
@@ -341,6 +342,7 @@ class _TraceWriter:
                 "end_time",
                 "duration_ms",
                 "attributes",
+                "attribute_tokens",
                 "events",
                 "session_id",
             ],

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from agentloop.traces.attribute_index import attribute_tokens
 from agentloop.traces.ingest import SPAN_FIELDS
 from agentloop.traces.models import (
     AnnotatorKind,
@@ -491,6 +492,8 @@ def write_demo_traces(
 ) -> DemoData:
     data = build_demo_traces(project, traces=traces, seed=seed, now=now)
     Trace.objects.bulk_create(data.traces, batch_size=500)
+    for demo_span in data.spans:
+        demo_span.span.index_attributes()
     Span.objects.bulk_create([s.span for s in data.spans], batch_size=500)
     SpanAnnotation.objects.bulk_create(data.annotations, batch_size=500)
     return data
@@ -500,6 +503,8 @@ def write_demo_traces(
 
 # The columns ingest writes, plus explicit ids so annotations can point at spans.
 SPAN_COLUMNS = ("id", *SPAN_FIELDS)
+# Positions of the datetimes in those rows, which each database adapts its way.
+SPAN_TIME_COLUMNS = tuple(SPAN_COLUMNS.index(c) for c in ("start_time", "end_time", "created_at"))
 TRACE_COLUMNS = ("project_id", "trace_id", "start_time", "end_time", "created_at")
 ANNOTATION_COLUMNS = (
     "project_id",
@@ -709,6 +714,7 @@ def iter_span_rows(
                         total,
                         session,
                         user,
+                        attribute_tokens(attrs),
                         now,
                     )
                 )

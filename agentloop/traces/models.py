@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import models
 
 from agentloop.teams.models import Project
+from agentloop.traces.attribute_index import attribute_tokens
 
 
 class SpanKind(models.TextChoices):
@@ -82,6 +83,11 @@ class Span(models.Model):
     total_tokens = models.IntegerField(null=True, blank=True)
     session_id = models.CharField(max_length=200, blank=True, default="")
     user_id = models.CharField(max_length=200, blank=True, default="")
+    # Hashes of the short attribute values, which the database indexes for
+    # `attr=key=value` filters (attribute_index.py). Every writer fills it;
+    # save() does. On SQLite, triggers keep an FTS5 index in step with it, and a
+    # migration that remakes this table must install them again.
+    attribute_tokens = models.TextField(blank=True, default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -123,6 +129,17 @@ class Span(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.span_id})"
+
+    def save(self, *args, **kwargs):
+        self.index_attributes()
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "attributes" in update_fields:
+            kwargs["update_fields"] = {*update_fields, "attribute_tokens"}
+        super().save(*args, **kwargs)
+
+    def index_attributes(self) -> None:
+        """Fill attribute_tokens from attributes; bulk writers call it themselves."""
+        self.attribute_tokens = attribute_tokens(self.attributes)
 
     @property
     def is_root(self) -> bool:

@@ -33,6 +33,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from agentloop.traces.attribute_index import attribute_tokens
 from agentloop.traces.models import SpanKind, StatusCode
 
 PROTOBUF = "application/x-protobuf"
@@ -207,6 +208,7 @@ SPAN_ROW_FIELDS = (
     "total_tokens",
     "session_id",
     "user_id",
+    "attribute_tokens",
 )
 # Positions ingest reads back (trace bounds).
 ROW_TRACE_ID = SPAN_ROW_FIELDS.index("trace_id")
@@ -293,6 +295,7 @@ def _from_message(request: ExportTraceServiceRequest) -> DecodedExport:
                         _token_count(attrs.get("llm.token_count.total")),
                         "" if session_id is None else str(session_id)[:_SHORT_MAX],
                         "" if user_id is None else str(user_id)[:_SHORT_MAX],
+                        attribute_tokens(attrs),
                     )
                 )
         decoded.resources.append(ResourceSpans(resource=resource, rows=rows))

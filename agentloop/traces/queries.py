@@ -15,10 +15,12 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 
-from django.db.models import Exists, JSONField, OuterRef, Q, QuerySet, Value
+from django.db import connection
+from django.db.models import Exists, F, JSONField, OuterRef, Q, QuerySet, Value
 from django.db.models.fields.json import KeyTransform
 from django.utils.dateparse import parse_date, parse_datetime
 
+from agentloop.traces import attribute_index
 from agentloop.traces.models import Span, SpanAnnotation, SpanKind, StatusCode
 
 DEFAULT_LIMIT = 100
@@ -218,6 +220,21 @@ def _key_paths(key: str) -> list[list[str]]:
     return paths
 
 
+def _attr_filter(key: str, raw: str) -> tuple[Q, bool]:
+    """`attr=key=raw`: the exact JSON match, narrowed first by the attribute
+    index where it can answer (attribute_index.py); the JSON match alone
+    otherwise, which reads spans newest first until it has a page. The flag
+    says whether the index narrowed it."""
+    exact = _attr_q(key, raw)
+    tokens = attribute_index.filter_tokens(key, _json_candidates(raw))
+    if tokens is None:
+        return exact, False
+    narrowed = attribute_index.narrowing(tokens)
+    if narrowed is None:
+        return exact, False
+    return narrowed & exact, True
+
+
 def _attr_q(key: str, raw: str) -> Q:
     """Match attribute `key` against `raw`, on SQLite and PostgreSQL alike.
 
@@ -243,11 +260,23 @@ def filter_spans(project, span_filter: SpanFilter | None = None) -> QuerySet[Spa
     """The project's spans matching `span_filter`, newest first (`-start_time`, `-id`).
 
     Every single-column filter has a (project, column, -start_time) index, and
-    `root=true` has a partial index; the attribute and annotation filters are
-    checked row by row along one of those.
+    `root=true` has a partial index; an attribute filter on a short value uses
+    the attribute index; the annotation filters, and attribute values the
+    index cannot answer, are checked row by row along one of those.
     """
     span_filter = span_filter or SpanFilter()
-    qs = Span.objects.filter(project=project)
+    attr_filters = [_attr_filter(key, raw) for key, raw in span_filter.attrs]
+    if connection.vendor == "sqlite" and any(narrowed for _, narrowed in attr_filters):
+        # The attribute index named at most a few thousand spans by id. Written
+        # so that no index serves it, the project condition cannot tempt SQLite
+        # (without statistics, it guesses ten rows per project) into walking
+        # the project's spans instead of reading those few by id.
+        project_id = getattr(project, "pk", project)
+        qs = Span.objects.alias(project_unindexed=F("project_id") + 0).filter(
+            project_unindexed=project_id
+        )
+    else:
+        qs = Span.objects.filter(project=project)
     if span_filter.start is not None:
         qs = qs.filter(start_time__gte=span_filter.start)
     if span_filter.end is not None:
@@ -275,8 +304,8 @@ def filter_spans(project, span_filter: SpanFilter | None = None) -> QuerySet[Spa
         if span_filter.annotation_label is not None:
             labels = labels.filter(label=span_filter.annotation_label)
         qs = qs.filter(Exists(labels))
-    for key, raw in span_filter.attrs:
-        qs = qs.filter(_attr_q(key, raw))
+    for condition, _ in attr_filters:
+        qs = qs.filter(condition)
     return qs.order_by("-start_time", "-id")
 
 
