@@ -225,6 +225,7 @@ def load_dataset(spans: int, now: datetime):
     from agentloop.traces.demo import (
         ANNOTATION_COLUMNS,
         SPAN_COLUMNS,
+        SPAN_TIME_COLUMNS,
         TRACE_COLUMNS,
         iter_span_rows,
     )
@@ -255,7 +256,9 @@ def load_dataset(spans: int, now: datetime):
     for pid, n, seed in ((other.pk, min(20_000, spans // 10), 99), (project.pk, spans, 1)):
         for batch in iter_span_rows(pid, n, seed=seed, now=now, first_id=first_id):
             with transaction.atomic():
-                _insert(connection, Span._meta.db_table, SPAN_COLUMNS, batch.spans, (9, 10, 21))
+                _insert(
+                    connection, Span._meta.db_table, SPAN_COLUMNS, batch.spans, SPAN_TIME_COLUMNS
+                )
                 _insert(connection, Trace._meta.db_table, TRACE_COLUMNS, batch.traces, (2, 3, 4))
                 _insert(
                     connection,
@@ -334,11 +337,13 @@ def _pick(project, now):
         spans.filter(kind="TOOL").order_by("-start_time").values_list("name", flat=True)[:50]
     )
     some = spans.order_by("-start_time")[rng.randrange(1000, 5000)]
+    llm = spans.filter(kind="LLM").order_by("-start_time")[rng.randrange(1000, 5000)]
     return {
         "tool_name": rng.choice(sample),
         "trace_id": some.trace_id,
         "user_id": some.user_id,
         "session_id": some.session_id,
+        "total_tokens": llm.total_tokens,
     }
 
 
@@ -382,9 +387,37 @@ def cases(project, now) -> list[tuple[str, dict, str | None]]:
         ("second page via cursor", {}, "page2"),
         ("kind=LLM, second page via cursor", {"kind": "LLM"}, "page2"),
         (
-            "attr=user.id=<one user> (rare, unindexed)",
+            "attr=user.id=<one user> (rare value)",
             {"attr": f"user.id={picked['user_id']}"},
             None,
+        ),
+        # More of what the attribute index serves: a rarer value, a number, a
+        # value of middling frequency, a common one, and combinations.
+        (
+            "attr=session.id=<one session>",
+            {"attr": f"session.id={picked['session_id']}"},
+            None,
+        ),
+        (
+            "attr=llm.token_count.total=<a number>",
+            {"attr": f"llm.token_count.total={picked['total_tokens']}"},
+            None,
+        ),
+        (
+            f"attr=tool.name={picked['tool_name']} (~0.1%)",
+            {"attr": f"tool.name={picked['tool_name']}"},
+            None,
+        ),
+        ("attr=metadata.customer_tier=free (~30%)", {"attr": "metadata.customer_tier=free"}, None),
+        (
+            "attr=user.id=<one user> & kind=LLM",
+            {"attr": f"user.id={picked['user_id']}", "kind": "LLM"},
+            None,
+        ),
+        (
+            "attr=user.id=<one user>, second page via cursor",
+            {"attr": f"user.id={picked['user_id']}"},
+            "page2",
         ),
     ]
 
