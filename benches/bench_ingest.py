@@ -264,6 +264,17 @@ def run_backend(
         env=env,
     )
     name = f"{label} ({code_name})"
+    # On SQLite the app runs its attribute indexer beside the web process
+    # (`serve`); it competes for the cores and the writer lock, so it runs here
+    # too, for code that has one.
+    indexer = None
+    if label == "SQLite" and (code_dir / INDEXER_COMMAND).exists():
+        indexer = subprocess.Popen(
+            [sys.executable, str(code_dir / "manage.py"), "index_attributes", "--follow"],
+            cwd=code_dir,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
     try:
         wait_for_port(port, server)
         headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {raw_key}"}
@@ -278,9 +289,13 @@ def run_backend(
         rate_4 = timed(
             name, 4, server.pid, lambda: send_concurrently(port, headers, multi, 4), len(multi)
         )
+        if indexer is not None:
+            report_indexer(name, indexer, env, code_dir)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for process in (server, indexer):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
 
     spans, traces = map(int, django_python(["-c", COUNT_SCRIPT], env, code_dir).split())
     expected = (warm + 2 * batches) * BATCH
@@ -288,6 +303,34 @@ def run_backend(
     if spans != expected:
         raise SystemExit(f"{name}: stored {spans} spans, expected {expected}")
     return [("1", *rate_1), ("4", *rate_4)]
+
+
+INDEXER_COMMAND = "agentloop/traces/management/commands/index_attributes.py"
+LAG_SCRIPT = """
+import django
+django.setup()
+from agentloop.traces import attribute_index
+from agentloop.traces.models import Span
+last = Span.objects.order_by("-id").values_list("id", flat=True).first() or 0
+print(last - attribute_index.indexed_through())
+"""
+
+
+def report_indexer(name: str, indexer: subprocess.Popen, env: dict, code_dir: Path) -> None:
+    """How far behind the indexer was when the sending stopped, how long it
+    took to catch up, and its CPU time over the whole run."""
+    behind = int(django_python(["-c", LAG_SCRIPT], env, code_dir).split()[-1])
+    started = time.perf_counter()
+    left = behind
+    while left > 0 and time.perf_counter() - started < 300:
+        time.sleep(0.5)
+        left = int(django_python(["-c", LAG_SCRIPT], env, code_dir).split()[-1])
+    print(
+        f"  {name}: the attribute indexer was {behind:,} spans behind when sending stopped, "
+        f"caught up {time.perf_counter() - started:.1f} s later "
+        f"(CPU {process_cpu_seconds(indexer.pid):.1f} s in all)",
+        flush=True,
+    )
 
 
 def timed(label: str, clients: int, server_pid: int, send, n_batches: int) -> tuple[float, float]:

@@ -138,6 +138,7 @@ def test_most_queries_above_find_something(project, varied):
 
 
 def test_a_covered_filter_is_answered_from_the_index(project, varied):
+    attribute_index.index_new_spans()  # SQLite: move the indexer's mark past them
     # Blank the tokens behind the ORM's back: a filter the index answers now
     # finds nothing, though the JSON still matches; one it cannot answer
     # (a string too long to index) still reads the spans.
@@ -181,7 +182,7 @@ def test_equal_values_get_one_token_and_types_stay_apart():
     assert len(tokens({"k": list(range(100))})) == attribute_index.MAX_LIST_ITEMS
 
 
-def test_ingested_spans_are_found_through_the_index(client, project):
+def test_ingested_spans_are_found_before_and_after_they_are_indexed(client, project):
     from agentloop.teams.models import ProjectApiKey
 
     key = ProjectApiKey.mint(project, "index")[1]
@@ -205,12 +206,23 @@ def test_ingested_spans_are_found_through_the_index(client, project):
     )
     assert response.status_code == 200
 
-    for key_value, expected in [
+    queries = [
         (("user.id", "rare-user"), ["s0"]),
         (("retries", "3"), ["s0"]),
         (("ok", "true"), ["s1"]),
-    ]:
+    ]
+    # At once: on SQLite read directly (the indexer has not reached them).
+    for key_value, expected in queries:
         assert _names(filter_spans(project, SpanFilter(attrs=[key_value]))) == expected
+    stored_at_ingest = Span.objects.get(project=project, name="s0").attribute_tokens
+    assert (stored_at_ingest != "") is attribute_index.tokens_at_ingest()
+
+    indexed = attribute_index.index_new_spans()
+
+    assert indexed == (0 if attribute_index.tokens_at_ingest() else 2)
+    for key_value, expected in queries:
+        assert _names(filter_spans(project, SpanFilter(attrs=[key_value]))) == expected
+        assert _names(Span.objects.filter(id__in=_indexed_ids(*key_value))) == expected
     stored = Span.objects.get(project=project, name="s0")
     # (As sets: PostgreSQL's jsonb reads keys back in its own order.)
     expected_tokens = attribute_index.attribute_tokens(stored.attributes).split()
@@ -218,7 +230,9 @@ def test_ingested_spans_are_found_through_the_index(client, project):
 
 
 def _indexed_ids(key, raw) -> set[int]:
-    """What the database's index itself returns for attr=key=raw."""
+    """What the database's index itself returns for attr=key=raw (with SQLite's
+    indexer caught up first, so no span is read for being past its mark)."""
+    attribute_index.index_new_spans()
     tokens = attribute_index.filter_tokens(key, _json_candidates(raw))
     return set(Span.objects.filter(attribute_index.narrowing(tokens)).values_list("id", flat=True))
 
@@ -268,6 +282,7 @@ def test_a_common_value_on_sqlite_walks_the_spans_instead(project, monkeypatch):
     for i in range(3):
         make_span(project, name=f"c{i}", start=T0 + timedelta(seconds=i), attributes={"t": "x"})
     make_span(project, name="rare", attributes={"t": "y"})
+    attribute_index.index_new_spans()
 
     assert attribute_index.narrowing(attribute_index.filter_tokens("t", ["x"])) is None
     assert attribute_index.narrowing(attribute_index.filter_tokens("t", ["y"])) is not None
@@ -297,7 +312,71 @@ def test_the_sqlite_index_is_in_place_after_the_migrations(db):
         cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
         triggers = {row[0] for row in cursor.fetchall()}
     assert {
-        "traces_span_attribute_index_insert",
         "traces_span_attribute_index_delete",
         "traces_span_attribute_index_update",
     } <= triggers
+    # No insert trigger: it would cost every ingested row (attribute_index.py).
+    assert "traces_span_attribute_index_insert" not in triggers
+
+
+def sqlite_only():
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's indexer; on PostgreSQL ingest fills the index")
+
+
+def test_the_indexer_works_in_batches_and_keeps_tokens_it_finds(project):
+    sqlite_only()
+    ingested = [make_span(project, name=f"i{i}", attributes={"user.id": "u9"}) for i in range(3)]
+    # As ingest stores them on SQLite: no tokens yet.
+    Span.objects.filter(pk__in=[s.pk for s in ingested[:2]]).update(attribute_tokens="")
+    mark = attribute_index.indexed_through()
+
+    assert attribute_index.index_new_spans(limit=2) == 2
+    assert attribute_index.indexed_through() == ingested[1].pk > mark
+    assert attribute_index.index_new_spans(limit=2) == 1  # had its tokens: kept
+    assert attribute_index.index_new_spans(limit=2) == 0
+    assert attribute_index.indexed_through() == ingested[2].pk
+    assert _indexed_ids("user.id", "u9") == {s.pk for s in ingested}
+
+
+def test_spans_past_the_mark_are_read_directly(project):
+    sqlite_only()
+    attribute_index.index_new_spans()
+    make_span(project, name="indexed", attributes={"user.id": "u7"})
+    attribute_index.index_new_spans()
+    late = make_span(project, name="late", attributes={"user.id": "u7"})
+    Span.objects.filter(pk=late.pk).update(attribute_tokens="")  # as ingest leaves it
+
+    assert _names(filter_spans(project, SpanFilter(attrs=[("user.id", "u7")]))) == [
+        "indexed",
+        "late",
+    ]
+
+
+def test_a_far_behind_indexer_means_reading_spans_newest_first(project, monkeypatch):
+    sqlite_only()
+    monkeypatch.setattr(attribute_index, "SQLITE_MOST_UNINDEXED", 1)
+    for i in range(3):
+        make_span(project, name=f"b{i}", start=T0 + timedelta(seconds=i), attributes={"k": "v"})
+    Span.objects.filter(project=project).update(attribute_tokens="")
+
+    assert attribute_index.narrowing(attribute_index.filter_tokens("k", ["v"])) is None
+    assert _names(filter_spans(project, SpanFilter(attrs=[("k", "v")]))) == ["b0", "b1", "b2"]
+
+
+def test_the_index_attributes_command(project):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    make_span(project, name="x", attributes={"user.id": "u1"})
+    Span.objects.filter(project=project).update(attribute_tokens="")
+    out = StringIO()
+
+    call_command("index_attributes", stdout=out)
+
+    if attribute_index.tokens_at_ingest():
+        assert "Nothing to do" in out.getvalue()
+    else:
+        assert "Indexed the attributes of 1 spans." in out.getvalue()
+        assert Span.objects.get(project=project).attribute_tokens != ""

@@ -19,3 +19,16 @@ def test_sqlite_gets_statistics_for_the_span_indexes(project):
         cursor.execute("SELECT idx FROM sqlite_stat1 WHERE tbl = 'traces_span'")
         indexes = {row[0] for row in cursor.fetchall()}
     assert {"span_project_user", "span_project_kind"} <= indexes
+
+
+def test_the_worker_refreshes_them_every_hour(db):
+    from django_q.models import Schedule
+
+    from agentloop.runs.schedules import install_schedules
+
+    install_schedules()
+    install_schedules()  # idempotent
+
+    (schedule,) = Schedule.objects.filter(name="agentloop.traces.planner_statistics")
+    assert schedule.func == "agentloop.traces.maintenance.refresh_planner_statistics"
+    assert schedule.schedule_type == Schedule.HOURLY and schedule.repeats == -1

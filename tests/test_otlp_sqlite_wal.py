@@ -134,10 +134,16 @@ def test_ingest_tells_the_checkpointer_after_storing_and_only_then(project, monk
     stored = export_request(({}, [span(trace_id=new_trace_id())]))
     refused = export_request(({}, [span(trace_id="", raw_ids=(bytes(16), b"\x01" * 8))]))
 
-    ingest.ingest_export(project, otlp.decode_export(refused.SerializeToString(), otlp.PROTOBUF))
+    ingest.ingest_export(
+        project,
+        otlp.decode_export(refused.SerializeToString(), otlp.PROTOBUF, attribute_tokens=False),
+    )
     assert told == []  # nothing stored, nothing to checkpoint
 
-    ingest.ingest_export(project, otlp.decode_export(stored.SerializeToString(), otlp.PROTOBUF))
+    ingest.ingest_export(
+        project,
+        otlp.decode_export(stored.SerializeToString(), otlp.PROTOBUF, attribute_tokens=False),
+    )
     assert told == [1]
 
 
@@ -155,6 +161,9 @@ def test_ingest_stores_with_checkpoints_left_to_the_checkpointer(project, monkey
     monkeypatch.setattr(ingest, "_upsert_traces", upsert_and_look)
     request = export_request(({}, [span(trace_id=new_trace_id())]))
 
-    ingest.ingest_export(project, otlp.decode_export(request.SerializeToString(), otlp.PROTOBUF))
+    ingest.ingest_export(
+        project,
+        otlp.decode_export(request.SerializeToString(), otlp.PROTOBUF, attribute_tokens=False),
+    )
 
     assert seen == [0]  # inside ingest's transaction: its commit will not checkpoint

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 RECONCILE_SCHEDULE = "agentloop.runs.reconcile"
 AUTOMATIONS_SCHEDULE = "studio.automations.tick"
+PLANNER_STATISTICS_SCHEDULE = "agentloop.traces.planner_statistics"
 
 
 def install_schedules() -> bool:
-    """Create or update the reconcile schedule; True if it was created."""
+    """Create or update the schedules; True if the reconcile one was created."""
     from django_q.models import Schedule
 
     _, created = Schedule.objects.update_or_create(
@@ -28,6 +29,17 @@ def install_schedules() -> bool:
             "func": "studio.automations.tick_task",
             "schedule_type": Schedule.MINUTES,
             "minutes": 1,
+            "repeats": -1,
+        },
+    )
+    # SQLite's planner statistics (agentloop.traces.maintenance): `serve`
+    # gathers them at start, but a project that grows from nothing after that
+    # would be planned as the empty one it was. Hourly; ~10 ms at 1M spans.
+    Schedule.objects.update_or_create(
+        name=PLANNER_STATISTICS_SCHEDULE,
+        defaults={
+            "func": "agentloop.traces.maintenance.refresh_planner_statistics",
+            "schedule_type": Schedule.HOURLY,
             "repeats": -1,
         },
     )

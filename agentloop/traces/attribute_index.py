@@ -1,15 +1,23 @@
 """An index of span attribute values, so `attr=key=value` need not read every span.
 
 Attributes are JSON, which neither database indexes usefully for equality on
-an arbitrary key. So each span also stores `attribute_tokens`: one small
-number per short attribute value, a hash of (dotted key, value), and the
-database indexes those numbers:
+an arbitrary key. So each span also gets `attribute_tokens`: one small number
+per short attribute value, a hash of (dotted key, value), and the database
+indexes those numbers.
 
-- SQLite: an FTS5 table over the column (`traces_span_attribute_index`, kept
-  in step by triggers). FTS5 is an inverted index that appends segments and
-  merges them later, so a span costs ingest a few microseconds; a B-tree of
-  (hash, span) rows measured ~12 µs per row, a dozen rows per span.
-- PostgreSQL: a GIN index on `string_to_array(attribute_tokens, ' ')`.
+- PostgreSQL: ingest fills the column as it stores the spans, and a GIN index on
+  `string_to_array(attribute_tokens, ' ')` keeps up by itself (its planner,
+  with statistics of the tokens, decides when to use it).
+- SQLite: an FTS5 table over the column (`traces_span_attribute_index`, an
+  inverted index). Filling it at ingest cost more than ingest's 10,000 spans/s
+  target allows (hashing ~15 µs and FTS5 ~15-70 µs a span; docs/benchmarks.md),
+  so ingest stores "" and the indexer (`manage.py index_attributes --follow`,
+  which `serve` runs beside the worker) hashes the new spans moments later, in
+  its own process. Spans after the indexer's mark (`indexed_through`) are
+  not in the index yet, and a filter reads those few directly: answers are
+  exact at once, and fast once the indexer has caught up. Other writers
+  (Span.save, the demo data, the worker's trace) fill the column themselves,
+  and triggers put non-empty tokens into the FTS5 table.
 
 The tokens only narrow the search: the query keeps the exact JSON comparison
 (`queries._attr_q`), so a hash collision costs a few extra rows read, never a
@@ -21,14 +29,14 @@ span the JSON comparison matches carries one of the query's tokens. Hence:
   give the token of ("llm.model_name", "x"), as `_attr_q` matches both. List
   items are keys too ("tag.tags.0"), for the first MAX_LIST_ITEMS of a list.
 - Values are typed the way JSON equality treats them: strings by their text,
-  numbers by their value (1 and 1.0 alike), booleans as the numbers 1 and 0
-  (SQLite's JSON equality takes true for 1).
+  numbers by their value (1 and 1.0 alike). On SQLite, Django's JSON equality
+  also takes the text "true" for true (and "null" for null, and an object's
+  compact JSON text for the object), and the boolean true for the number 1;
+  the tokens cover those matches too, and PostgreSQL's stricter comparison
+  drops them again.
 - Strings longer than MAX_TEXT (prompts, outputs) get no token. A query the
   index cannot answer completely (such a string, a list position beyond
   MAX_LIST_ITEMS) returns None from `filter_tokens`, and the caller scans.
-
-Every writer of spans must fill `attribute_tokens`: ingest (`otlp`), `Span.save`,
-and the bulk writers (demo data, the worker's own trace) call `attribute_tokens`.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from __future__ import annotations
 import json
 import zlib
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import BooleanField, F, Func, Q
 
 MAX_TEXT = 256  # longer strings are not indexed
@@ -46,6 +54,9 @@ SQLITE_TABLE = "traces_span_attribute_index"
 # common value finds a page faster by walking the newest spans (as it did
 # before the index), and reading a long posting list would cost more.
 SQLITE_MOST_CANDIDATES = 5000
+# ... and when the spans the indexer has not reached yet, which are read one by
+# one, are at most this many (two seconds of ingest at its target rate).
+SQLITE_MOST_UNINDEXED = 20_000
 
 _STRING, _NUMBER = "s", "n"
 # crc32 of (key, type), the seed of each value's hash: keys repeat across spans,
@@ -205,42 +216,146 @@ def narrowing(tokens: list[str]) -> Q | None:
         # The planner weighs the GIN index against the page-order indexes
         # with its own statistics of the tokens.
         return Q(_TokensOverlap(tokens))
-    # SQLite: the ids themselves, not a subquery. Given a list, the planner
-    # knows how few rows it names and looks them up by id whether or not it
-    # has statistics; given a subquery it walked the project's newest-first
-    # index without them (25 ms instead of 5 at 100,000 spans).
+    # SQLite: the ids themselves, not a subquery (queries.filter_spans says why),
+    # and every span the indexer has not reached yet.
+    through = indexed_through()
+    if _sqlite_last_span_id() - through > SQLITE_MOST_UNINDEXED:
+        return None  # the indexer is far behind (not running?): reading them all costs more
     ids = _sqlite_candidates(tokens, SQLITE_MOST_CANDIDATES)
-    return None if ids is None else Q(id__in=ids)
+    if ids is None:
+        return None
+    return Q(id__in=ids) | Q(id__gt=through)
+
+
+def _sqlite_last_span_id() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT max(id) FROM traces_span")
+        return cursor.fetchone()[0] or 0
+
+
+def tokens_at_ingest() -> bool:
+    """Whether ingest fills attribute_tokens (PostgreSQL) or leaves it to the indexer."""
+    return connection.vendor == "postgresql"
+
+
+# -- the SQLite indexer -----------------------------------------------------------
+
+PROGRESS_TABLE = "traces_span_attribute_index_progress"
+
+
+def indexed_through() -> int:
+    """SQLite: the highest span id the indexer has hashed; later spans are not
+    in the index yet. SQLite assigns ids in commit order (one writer at a
+    time, AUTOINCREMENT never reuses one), so no earlier span can still appear."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT indexed_through FROM {PROGRESS_TABLE}")
+        row = cursor.fetchone()
+    return row[0] if row else 0
+
+
+def index_new_spans(limit: int = 2000) -> int:
+    """SQLite: add up to `limit` spans past the mark to the index; how many.
+
+    Reads and hashes outside the write transaction, so the indexer holds
+    SQLite's one writer lock only for a few statements: move the mark, fill
+    the tokens ingest left empty (one UPDATE statement, through the update
+    trigger: FTS5 then writes its segment once, not once a row), and add the
+    spans that came with tokens (Span.save). On PostgreSQL there is nothing to do.
+    """
+    if tokens_at_ingest():
+        return 0
+    start = indexed_through()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, attributes, attribute_tokens FROM traces_span "
+            "WHERE id > %s ORDER BY id LIMIT %s",
+            [start, limit],
+        )
+        rows = cursor.fetchall()
+    if not rows:
+        return 0
+    end = rows[-1][0]
+    hashed = []
+    for span_id, attributes, stored in rows:
+        if not stored:
+            tokens = attribute_tokens(json.loads(attributes) if attributes else {})
+            if tokens:
+                hashed.append((span_id, tokens))
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Only one indexer moves the mark: a second one, started by mistake,
+        # finds it moved and leaves (its UPDATE waited for the first's commit).
+        cursor.execute(
+            f"UPDATE {PROGRESS_TABLE} SET indexed_through = %s WHERE indexed_through = %s",
+            [end, start],
+        )
+        if cursor.rowcount != 1:
+            return 0
+        # Spans that came with tokens, as they are now.
+        cursor.execute(
+            f"INSERT INTO {SQLITE_TABLE}(rowid, attribute_tokens) "
+            "SELECT id, attribute_tokens FROM traces_span "
+            "WHERE id > %s AND id <= %s AND attribute_tokens <> ''",
+            [start, end],
+        )
+        if hashed:
+            cursor.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS attribute_index_staging "
+                "(id INTEGER PRIMARY KEY, tokens TEXT NOT NULL)"
+            )
+            cursor.execute("DELETE FROM temp.attribute_index_staging")
+            cursor.executemany(
+                "INSERT INTO temp.attribute_index_staging (id, tokens) VALUES (%s, %s)", hashed
+            )
+            # A span given tokens since the read (Span.save) keeps them: the
+            # statement above indexed those.
+            cursor.execute(
+                "UPDATE traces_span SET attribute_tokens = staged.tokens "
+                "FROM temp.attribute_index_staging AS staged "
+                "WHERE traces_span.id = staged.id AND traces_span.attribute_tokens = ''"
+            )
+            cursor.execute("DELETE FROM temp.attribute_index_staging")
+    return len(rows)
 
 
 # -- schema (migration 0004) ---------------------------------------------------
 
+# The FTS5 table holds the tokens of the spans up to the indexer's mark (those
+# with any). The indexer adds spans as it moves the mark; triggers follow a
+# later change of those spans' tokens (Span.save) or their deletion. There is
+# no insert trigger: its mere presence, even never firing, made each ingested
+# row cost ~22 µs more (SQLite then opens a statement journal per row).
+_INDEXED_OLD = (
+    f"old.attribute_tokens <> '' AND old.id <= (SELECT indexed_through FROM {PROGRESS_TABLE})"
+)
+_INDEXED_NEW = (
+    f"new.attribute_tokens <> '' AND new.id <= (SELECT indexed_through FROM {PROGRESS_TABLE})"
+)
 _SQLITE_INSTALL = [
+    f"CREATE TABLE {PROGRESS_TABLE} (indexed_through INTEGER NOT NULL)",
+    f"INSERT INTO {PROGRESS_TABLE} (indexed_through) SELECT coalesce(max(id), 0) FROM traces_span",
     # External content: the tokens live in traces_span; the FTS5 table holds
     # only the inverted index (detail=none: which spans, no positions).
     f"CREATE VIRTUAL TABLE {SQLITE_TABLE} USING fts5("
     "attribute_tokens, content='traces_span', content_rowid='id', "
     "columnsize=0, detail=none)",
-    f"CREATE TRIGGER traces_span_attribute_index_insert AFTER INSERT ON traces_span "
-    f"BEGIN INSERT INTO {SQLITE_TABLE}(rowid, attribute_tokens) "
-    "VALUES (new.id, new.attribute_tokens); END",
-    f"CREATE TRIGGER traces_span_attribute_index_delete AFTER DELETE ON traces_span "
+    "CREATE TRIGGER traces_span_attribute_index_delete AFTER DELETE ON traces_span "
+    f"WHEN {_INDEXED_OLD} "
     f"BEGIN INSERT INTO {SQLITE_TABLE}({SQLITE_TABLE}, rowid, attribute_tokens) "
     "VALUES ('delete', old.id, old.attribute_tokens); END",
-    f"CREATE TRIGGER traces_span_attribute_index_update "
-    f"AFTER UPDATE OF attribute_tokens ON traces_span "
-    f"BEGIN INSERT INTO {SQLITE_TABLE}({SQLITE_TABLE}, rowid, attribute_tokens) "
-    "VALUES ('delete', old.id, old.attribute_tokens); "
+    "CREATE TRIGGER traces_span_attribute_index_update "
+    "AFTER UPDATE OF attribute_tokens ON traces_span BEGIN "
+    f"INSERT INTO {SQLITE_TABLE}({SQLITE_TABLE}, rowid, attribute_tokens) "
+    f"SELECT 'delete', old.id, old.attribute_tokens WHERE {_INDEXED_OLD}; "
     f"INSERT INTO {SQLITE_TABLE}(rowid, attribute_tokens) "
-    "VALUES (new.id, new.attribute_tokens); END",
-    # Index the spans already there.
+    f"SELECT new.id, new.attribute_tokens WHERE {_INDEXED_NEW}; END",
+    # Index the spans already there (their tokens were filled before this).
     f"INSERT INTO {SQLITE_TABLE}({SQLITE_TABLE}) VALUES ('rebuild')",
 ]
 _SQLITE_UNINSTALL = [
-    "DROP TRIGGER IF EXISTS traces_span_attribute_index_insert",
     "DROP TRIGGER IF EXISTS traces_span_attribute_index_delete",
     "DROP TRIGGER IF EXISTS traces_span_attribute_index_update",
     f"DROP TABLE IF EXISTS {SQLITE_TABLE}",
+    f"DROP TABLE IF EXISTS {PROGRESS_TABLE}",
 ]
 _POSTGRESQL_INSTALL = [
     "CREATE INDEX span_attribute_tokens ON traces_span "

@@ -598,6 +598,7 @@ def iter_span_rows(
     batch_traces: int = 2000,
     error_rate: float = 0.03,
     annotation_rate: float = 0.05,
+    with_tokens: bool = True,
 ) -> Iterator[RowBatch]:
     """Yield batches of raw rows (plain str, int, float, datetime: no enums, which
     database drivers adapt differently): ~10 spans per trace, kinds mixed, ~3% errors,
@@ -606,6 +607,7 @@ def iter_span_rows(
     Span rows carry explicit ids from `first_id` (the caller resets the id
     sequence afterwards); JSON columns are already serialised to text and times
     are aware datetimes, so the caller only adapts them to its database.
+    `with_tokens=False` leaves attribute_tokens empty, as ingest does on SQLite.
     """
     rng = random.Random(seed)
     now = now or timezone.now()
@@ -714,7 +716,7 @@ def iter_span_rows(
                         total,
                         session,
                         user,
-                        attribute_tokens(attrs),
+                        attribute_tokens(attrs) if with_tokens else "",
                         now,
                     )
                 )

@@ -104,11 +104,13 @@ def gunzip_bounded(data: bytes, limit: int, chunk: int = 64 * 1024) -> bytes:
     return bytes(out)
 
 
-def decode_export(body: bytes, content_type: str) -> DecodedExport:
+def decode_export(body: bytes, content_type: str, *, attribute_tokens: bool) -> DecodedExport:
+    """`attribute_tokens`: fill the rows' attribute_tokens (PostgreSQL indexes
+    them as they are stored); otherwise "" (SQLite's indexer fills them later)."""
     if content_type == PROTOBUF:
-        return _from_message(_parse_protobuf(body))
+        return _from_message(_parse_protobuf(body), attribute_tokens)
     if content_type == JSON:
-        return _from_message(_parse_json(body))
+        return _from_message(_parse_json(body), attribute_tokens)
     raise ValueError(f"unsupported content type {content_type}")
 
 
@@ -226,7 +228,7 @@ _NO_START = "span has no start time"
 _ENDS_BEFORE_START = "span ends before it starts (or has no end time)"
 
 
-def _from_message(request: ExportTraceServiceRequest) -> DecodedExport:
+def _from_message(request: ExportTraceServiceRequest, with_tokens: bool = False) -> DecodedExport:
     """Every valid span as a row tuple (SPAN_ROW_FIELDS); invalid ones counted by reason.
 
     This loop runs for every span (with the JSON encoding, a fifth of ingest's
@@ -295,7 +297,7 @@ def _from_message(request: ExportTraceServiceRequest) -> DecodedExport:
                         _token_count(attrs.get("llm.token_count.total")),
                         "" if session_id is None else str(session_id)[:_SHORT_MAX],
                         "" if user_id is None else str(user_id)[:_SHORT_MAX],
-                        attribute_tokens(attrs),
+                        attribute_tokens(attrs) if with_tokens else "",
                     )
                 )
         decoded.resources.append(ResourceSpans(resource=resource, rows=rows))

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 
 from agentloop.teams.authentication import bearer_token
 from agentloop.teams.models import ProjectApiKey
-from agentloop.traces import otlp
+from agentloop.traces import attribute_index, otlp
 from agentloop.traces.ingest import ingest_export, one_ingest_at_a_time
 
 
@@ -100,7 +100,9 @@ def receive_export(
         try:
             if encoding == "gzip":
                 body = otlp.gunzip_bounded(body, limit)
-            decoded = otlp.decode_export(body, content_type)
+            decoded = otlp.decode_export(
+                body, content_type, attribute_tokens=attribute_index.tokens_at_ingest()
+            )
         except otlp.BodyTooLarge as exc:
             return _error(413, otlp.RESOURCE_EXHAUSTED, f"Request too large: {exc}.", answer_as)
         except otlp.OtlpDecodeError as exc:

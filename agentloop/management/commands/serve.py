@@ -1,7 +1,8 @@
-"""Start the web process (daphne) and the worker (django-q2 cluster) together.
+"""Start the web process (daphne) and the worker (django-q2 cluster) together,
+and on SQLite the attribute indexer (`index_attributes --follow`).
 
-`make run` calls this after migrating and seeding. Ctrl-C stops both; if one
-dies, the other is stopped too, so nothing is left running half-way.
+`make run` calls this after migrating and seeding. Ctrl-C stops them all; if
+one dies, the others are stopped too, so nothing is left running half-way.
 """
 
 from __future__ import annotations
@@ -14,16 +15,19 @@ import time
 
 from django.core.management.base import BaseCommand
 
+from agentloop.traces import attribute_index
 from agentloop.traces.maintenance import refresh_planner_statistics
 
 
 class Command(BaseCommand):
-    help = "Run daphne and the django-q2 cluster on 127.0.0.1."
+    help = "Run daphne, the django-q2 cluster and (SQLite) the attribute indexer on 127.0.0.1."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
-        parser.add_argument("--no-worker", action="store_true", help="Only the web process.")
+        parser.add_argument(
+            "--no-worker", action="store_true", help="Only the web process (no worker, no indexer)."
+        )
 
     def handle(self, *args, host, port, no_worker, **options):
         refresh_planner_statistics()
@@ -43,6 +47,11 @@ class Command(BaseCommand):
         procs = [subprocess.Popen(web, env=env)]
         if not no_worker:
             procs.append(subprocess.Popen(worker, env=env))
+            if not attribute_index.tokens_at_ingest():
+                # SQLite: ingest leaves attribute hashing to this process, so
+                # it does not cost ingest's throughput (attribute_index.py).
+                indexer = [sys.executable, "manage.py", "index_attributes", "--follow"]
+                procs.append(subprocess.Popen(indexer, env=env))
         self.stdout.write(self.style.SUCCESS(f"agentloop is running at http://{host}:{port}/"))
         stopping = False
 
