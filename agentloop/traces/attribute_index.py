@@ -197,8 +197,8 @@ def _match_expression(tokens: list[str]) -> str:
 
 
 def _sqlite_candidates(tokens: list[str], most: int) -> list[int] | None:
-    """The ids of the spans (of every project) carrying one of `tokens`; None
-    when there are more than `most`."""
+    """The ids of the indexed spans (of every project) carrying one of
+    `tokens`; None when there are more than `most`."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT rowid FROM {SQLITE_TABLE} WHERE {SQLITE_TABLE} MATCH %s LIMIT %s",
@@ -211,20 +211,25 @@ def _sqlite_candidates(tokens: list[str], most: int) -> list[int] | None:
 def narrowing(tokens: list[str]) -> Q | None:
     """A condition on spans that keeps every span carrying one of `tokens`,
     and that the database answers from the index; None where walking the
-    spans newest first is the faster plan (a common value on SQLite)."""
+    spans newest first is the faster plan (a common value on SQLite, or an
+    indexer far behind)."""
     if connection.vendor == "postgresql":
         # The planner weighs the GIN index against the page-order indexes
         # with its own statistics of the tokens.
         return Q(_TokensOverlap(tokens))
-    # SQLite: the ids themselves, not a subquery (queries.filter_spans says why),
-    # and every span the indexer has not reached yet.
+    # SQLite: the ids themselves, not a subquery (queries.filter_spans says
+    # why), and every span the indexer has not reached yet: past its mark, or
+    # changed since it was indexed.
     through = indexed_through()
     if _sqlite_last_span_id() - through > SQLITE_MOST_UNINDEXED:
-        return None  # the indexer is far behind (not running?): reading them all costs more
+        return None  # reading those one by one would cost more than walking
+    changed = _sqlite_changed_ids(SQLITE_MOST_UNINDEXED)
+    if changed is None:
+        return None
     ids = _sqlite_candidates(tokens, SQLITE_MOST_CANDIDATES)
     if ids is None:
         return None
-    return Q(id__in=ids) | Q(id__gt=through)
+    return Q(id__in=[*ids, *changed]) | Q(id__gt=through)
 
 
 def _sqlite_last_span_id() -> int:
@@ -233,128 +238,144 @@ def _sqlite_last_span_id() -> int:
         return cursor.fetchone()[0] or 0
 
 
+def _sqlite_changed_ids(most: int) -> list[int] | None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT span_id FROM {CHANGED_TABLE} LIMIT %s", [most + 1])
+        ids = [row[0] for row in cursor.fetchall()]
+    return None if len(ids) > most else ids
+
+
 def tokens_at_ingest() -> bool:
-    """Whether ingest fills attribute_tokens (PostgreSQL) or leaves it to the indexer."""
+    """Whether ingest fills attribute_tokens and the database indexes them as
+    they are stored (PostgreSQL), or the indexer does it later (SQLite)."""
     return connection.vendor == "postgresql"
 
 
 # -- the SQLite indexer -----------------------------------------------------------
 
 PROGRESS_TABLE = "traces_span_attribute_index_progress"
+CHANGED_TABLE = "traces_span_attribute_index_changed"
 
 
 def indexed_through() -> int:
-    """SQLite: the highest span id the indexer has hashed; later spans are not
+    """SQLite: the highest span id the indexer has reached; later spans are not
     in the index yet. SQLite assigns ids in commit order (one writer at a
-    time, AUTOINCREMENT never reuses one), so no earlier span can still appear."""
+    time, and AUTOINCREMENT never reuses one), so no earlier span can appear
+    after the indexer has passed."""
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT indexed_through FROM {PROGRESS_TABLE}")
         row = cursor.fetchone()
     return row[0] if row else 0
 
 
-def index_new_spans(limit: int = 2000) -> int:
-    """SQLite: add up to `limit` spans past the mark to the index; how many.
+def _hash_rows(rows) -> list[tuple[int, str]]:
+    """(id, tokens) of the rows' spans that have any; rows are (id, attributes JSON)."""
+    hashed = []
+    for span_id, attributes in rows:
+        tokens = attribute_tokens(json.loads(attributes) if attributes else {})
+        if tokens:
+            hashed.append((span_id, tokens))
+    return hashed
 
-    Reads and hashes outside the write transaction, so the indexer holds
-    SQLite's one writer lock only for a few statements: move the mark, fill
-    the tokens ingest left empty (one UPDATE statement, through the update
-    trigger: FTS5 then writes its segment once, not once a row), and add the
-    spans that came with tokens (Span.save). On PostgreSQL there is nothing to do.
+
+def _add_to_index(cursor, hashed: list[tuple[int, str]]) -> None:
+    cursor.executemany(
+        f"INSERT INTO {SQLITE_TABLE}(rowid, attribute_tokens) VALUES (%s, %s)", hashed
+    )
+
+
+def index_new_spans(limit: int = 2000) -> int:
+    """SQLite: add up to `limit` spans to the index; how many it handled.
+
+    New spans past the mark first, then spans whose attributes changed after
+    they were indexed. It reads and hashes outside the write transaction, so
+    it holds SQLite's one writer lock only for the index writes. On
+    PostgreSQL there is nothing to do.
     """
     if tokens_at_ingest():
         return 0
     start = indexed_through()
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT id, attributes, attribute_tokens FROM traces_span "
-            "WHERE id > %s ORDER BY id LIMIT %s",
+            "SELECT id, attributes FROM traces_span WHERE id > %s ORDER BY id LIMIT %s",
             [start, limit],
+        )
+        rows = cursor.fetchall()
+    if rows:
+        hashed = _hash_rows(rows)
+        with transaction.atomic(), connection.cursor() as cursor:
+            # One indexer moves the mark: a second one, started by mistake,
+            # finds it moved and leaves (its UPDATE waited for the first's commit).
+            cursor.execute(
+                f"UPDATE {PROGRESS_TABLE} SET indexed_through = %s WHERE indexed_through = %s",
+                [rows[-1][0], start],
+            )
+            if cursor.rowcount != 1:
+                return 0
+            _add_to_index(cursor, hashed)
+        return len(rows)
+    return _reindex_changed_spans(limit)
+
+
+def _reindex_changed_spans(limit: int) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT c.span_id, c.version, s.attributes FROM {CHANGED_TABLE} c "
+            "LEFT JOIN traces_span s ON s.id = c.span_id ORDER BY c.span_id LIMIT %s",
+            [limit],
         )
         rows = cursor.fetchall()
     if not rows:
         return 0
-    end = rows[-1][0]
-    hashed = []
-    for span_id, attributes, stored in rows:
-        if not stored:
-            tokens = attribute_tokens(json.loads(attributes) if attributes else {})
-            if tokens:
-                hashed.append((span_id, tokens))
+    hashed = _hash_rows((span_id, attributes) for span_id, _, attributes in rows)
     with transaction.atomic(), connection.cursor() as cursor:
-        # Only one indexer moves the mark: a second one, started by mistake,
-        # finds it moved and leaves (its UPDATE waited for the first's commit).
-        cursor.execute(
-            f"UPDATE {PROGRESS_TABLE} SET indexed_through = %s WHERE indexed_through = %s",
-            [end, start],
+        # A span changed again since the read keeps its (higher) version: the
+        # next pass indexes it again.
+        cursor.executemany(
+            f"DELETE FROM {CHANGED_TABLE} WHERE span_id = %s AND version = %s",
+            [(span_id, version) for span_id, version, _ in rows],
         )
-        if cursor.rowcount != 1:
-            return 0
-        # Spans that came with tokens, as they are now.
-        cursor.execute(
-            f"INSERT INTO {SQLITE_TABLE}(rowid, attribute_tokens) "
-            "SELECT id, attribute_tokens FROM traces_span "
-            "WHERE id > %s AND id <= %s AND attribute_tokens <> ''",
-            [start, end],
+        cursor.executemany(
+            f"DELETE FROM {SQLITE_TABLE} WHERE rowid = %s", [(row[0],) for row in rows]
         )
-        if hashed:
-            cursor.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS attribute_index_staging "
-                "(id INTEGER PRIMARY KEY, tokens TEXT NOT NULL)"
-            )
-            cursor.execute("DELETE FROM temp.attribute_index_staging")
-            cursor.executemany(
-                "INSERT INTO temp.attribute_index_staging (id, tokens) VALUES (%s, %s)", hashed
-            )
-            # A span given tokens since the read (Span.save) keeps them: the
-            # statement above indexed those.
-            cursor.execute(
-                "UPDATE traces_span SET attribute_tokens = staged.tokens "
-                "FROM temp.attribute_index_staging AS staged "
-                "WHERE traces_span.id = staged.id AND traces_span.attribute_tokens = ''"
-            )
-            cursor.execute("DELETE FROM temp.attribute_index_staging")
+        _add_to_index(cursor, [(span_id, tokens) for span_id, tokens in hashed])
     return len(rows)
 
 
 # -- schema (migration 0004) ---------------------------------------------------
 
-# The FTS5 table holds the tokens of the spans up to the indexer's mark (those
-# with any). The indexer adds spans as it moves the mark; triggers follow a
-# later change of those spans' tokens (Span.save) or their deletion. There is
-# no insert trigger: its mere presence, even never firing, made each ingested
-# row cost ~22 µs more (SQLite then opens a statement journal per row).
-_INDEXED_OLD = (
-    f"old.attribute_tokens <> '' AND old.id <= (SELECT indexed_through FROM {PROGRESS_TABLE})"
-)
-_INDEXED_NEW = (
-    f"new.attribute_tokens <> '' AND new.id <= (SELECT indexed_through FROM {PROGRESS_TABLE})"
-)
+# SQLite: the FTS5 table keeps its own copy of each indexed span's tokens, so
+# a span is removed from it by id. The indexer adds spans as it moves the
+# mark. Triggers handle the rest for spans already indexed: a deleted span
+# leaves the index, a span whose attributes change (Span.save) is queued in
+# CHANGED_TABLE and read directly until the indexer has hashed it again.
+# There is no insert trigger: its mere presence, even never firing, made each
+# ingested row cost ~22 µs more (SQLite then opens a statement journal per row).
+_INDEXED_OLD = f"old.id <= (SELECT indexed_through FROM {PROGRESS_TABLE})"
 _SQLITE_INSTALL = [
     f"CREATE TABLE {PROGRESS_TABLE} (indexed_through INTEGER NOT NULL)",
-    f"INSERT INTO {PROGRESS_TABLE} (indexed_through) SELECT coalesce(max(id), 0) FROM traces_span",
-    # External content: the tokens live in traces_span; the FTS5 table holds
-    # only the inverted index (detail=none: which spans, no positions).
+    # Spans stored before the index existed are indexed by the indexer's first
+    # passes (`manage.py index_attributes` shows its progress).
+    f"INSERT INTO {PROGRESS_TABLE} (indexed_through) VALUES (0)",
+    f"CREATE TABLE {CHANGED_TABLE} "
+    "(span_id INTEGER PRIMARY KEY, version INTEGER NOT NULL DEFAULT 1)",
+    # detail=none: which spans have a token, no positions.
     f"CREATE VIRTUAL TABLE {SQLITE_TABLE} USING fts5("
-    "attribute_tokens, content='traces_span', content_rowid='id', "
-    "columnsize=0, detail=none)",
+    "attribute_tokens, columnsize=0, detail=none)",
     "CREATE TRIGGER traces_span_attribute_index_delete AFTER DELETE ON traces_span "
-    f"WHEN {_INDEXED_OLD} "
-    f"BEGIN INSERT INTO {SQLITE_TABLE}({SQLITE_TABLE}, rowid, attribute_tokens) "
-    "VALUES ('delete', old.id, old.attribute_tokens); END",
+    f"WHEN {_INDEXED_OLD} BEGIN "
+    f"DELETE FROM {SQLITE_TABLE} WHERE rowid = old.id; "
+    f"DELETE FROM {CHANGED_TABLE} WHERE span_id = old.id; END",
     "CREATE TRIGGER traces_span_attribute_index_update "
-    "AFTER UPDATE OF attribute_tokens ON traces_span BEGIN "
-    f"INSERT INTO {SQLITE_TABLE}({SQLITE_TABLE}, rowid, attribute_tokens) "
-    f"SELECT 'delete', old.id, old.attribute_tokens WHERE {_INDEXED_OLD}; "
-    f"INSERT INTO {SQLITE_TABLE}(rowid, attribute_tokens) "
-    f"SELECT new.id, new.attribute_tokens WHERE {_INDEXED_NEW}; END",
-    # Index the spans already there (their tokens were filled before this).
-    f"INSERT INTO {SQLITE_TABLE}({SQLITE_TABLE}) VALUES ('rebuild')",
+    f"AFTER UPDATE OF attributes ON traces_span WHEN {_INDEXED_OLD} BEGIN "
+    f"INSERT INTO {CHANGED_TABLE} (span_id) VALUES (old.id) "
+    "ON CONFLICT (span_id) DO UPDATE SET version = version + 1; END",
 ]
 _SQLITE_UNINSTALL = [
     "DROP TRIGGER IF EXISTS traces_span_attribute_index_delete",
     "DROP TRIGGER IF EXISTS traces_span_attribute_index_update",
     f"DROP TABLE IF EXISTS {SQLITE_TABLE}",
+    f"DROP TABLE IF EXISTS {CHANGED_TABLE}",
     f"DROP TABLE IF EXISTS {PROGRESS_TABLE}",
 ]
 _POSTGRESQL_INSTALL = [

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import models
 
 from agentloop.teams.models import Project
-from agentloop.traces.attribute_index import attribute_tokens
+from agentloop.traces.attribute_index import attribute_tokens, tokens_at_ingest
 
 
 class SpanKind(models.TextChoices):
@@ -83,10 +83,11 @@ class Span(models.Model):
     total_tokens = models.IntegerField(null=True, blank=True)
     session_id = models.CharField(max_length=200, blank=True, default="")
     user_id = models.CharField(max_length=200, blank=True, default="")
-    # Hashes of the short attribute values, which the database indexes for
-    # `attr=key=value` filters (attribute_index.py). Every writer fills it;
-    # save() does. On SQLite, triggers keep an FTS5 index in step with it, and a
-    # migration that remakes this table must install them again.
+    # Hashes of the short attribute values, which PostgreSQL indexes for
+    # `attr=key=value` filters (attribute_index.py); every writer fills it there,
+    # save() does. SQLite leaves it empty: its indexer keeps the hashes in an
+    # FTS5 table, with triggers on this table that a migration remaking the
+    # table must install again.
     attribute_tokens = models.TextField(blank=True, default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -138,8 +139,9 @@ class Span(models.Model):
         super().save(*args, **kwargs)
 
     def index_attributes(self) -> None:
-        """Fill attribute_tokens from attributes; bulk writers call it themselves."""
-        self.attribute_tokens = attribute_tokens(self.attributes)
+        """Fill attribute_tokens from attributes where the database indexes them
+        as they are written (PostgreSQL); bulk writers call it themselves."""
+        self.attribute_tokens = attribute_tokens(self.attributes) if tokens_at_ingest() else ""
 
     @property
     def is_root(self) -> bool:

@@ -1,7 +1,9 @@
 """Index attribute values for `attr=key=value` filters (agentloop/traces/attribute_index.py).
 
-Adds Span.attribute_tokens, fills it for the spans already stored, then builds
-the index: an FTS5 table with its triggers on SQLite, a GIN index on PostgreSQL.
+Adds Span.attribute_tokens, then builds the index. PostgreSQL: fill the column
+for the spans already stored, then a GIN index on it. SQLite: an FTS5 table and
+its triggers, which the indexer (`manage.py index_attributes`) fills, the spans
+already stored first.
 """
 
 import json
@@ -14,6 +16,8 @@ BACKFILL_CHUNK = 2000
 
 
 def fill_tokens(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return  # SQLite's indexer hashes attributes into its own table
     # Raw reads and writes in chunks by id: a million spans must not be loaded
     # into model instances at once (nor need a save() each).
     connection = schema_editor.connection
