@@ -8,16 +8,15 @@ indexes those numbers.
 - PostgreSQL: ingest fills the column as it stores the spans, and a GIN index on
   `string_to_array(attribute_tokens, ' ')` keeps up by itself (its planner,
   with statistics of the tokens, decides when to use it).
-- SQLite: an FTS5 table over the column (`traces_span_attribute_index`, an
-  inverted index). Filling it at ingest cost more than ingest's 10,000 spans/s
-  target allows (hashing ~15 µs and FTS5 ~15-70 µs a span; docs/benchmarks.md),
-  so ingest stores "" and the indexer (`manage.py index_attributes --follow`,
-  which `serve` runs beside the worker) hashes the new spans moments later, in
-  its own process. Spans after the indexer's mark (`indexed_through`) are
-  not in the index yet, and a filter reads those few directly: answers are
-  exact at once, and fast once the indexer has caught up. Other writers
-  (Span.save, the demo data, the worker's trace) fill the column themselves,
-  and triggers put non-empty tokens into the FTS5 table.
+- SQLite: an FTS5 table (`traces_span_attribute_index`, an inverted index)
+  holding each indexed span's tokens; the column stays "". Filling it at
+  ingest cost more than ingest's 10,000 spans/s target allows (hashing
+  ~10-17 µs and an insert trigger ~22-70 µs a span; docs/benchmarks.md), so
+  the indexer (`manage.py index_attributes --follow`, which `serve` runs
+  beside the worker) hashes new spans moments later, in its own process, and
+  moves a mark (`indexed_through`). Spans past the mark, and spans changed
+  since they were indexed (queued by a trigger), are read directly: answers
+  are exact at once, and fast once the indexer has caught up.
 
 The tokens only narrow the search: the query keeps the exact JSON comparison
 (`queries._attr_q`), so a hash collision costs a few extra rows read, never a
@@ -220,8 +219,8 @@ def narrowing(tokens: list[str]) -> Q | None:
     # SQLite: the ids themselves, not a subquery (queries.filter_spans says
     # why), and every span the indexer has not reached yet: past its mark, or
     # changed since it was indexed.
-    through = indexed_through()
-    if _sqlite_last_span_id() - through > SQLITE_MOST_UNINDEXED:
+    through, last = _sqlite_mark_and_last_span_id()
+    if last - through > SQLITE_MOST_UNINDEXED:
         return None  # reading those one by one would cost more than walking
     changed = _sqlite_changed_ids(SQLITE_MOST_UNINDEXED)
     if changed is None:
@@ -232,10 +231,14 @@ def narrowing(tokens: list[str]) -> Q | None:
     return Q(id__in=[*ids, *changed]) | Q(id__gt=through)
 
 
-def _sqlite_last_span_id() -> int:
+def _sqlite_mark_and_last_span_id() -> tuple[int, int]:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT max(id) FROM traces_span")
-        return cursor.fetchone()[0] or 0
+        cursor.execute(
+            f"SELECT (SELECT indexed_through FROM {PROGRESS_TABLE}), "
+            "(SELECT max(id) FROM traces_span)"
+        )
+        through, last = cursor.fetchone()
+    return through or 0, last or 0
 
 
 def _sqlite_changed_ids(most: int) -> list[int] | None:
@@ -360,8 +363,7 @@ _SQLITE_INSTALL = [
     f"CREATE TABLE {CHANGED_TABLE} "
     "(span_id INTEGER PRIMARY KEY, version INTEGER NOT NULL DEFAULT 1)",
     # detail=none: which spans have a token, no positions.
-    f"CREATE VIRTUAL TABLE {SQLITE_TABLE} USING fts5("
-    "attribute_tokens, columnsize=0, detail=none)",
+    f"CREATE VIRTUAL TABLE {SQLITE_TABLE} USING fts5(attribute_tokens, columnsize=0, detail=none)",
     "CREATE TRIGGER traces_span_attribute_index_delete AFTER DELETE ON traces_span "
     f"WHEN {_INDEXED_OLD} BEGIN "
     f"DELETE FROM {SQLITE_TABLE} WHERE rowid = old.id; "
