@@ -76,9 +76,16 @@ INSTALLED_APPS = [
     "channels",
     "template_partials",
     "agentloop",
+    # Domain apps, lowest layer first (docs/architecture.md: the dependency rule).
     "agentloop.teams",
     "agentloop.traces",
+    "agentloop.skills",
     "agentloop.runs",
+    "agentloop.presets",
+    "agentloop.automations",
+    "agentloop.signal",
+    "agentloop.review",
+    # Pages.
     "studio",
     "swarms",
     "skills",

@@ -8,7 +8,7 @@ Builds a fresh database (PostgreSQL: `agentloop_bench_t`, created and dropped;
 SQLite: var/bench/triggers.sqlite3), loads one project with the span loader of
 bench_queries (COPY on PostgreSQL), then creates metric automations on that
 project with a mix of metrics, windows (5-60 min) and filters, all due in the
-same tick, bound to an analyst preset. It times `studio.automations.tick(now=...)`
+same tick, bound to an analyst preset. It times `agentloop.automations.actions.tick(now=...)`
 (wall clock) for several ticks, each at a different slot inside the loaded
 data, and reports p50 and max per tick plus the mean evaluation time per
 metric. Target: <= 10 s per tick on PostgreSQL.
@@ -116,7 +116,8 @@ FIRING_EVERY = 100  # one automation in 100 gets a threshold that holds: ~1 % fi
 
 
 def create_automations(project, n: int, now: datetime):
-    from studio.models import AgentPreset, Automation
+    from agentloop.automations.models import Automation
+    from agentloop.presets.models import AgentPreset
 
     preset = AgentPreset.objects.create(
         space=project.space, name="Bench analyst", harness="analyst", model="claude-sonnet-4-5"
@@ -164,8 +165,9 @@ def child(spans: int, n_automations: int, ticks: int, days: int) -> int:
     from django.db import connection
 
     import agentloop.traces.demo as demo
-    from studio import automations, metrics
-    from studio.models import Automation, AutomationFire
+    from agentloop.automations import actions as automations
+    from agentloop.automations import metrics
+    from agentloop.automations.models import Automation, AutomationFire
 
     # load_dataset imports iter_span_rows from the module when it runs: spread
     # the spans over `days` (fewer days, more spans in each trigger window).
@@ -258,8 +260,8 @@ def explain_slowest(project, at, per_metric):
     """EXPLAIN ANALYZE of the query behind the slowest metric (PostgreSQL)."""
     from django.db import connection
 
-    from studio import metrics
-    from studio.models import Automation
+    from agentloop.automations import metrics
+    from agentloop.automations.models import Automation
 
     if connection.vendor != "postgresql" or not per_metric:
         return

@@ -1,5 +1,8 @@
 from django.apps import AppConfig
 
 
-class SkillsConfig(AppConfig):
+class SkillPagesConfig(AppConfig):
+    """The skills settings pages; the skill domain (models, kinds, secrets) is agentloop.skills."""
+
     name = "skills"
+    label = "skill_pages"

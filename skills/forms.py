@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from django import forms
 
-from skills.kinds.custom import ENV_PREFIX, has_credentials
-from skills.models import NAME_RULE
+from agentloop.skills.kinds.custom import ENV_PREFIX, has_credentials
+from agentloop.skills.models import NAME_RULE
 
 
 class WriteOnlyTextarea(forms.Textarea):

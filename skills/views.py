@@ -2,7 +2,7 @@
 
 Members and admins see the list (they use the skills in runs); only admins see
 the forms and may change anything. Every view fetches the space or skill
-through the access helpers and calls one function of skills.actions.
+through the access helpers and calls one function of agentloop.skills.actions.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from django.shortcuts import redirect, render
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_http_methods, require_POST
 
+from agentloop.skills import actions, audit
+from agentloop.skills.access import get_skill_for_user
+from agentloop.skills.kinds import KINDS
 from agentloop.teams.access import get_space_for_user, spaces_for_user
 from agentloop.teams.models import Role
-from skills import actions, audit
-from skills.access import get_skill_for_user
 from skills.forms import SkillForm
-from skills.kinds import KINDS
 
 
 def _private(response):

@@ -5,44 +5,22 @@ The form only offers what the user may use: projects through
 `presets_for_user`. It builds the run configuration; `normalize_config` (called
 by start_session) remains the one validator of it, and the view shows its
 messages on the fields they name. Presets and skills are read through their
-parts' own helpers (studio.presets, skills.access).
+own access helpers (agentloop.presets.access, agentloop.skills.access).
 """
 
 from __future__ import annotations
 
-import importlib
-
 from django import forms
 from django.conf import settings
 
+from agentloop.presets.access import presets_for_user
+from agentloop.presets.actions import config_from_preset
 from agentloop.runs.config import DEFAULT_MODEL, HARNESSES
 from agentloop.runs.providers import provider_names
+from agentloop.skills.access import skills_for_user
 from agentloop.teams.access import projects_for_user
 
 NO_PRESET = ""
-
-
-def _optional(module_name: str):
-    """A module of a part that may not have landed yet (presets, skills)."""
-    try:
-        return importlib.import_module(module_name)
-    except ImportError:
-        return None
-
-
-def presets_for_user(user) -> list:
-    """Presets the user may start sessions from (studio.presets, once it exists)."""
-    presets = _optional("studio.presets")
-    if presets is None:
-        return []
-    return list(presets.presets_for_user(user, need="use"))
-
-
-def skills_for_user(user) -> list:
-    skills = _optional("skills.access")
-    if skills is None:
-        return []
-    return list(skills.skills_for_user(user, "use").select_related("space"))
 
 
 class ProjectChoiceField(forms.ModelChoiceField):
@@ -69,10 +47,11 @@ class SessionForm(forms.Form):
         self.fields["sandbox"].choices = [(s, s) for s in sandboxes]
         self.fields["sandbox"].initial = settings.SANDBOX_PROVIDER_DEFAULT
         self.fields["preset"].choices = [(NO_PRESET, "None — choose below")] + [
-            (str(p.pk), f"{p.space.name} / {p.name}") for p in presets_for_user(user)
+            (str(p.pk), f"{p.space.name} / {p.name}") for p in presets_for_user(user, need="use")
         ]
         self.fields["skills"].choices = [
-            (str(skill.pk), f"{skill.space.name} / {skill.name}") for skill in skills_for_user(user)
+            (str(skill.pk), f"{skill.space.name} / {skill.name}")
+            for skill in skills_for_user(user, "use").select_related("space")
         ]
         if not self.fields["skills"].choices:
             self.fields["skills"].help_text = "No skills available to you yet."
@@ -89,13 +68,13 @@ class SessionForm(forms.Form):
                 self.errors.pop(name, None)
         return data
 
-    def config(self) -> dict:
-        """The run config; a preset's is checked against the project (ValidationError)."""
+    def config(self) -> tuple[object | None, dict]:
+        """(the preset or None, the run config); a preset's is checked against the
+        project (ValidationError)."""
         data = self.cleaned_data
         if data.get("preset"):
-            presets = _optional("studio.presets")
-            return presets.config_from_preset(self.user, data["project"], int(data["preset"]))
-        return {
+            return config_from_preset(self.user, data["project"], int(data["preset"]))
+        return None, {
             "harness": data["harness"],
             "sandbox": data["sandbox"],
             "model": data["model"],

@@ -1,9 +1,8 @@
-"""Agent Studio: sessions (studio.session_urls), presets (studio.preset_urls), automations."""
+"""Agent Studio: sessions (studio.session_urls) and presets (agentloop.presets.urls)."""
 
 from django.urls import include, path
 
 urlpatterns = [
     path("", include("studio.session_urls")),
-    path("presets/", include("studio.preset_urls")),
-    path("automations/", include("studio.automation_urls")),
+    path("presets/", include("agentloop.presets.urls")),
 ]

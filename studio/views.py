@@ -57,11 +57,13 @@ def new_session(request):
         form = SessionForm(request.user, request.POST)
         if form.is_valid():
             try:
+                preset, config = form.config()
                 run = actions.start_session(
                     request.user,
                     form.cleaned_data["project"],
-                    form.config(),
+                    config,
                     form.cleaned_data["prompt"],
+                    preset=preset,
                 )
             except ValidationError as error:
                 _apply_config_errors(form, error)

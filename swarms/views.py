@@ -169,7 +169,7 @@ def run_detail(request, code):
         "event_template": select_template(EVENT_TEMPLATES),
         "tool_names": tool_names,
         "artifacts": list(run.artifacts.select_related("reviewer")),
-        # Reviewers are the space's members ("use"), as in agentloop.runs.review.
+        # Reviewers are the space's members ("use"), as in agentloop.review.actions.
         "can_review": request.user.has_perm("teams.use_space", run.space),
         "config_json": json.dumps(run.config, indent=2, sort_keys=True, ensure_ascii=False),
         "secret_env_names": run.config.get("secret_env_names") or [],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skills import actions
+from agentloop.skills import actions
 
 GH_TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"  # 40 characters, like a real one
 DD_API = "0123456789abcdef0123456789abcdef"

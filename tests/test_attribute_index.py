@@ -4,9 +4,7 @@ finds, on both databases, for every path the index takes."""
 
 from __future__ import annotations
 
-import importlib
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 from django.db import connection
@@ -298,22 +296,6 @@ def test_a_common_value_on_sqlite_walks_the_spans_instead(project, monkeypatch):
     assert attribute_index.narrowing(attribute_index.filter_tokens("t", ["y"])) is not None
     rows, _ = page_spans(filter_spans(project, SpanFilter(attrs=[("t", "x")])), None, 10)
     assert [s.name for s in rows] == ["c2", "c1", "c0"]
-
-
-def test_the_migration_fills_tokens_of_spans_stored_before_it(project):
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL: SQLite's indexer reads the spans stored before it itself")
-    spans = [
-        make_span(project, name=f"old{i}", attributes={"user.id": f"u{i % 2}"}) for i in range(5)
-    ]
-    Span.objects.filter(project=project).update(attribute_tokens="")
-    migration = importlib.import_module("agentloop.traces.migrations.0004_span_attribute_tokens")
-
-    # What fill_tokens uses of the schema editor the migration gives it.
-    editor = SimpleNamespace(connection=connection, quote_name=connection.ops.quote_name)
-    migration.fill_tokens(None, editor)
-
-    assert _indexed_ids("user.id", "u0") == {spans[0].pk, spans[2].pk, spans[4].pk}
 
 
 def test_the_sqlite_index_is_in_place_after_the_migrations(db):

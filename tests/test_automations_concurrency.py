@@ -12,10 +12,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection, connections
 
+from agentloop.automations import actions as automations
+from agentloop.automations.models import Automation, AutomationFire
+from agentloop.presets.models import AgentPreset
 from agentloop.runs import actions
 from agentloop.runs.models import Run
-from studio import automations
-from studio.models import AgentPreset, Automation, AutomationFire
 from tests.span_factory import make_span
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

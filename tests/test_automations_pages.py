@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from agentloop.automations.models import Automation, AutomationFire
+from agentloop.presets.models import AgentPreset
 from agentloop.runs import actions
 from agentloop.runs.models import Run
-from studio.models import AgentPreset, Automation, AutomationFire
 
 ROLES = [("owner", 302), ("member", 302), ("viewer", 403), ("outsider", 404), ("anonymous", 302)]
 
@@ -47,7 +48,7 @@ def form_data(project, preset, **fields):
 
 @pytest.fixture
 def automation(bob, project, preset):
-    from studio.automations import save_automation
+    from agentloop.automations.actions import save_automation
 
     return save_automation(
         bob,

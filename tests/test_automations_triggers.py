@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.core.exceptions import ValidationError
 
+from agentloop.automations import actions as automations
+from agentloop.automations import triggers
+from agentloop.automations.models import Automation, AutomationFire
+from agentloop.presets.models import AgentPreset
 from agentloop.runs import actions
 from agentloop.runs.models import Run, RunKind, RunStatus, RunTrigger
-from studio import automations, triggers
-from studio.models import AgentPreset, Automation, AutomationFire
 from tests.span_factory import make_span
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -275,14 +277,18 @@ def test_metric_with_no_data_never_fires(bob, project, preset):
     assert AutomationFire.objects.count() == 0
 
 
-def test_setup_schedules_installs_the_tick(db):
+def test_setup_schedules_installs_the_tick_and_signal_s_own_collection(db):
     from django_q.models import Schedule
 
-    from agentloop.runs.schedules import install_schedules
+    from agentloop.schedules import install_schedules
 
     install_schedules()
     install_schedules()  # idempotent
-    (schedule,) = Schedule.objects.filter(name="studio.automations.tick")
-    assert schedule.func == "studio.automations.tick_task"
+    (schedule,) = Schedule.objects.filter(name="agentloop.automations.tick")
+    assert schedule.func == "agentloop.automations.actions.tick_task"
     assert schedule.minutes == 1 and schedule.repeats == -1
     assert automations.tick_task() == 0
+    # Signal's collection is a schedule of its own, not a step of the tick.
+    (collect,) = Schedule.objects.filter(name="agentloop.signal.collect")
+    assert collect.func == "agentloop.signal.actions.collect_task"
+    assert collect.minutes == 1 and collect.repeats == -1

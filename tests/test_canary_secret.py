@@ -21,13 +21,14 @@ from django.db import connection
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from agentloop.automations.models import Automation
+from agentloop.presets.models import AgentPreset
 from agentloop.runs import actions
 from agentloop.runs.models import Artifact, RunEvent
 from agentloop.runs.tasks import launch_run
 from agentloop.runs.worker_trace import root_span_id, trace_id_for
+from agentloop.skills.models import Skill
 from agentloop.teams.models import ProjectApiKey
-from skills.models import Skill
-from studio.models import AgentPreset, Automation
 
 pytest_plugins = ["tests.fake_sandbox"]
 

@@ -15,10 +15,10 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
+from agentloop.review import github
+from agentloop.review.actions import ReviewError, approve_branch, reject
 from agentloop.runner.repo import git_env
-from agentloop.runs import github
 from agentloop.runs.models import Artifact, ArtifactKind, ReviewState, Run, RunEvent
-from agentloop.runs.review import ReviewError, approve_branch, reject
 from tests.github_double import GitHubDouble
 
 TOKEN = "ghp_" + "T" * 36

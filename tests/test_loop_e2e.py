@@ -17,9 +17,11 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from agentloop.automations import actions as automations
+from agentloop.automations.models import AutomationFire
 from agentloop.runs.models import TERMINAL, Artifact, Run, RunStatus
-from studio import automations, signal
-from studio.models import AutomationFire, SignalIssue
+from agentloop.signal import actions as signal
+from agentloop.signal.models import SignalIssue
 from tests.e2e_support import needs_bwrap, runner_log, wait_for_status
 from tests.span_factory import make_span
 
@@ -155,8 +157,8 @@ def test_spans_crossing_a_threshold_end_as_reviewed_annotations(
     labels = run.artifacts.get(kind="eval_labels")
     assert labels.review_state == "pending"
 
-    # The next tick reads the finished run into the project's Signal issues.
-    automations.tick(now=slot + timedelta(minutes=2))
+    # Signal's collection (its own schedule) reads the finished run into the project's issues.
+    signal.collect(now=slot + timedelta(minutes=2))
     (issue,) = SignalIssue.objects.filter(project=project)
     assert issue.key == "error:chat:TimeoutError" and issue.last_run_id == run.pk
     # The investigation names a sample of the traces, newest first; all are failures.

@@ -24,7 +24,7 @@ def test_sqlite_gets_statistics_for_the_span_indexes(project):
 def test_the_worker_refreshes_them_every_hour(db):
     from django_q.models import Schedule
 
-    from agentloop.runs.schedules import install_schedules
+    from agentloop.schedules import install_schedules
 
     install_schedules()
     install_schedules()  # idempotent

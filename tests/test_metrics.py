@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from agentloop.automations import metrics
+from agentloop.automations.models import Automation
 from agentloop.traces.models import SpanAnnotation
-from studio import metrics
-from studio.models import Automation
 from tests.span_factory import make_span
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

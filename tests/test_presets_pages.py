@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 from django.test import override_settings
 
-from skills.models import Skill
-from studio.models import AgentPreset
+from agentloop.presets.models import AgentPreset
+from agentloop.skills.models import Skill
 
 ROLES = ["owner", "member", "viewer", "outsider", "anonymous"]
 

@@ -10,15 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from agentloop.presets.actions import start_session_from_preset
+from agentloop.presets.models import AgentPreset
+from agentloop.review.actions import approve_branch
 from agentloop.runner.client import RunnerClient
 from agentloop.runner.events import EventQueue
 from agentloop.runner.harnesses.base import Harness, TurnResult
 from agentloop.runner.loop import Runner
-from agentloop.runs.actions import start_session
 from agentloop.runs.models import Artifact, ArtifactKind, Run, RunStatus
-from agentloop.runs.review import approve_branch
-from studio.models import AgentPreset
-from studio.presets import config_from_preset
 from tests.github_double import GitHubDouble
 from tests.test_presets_pages import make_skill
 from tests.test_repo_branch import git, refs
@@ -71,7 +70,7 @@ def test_a_preset_with_a_repository_ends_in_a_draft_pull_request(
     preset.skills.set([gh])
 
     # Q_CLUSTER sync: the launch runs at commit, in this process, on the fake provider.
-    run = start_session(bob, project, config_from_preset(bob, project, preset.pk), "Fix it")
+    run = start_session_from_preset(bob, project, preset.pk, "Fix it")
     run.refresh_from_db()
     assert run.status == RunStatus.PROVISIONING, run.exit_reason
     sandbox_env = fake_provider.started[0].env

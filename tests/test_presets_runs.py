@@ -8,15 +8,15 @@ import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 
+from agentloop.presets.access import get_preset_for_user, presets_for_user
+from agentloop.presets.actions import (
+    config_from_preset,
+    preset_to_config,
+    start_session_from_preset,
+)
+from agentloop.presets.models import AgentPreset
 from agentloop.runs.actions import start_session
 from agentloop.runs.models import Run
-from studio.models import AgentPreset
-from studio.presets import (
-    config_from_preset,
-    get_preset_for_user,
-    preset_to_config,
-    presets_for_user,
-)
 from tests.test_presets_pages import make_skill
 
 pytest_plugins = ["tests.fake_sandbox"]  # the fake_provider fixture
@@ -48,11 +48,11 @@ def preset(space, alice):
 
 
 def test_a_preset_becomes_the_config_a_run_snapshots(preset, project, bob):
-    config = config_from_preset(bob, project, preset.pk)
-    run = start_session(bob, project, config, "Fix the greeting")
+    chosen, config = config_from_preset(bob, project, preset.pk)
+    run = start_session(bob, project, config, "Fix the greeting", preset=chosen)
 
     run.refresh_from_db()
-    assert run.preset == preset
+    assert run.preset_id == preset.pk
     assert run.preset_name == "Fixer"
     snapshot = run.config
     assert (snapshot["harness"], snapshot["sandbox"], snapshot["model"]) == (
@@ -76,7 +76,7 @@ def test_a_preset_becomes_the_config_a_run_snapshots(preset, project, bob):
 def test_editing_and_deleting_the_preset_leaves_started_runs_alone(
     preset, project, alice, bob, client_for
 ):
-    run = start_session(bob, project, config_from_preset(bob, project, preset.pk), "Go")
+    run = start_session_from_preset(bob, project, preset.pk, "Go")
     before = Run.objects.get(pk=run.pk).config
     admin = client_for(alice)
 
@@ -105,7 +105,7 @@ def test_editing_and_deleting_the_preset_leaves_started_runs_alone(
 
     run = Run.objects.get(pk=run.pk)
     assert run.config == before
-    assert run.preset is None
+    assert run.preset_id is None
     assert run.preset_name == "Fixer"
     page = client_for(bob).get(f"/swarms/runs/{run.code}/")
     assert page.status_code == 200
@@ -113,7 +113,7 @@ def test_editing_and_deleting_the_preset_leaves_started_runs_alone(
 
 
 def test_sessions_may_override_the_harmless_fields(preset, project, bob):
-    config = config_from_preset(
+    _, config = config_from_preset(
         bob, project, preset.pk, {"model": "claude-haiku-4-5", "max_turns": 3}
     )
 
@@ -172,9 +172,10 @@ def test_the_picker_lists_visible_presets_of_the_users_spaces(preset, space, oth
 def test_hidden_presets_still_start_runs(space, project, bob):
     signal = AgentPreset.objects.create(space=space, name="Signal", harness="analyst", hidden=True)
 
-    config = config_from_preset(bob, project, signal.pk)
+    chosen, config = config_from_preset(bob, project, signal.pk)
+    run = start_session(bob, project, config, "Go", preset=chosen)
 
-    assert config["preset_name"] == "Signal"
+    assert run.config["preset_name"] == "Signal"
 
 
 def test_get_preset_for_user_follows_the_space_roles(preset, users):
@@ -190,7 +191,7 @@ def test_get_preset_for_user_follows_the_space_roles(preset, users):
 def test_a_forged_preset_id_in_an_ad_hoc_config_links_nothing(preset, other_project, dave):
     run = start_session(dave, other_project, {"preset_id": preset.pk, "harness": "analyst"}, "Hi")
 
-    assert Run.objects.get(pk=run.pk).preset is None
+    assert Run.objects.get(pk=run.pk).preset_id is None
 
 
 def test_preset_to_config_leaves_the_sandbox_to_the_default_when_blank(space):
@@ -216,7 +217,7 @@ def test_the_presets_resources_reach_the_sandbox(space, project, bob, fake_provi
         memory_mb=2048,
         time_limit_seconds=600,
     )
-    run = start_session(bob, project, config_from_preset(bob, project, preset.pk), "Go")
+    run = start_session_from_preset(bob, project, preset.pk, "Go")
 
     assert launch_run(run.pk) is True
 

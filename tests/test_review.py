@@ -11,10 +11,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from django.urls import reverse
 
+from agentloop.review.actions import approve, pending_for_user, reject
+from agentloop.review.models import ArtifactReview
 from agentloop.runs.models import Artifact, ReviewState, Run
-from agentloop.runs.review import approve, pending_for_user, reject
 from agentloop.traces.models import SpanAnnotation
-from studio.models import ArtifactReview
 from tests.span_factory import make_span
 
 TRACE = "a" * 32

@@ -55,7 +55,7 @@ def test_the_machine_is_the_documented_one():
 @pytest.mark.parametrize(("from_status", "to"), LEGAL)
 def test_it_makes_every_legal_move_and_records_it(project, from_status, to):
     run = make_run(project, status=from_status)
-    assert run.transition(to, detail="because") is True
+    assert run.transition(to, detail="because") is not None
     run.refresh_from_db()
     assert run.status == to
     event = run.events.get()
@@ -80,8 +80,8 @@ def test_two_claims_one_wins(project):
     run = make_run(project)
     first = Run.objects.get(pk=run.pk)
     second = Run.objects.get(pk=run.pk)
-    assert first.transition(RunStatus.PROVISIONING) is True
-    assert second.transition(RunStatus.PROVISIONING) is False
+    assert first.transition(RunStatus.PROVISIONING) is not None
+    assert second.transition(RunStatus.PROVISIONING) is None
     # The loser now sees where the run really is.
     assert second.status == RunStatus.PROVISIONING
     assert run.events.count() == 1
@@ -90,8 +90,8 @@ def test_two_claims_one_wins(project):
 def test_a_stale_mover_cannot_overwrite_a_finished_run(project):
     run = make_run(project, status=RunStatus.RUNNING)
     reconciler_view = Run.objects.get(pk=run.pk)
-    assert run.transition(RunStatus.SUCCEEDED, exit_reason="done") is True
-    assert reconciler_view.transition(RunStatus.FAILED, exit_reason="sandbox exited") is False
+    assert run.transition(RunStatus.SUCCEEDED, exit_reason="done") is not None
+    assert reconciler_view.transition(RunStatus.FAILED, exit_reason="sandbox exited") is None
     run.refresh_from_db()
     assert (run.status, run.exit_reason) == (RunStatus.SUCCEEDED, "done")
 

@@ -8,11 +8,14 @@ from datetime import UTC, datetime
 import pytest
 from django.urls import reverse
 
+from agentloop.automations import actions as automations
+from agentloop.automations.models import Automation, AutomationFire
+from agentloop.presets.models import AgentPreset
 from agentloop.runner.harnesses.analyst import AnalystHarness
 from agentloop.runs import actions
 from agentloop.runs.models import Artifact, Run
-from studio import automations, signal
-from studio.models import AgentPreset, Automation, AutomationFire, SignalIssue, SignalSighting
+from agentloop.signal import actions as signal
+from agentloop.signal.models import SignalIssue, SignalSighting
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 ROLES = [("owner", 302), ("member", 302), ("viewer", 403), ("outsider", 404), ("anonymous", 302)]
@@ -80,7 +83,7 @@ def test_enable_permissions(project, users, client_for, role, status):
 
 
 def test_enable_twice_creates_nothing_more_and_hidden_preset_stays_out_of_picker(project, bob):
-    from studio.presets import presets_for_user
+    from agentloop.presets.access import presets_for_user
 
     signal.enable(bob, project)
     signal.enable(bob, project)
@@ -122,13 +125,17 @@ def test_a_new_run_updates_the_same_issue(project, tmp_path):
     assert SignalSighting.objects.filter(issue=issue).count() == 2
 
 
-def test_tick_collects_finished_signal_runs(project, bob, tmp_path):
+def test_collection_reads_finished_signal_runs_once_and_the_tick_leaves_them(
+    project, bob, tmp_path
+):
     (cadence, *_) = signal.enable(bob, project, now=NOW)
     run = signal_run(project, investigation(tmp_path, [error_span("a")]))
     AutomationFire.objects.create(automation=cadence, scheduled_at=NOW, reason="cron", run=run)
-    automations.tick(now=NOW)
+    automations.tick(now=NOW)  # the automations tick no longer collects Signal's issues
+    assert not SignalIssue.objects.exists()
+    assert signal.collect_task() == 1
     assert SignalIssue.objects.get().key == "error:chat:TimeoutError"
-    automations.tick(now=NOW)  # read once
+    assert signal.collect(now=NOW) == 0  # read once
     assert SignalSighting.objects.count() == 1
 
 

@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.urls import reverse
 
+from agentloop.automations import actions as automations
+from agentloop.presets.models import AgentPreset
 from agentloop.runs import actions
 from agentloop.runs.models import Run
-from studio import automations, signal
-from studio.models import AgentPreset
+from agentloop.signal import actions as signal
 from tests.skill_factory import datadog_skill, github_skill
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

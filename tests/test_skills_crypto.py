@@ -9,8 +9,8 @@ from django.db import connection
 
 from agentloop.runs import actions
 from agentloop.runs.models import Run
-from skills import crypto
-from skills.models import Skill
+from agentloop.skills import crypto
+from agentloop.skills.models import Skill
 from tests.skill_factory import GH_TOKEN, datadog_skill, github_skill
 
 pytest_plugins = ["tests.fake_sandbox"]

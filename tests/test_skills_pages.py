@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from skills.models import Skill, SkillAuditEntry
+from agentloop.skills.models import Skill, SkillAuditEntry
 from tests.skill_factory import DD_API, DD_APP, GH_TOKEN, custom_skill, github_skill
 
 ROLES = ["owner", "member", "viewer", "outsider", "anonymous"]

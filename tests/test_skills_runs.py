@@ -11,7 +11,7 @@ from agentloop.runs import actions
 from agentloop.runs.models import Run, RunStatus
 from agentloop.runs.redaction import run_secrets
 from agentloop.runs.tasks import launch_run
-from skills.access import skills_for_user
+from agentloop.skills.access import skills_for_user
 from tests.skill_factory import DD_API, DD_APP, GH_TOKEN, custom_skill, datadog_skill, github_skill
 
 pytest_plugins = ["tests.fake_sandbox"]
@@ -121,7 +121,7 @@ def test_a_skill_that_cannot_be_decrypted_fails_the_run_before_the_sandbox(
 
 
 def test_a_skill_deleted_before_launch_fails_the_run(project, alice, fake_provider):
-    from skills.actions import delete_skill
+    from agentloop.skills.actions import delete_skill
 
     gh = github_skill(project.space, alice)
     run = start(alice, project, [gh.pk])
@@ -143,7 +143,7 @@ def test_two_skills_setting_the_same_variable_fail_the_run(project, alice, fake_
 
 
 def test_a_run_keeps_the_secrets_it_launched_with(project, alice, fake_provider):
-    from skills.actions import update_skill
+    from agentloop.skills.actions import update_skill
 
     gh = github_skill(project.space, alice)
     run = start(alice, project, [gh.pk])

@@ -334,7 +334,7 @@ def test_get_is_refused_on_post_only_routes(run, alice, client_for):
 
 @pytest.fixture
 def preset(space):
-    from studio.models import AgentPreset
+    from agentloop.presets.models import AgentPreset
 
     return AgentPreset.objects.create(
         space=space,
@@ -349,7 +349,7 @@ def preset(space):
 def test_the_form_offers_only_presets_of_spaces_the_user_may_use(
     preset, project, other_space, bob, client_for, fake_provider
 ):
-    from studio.models import AgentPreset
+    from agentloop.presets.models import AgentPreset
 
     AgentPreset.objects.create(space=other_space, name="Theirs", harness="analyst")
     AgentPreset.objects.create(
@@ -372,7 +372,7 @@ def test_starting_from_a_preset_snapshots_it(preset, project, bob, client_for, f
     response = client_for(bob).post(reverse("studio-new-session"), body)
     run = Run.objects.get()
     assert response["Location"] == session_url(run)
-    assert run.preset == preset and run.config["preset_name"] == "Analyst"
+    assert run.preset_id == preset.pk and run.config["preset_name"] == "Analyst"
     assert (run.config["harness"], run.config["model"], run.config["max_turns"]) == (
         "analyst",
         "claude-preset",
@@ -385,8 +385,8 @@ def test_starting_from_a_preset_snapshots_it(preset, project, bob, client_for, f
 def test_a_preset_of_another_space_is_refused_on_the_form(
     other_space, project, dave, alice, client_for, fake_provider
 ):
+    from agentloop.presets.models import AgentPreset
     from agentloop.teams.models import Membership, Role
-    from studio.models import AgentPreset
 
     theirs = AgentPreset.objects.create(
         space=other_space, name="Theirs", harness="analyst", sandbox="fake"

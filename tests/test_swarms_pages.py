@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from agentloop.runs import worker_trace
+from agentloop.runs import lifecycle, worker_trace
 from agentloop.runs.models import (
     Artifact,
     ArtifactKind,
@@ -355,9 +355,9 @@ def test_anonymous_detail_is_sent_to_log_in(client, detailed):
 @pytest.fixture
 def traced(project, alice):
     run = make_run(project, alice, status=RunStatus.PROVISIONING, started_at=None, preset="triage")
-    run.transition(RunStatus.RUNNING)
+    lifecycle.move(run, RunStatus.RUNNING)
     run.append_event(EventSource.AGENT, EventKind.MESSAGE, {"role": "assistant", "text": "hi"})
-    run.transition(RunStatus.SUCCEEDED)
+    lifecycle.move(run, RunStatus.SUCCEEDED)
     return run
 
 
@@ -373,6 +373,22 @@ def test_view_traces_opens_the_runs_own_trace_in_the_trace_view(client_for, user
     assert page.status_code == 200
     assert "triage run" in html and "turn 1" in html
     assert worker_trace.root_span_id(traced) in html
+
+
+def test_a_project_named_like_the_worker_project_breaks_nothing(client_for, alice, space, project):
+    # The worker project's identity is its flag, not its name: a project of
+    # people's own may take the name, and View traces still finds the runs' trace.
+    namesake = Project.objects.create(space=space, name="agentloop workers")
+    run = make_run(project, alice, status=RunStatus.PROVISIONING, started_at=None)
+    lifecycle.move(run, RunStatus.RUNNING)
+
+    worker = space.worker_project()
+    assert worker.internal and worker.pk != namesake.pk
+    assert space.worker_project().pk == worker.pk  # one per space
+    response = client_for(alice).get(f"/swarms/runs/{run.code}/traces/")
+    assert response["Location"] == f"/projects/{worker.pk}/traces/{run.code.hex}/"
+    assert client_for(alice).get(response["Location"]).status_code == 200
+    assert not namesake.spans.exists()
 
 
 def test_an_outsider_can_open_neither_the_link_nor_the_trace(client_for, dave, traced):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agentloop.runs import recording, worker_trace
+from agentloop.runs import lifecycle, recording, worker_trace
 from agentloop.runs.models import Run, RunEvent, RunStatus
 from agentloop.traces import queries
 from agentloop.traces.models import Span, Trace
@@ -221,7 +221,7 @@ def test_transitions_and_stored_batches_write_the_trace(project, alice):
     run = Run.objects.create(
         space=project.space, project=project, config={}, prompt="p", status=RunStatus.PROVISIONING
     )
-    assert run.transition(RunStatus.RUNNING)
+    assert lifecycle.move(run, RunStatus.RUNNING)
     recording.record_events(
         run,
         [
@@ -240,7 +240,7 @@ def test_transitions_and_stored_batches_write_the_trace(project, alice):
         ],
         secrets=[],
     )
-    assert run.transition(RunStatus.FAILED, exit_reason="the turn failed")
+    assert lifecycle.move(run, RunStatus.FAILED, exit_reason="the turn failed")
     spans = spans_of(run)
     root = spans[worker_trace.root_span_id(run)]
     tool = spans[worker_trace.tool_span_id(run, "c1")]
@@ -256,15 +256,15 @@ def test_transitions_and_stored_batches_write_the_trace(project, alice):
 
 def test_a_run_that_never_started_has_no_trace(project):
     run = Run.objects.create(space=project.space, project=project, config={}, prompt="p")
-    assert run.transition(RunStatus.PROVISIONING)
-    assert run.transition(RunStatus.FAILED, exit_reason="sandbox did not start")
+    assert lifecycle.move(run, RunStatus.PROVISIONING)
+    assert lifecycle.move(run, RunStatus.FAILED, exit_reason="sandbox did not start")
     assert spans_of(run) == {}
     assert not Trace.objects.filter(trace_id=run.code.hex).exists()
 
 
 def test_the_root_starts_when_the_run_starts(project):
     run = Run.objects.create(space=project.space, project=project, config={}, prompt="p")
-    assert run.transition(RunStatus.PROVISIONING)
-    assert run.transition(RunStatus.RUNNING)
+    assert lifecycle.move(run, RunStatus.PROVISIONING)
+    assert lifecycle.move(run, RunStatus.RUNNING)
     root = spans_of(run)[worker_trace.root_span_id(run)]
     assert root.start_time == run.started_at

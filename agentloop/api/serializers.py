@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 from rest_framework import serializers
 
 from agentloop.teams.models import Project, Space
-from agentloop.traces.models import AnnotatorKind, Span, SpanAnnotation
+from agentloop.traces.annotations import AnnotationInputSerializer  # noqa: F401 (api schema)
+from agentloop.traces.models import Span, SpanAnnotation
 
 
 class SpaceRefSerializer(serializers.ModelSerializer):
@@ -135,34 +134,6 @@ class TraceSerializer(serializers.Serializer):
     orphans = TraceNodeSerializer(
         many=True, help_text="Spans whose parent is not in the trace, with their subtrees."
     )
-
-
-class StrictFloatField(serializers.FloatField):
-    """A JSON number: no numeric strings, no booleans, nothing infinite."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, bool) or not isinstance(data, int | float):
-            raise serializers.ValidationError("must be a number.")
-        if not math.isfinite(data):
-            raise serializers.ValidationError("must be a finite number.")
-        return float(data)
-
-
-class AnnotationInputSerializer(serializers.Serializer):
-    span_id = serializers.CharField(max_length=16)
-    trace_id = serializers.CharField(max_length=32, required=False, allow_blank=True)
-    name = serializers.CharField(max_length=200)
-    label = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    score = StrictFloatField(required=False, allow_null=True, default=None)
-    explanation = serializers.CharField(required=False, allow_blank=True, default="")
-    annotator_kind = serializers.ChoiceField(choices=AnnotatorKind.choices)
-    identifier = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    metadata = serializers.DictField(required=False, default=dict)
-
-    def validate(self, attrs):
-        if not attrs.get("label") and attrs.get("score") is None:
-            raise serializers.ValidationError("give a label or a score (or both).")
-        return attrs
 
 
 class AnnotationBatchInputSerializer(serializers.Serializer):

@@ -24,14 +24,14 @@ from rest_framework.views import APIView
 
 from agentloop.api import schema as _schema  # noqa: F401  (registers auth schemes)
 from agentloop.api import serializers as s
-from agentloop.api.annotations import (
+from agentloop.teams.access import get_project_for_user, projects_for_user
+from agentloop.teams.principals import KeyPrincipal
+from agentloop.traces.annotations import (
     MAX_BATCH,
     InvalidAnnotation,
     annotations_query,
     upsert_annotations,
 )
-from agentloop.teams.access import get_project_for_user, projects_for_user
-from agentloop.teams.principals import KeyPrincipal
 from agentloop.traces.models import SpanAnnotation, SpanKind, StatusCode
 from agentloop.traces.queries import (
     InvalidFilter,

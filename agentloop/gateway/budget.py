@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 
 from django.db.models import F
 
+from agentloop.runs import lifecycle
 from agentloop.runs.models import IllegalTransition, Run, RunStatus
 
 EXIT_REASON = "budget"
@@ -74,7 +75,7 @@ def end_run(run: Run, why: str) -> bool:
         if run.is_terminal:
             return False
         try:
-            if run.transition(RunStatus.FAILED, detail=why, exit_reason=EXIT_REASON):
+            if lifecycle.move(run, RunStatus.FAILED, detail=why, exit_reason=EXIT_REASON):
                 return True
         except IllegalTransition:
             return False

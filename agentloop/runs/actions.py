@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from agentloop.runs import lifecycle
 from agentloop.runs.config import normalize_config
 from agentloop.runs.models import (
     ACTIVE,
@@ -56,13 +57,19 @@ def create_run(
     creator=None,
     kind: str = RunKind.SESSION,
     trigger: str = RunTrigger.MANUAL,
+    preset=None,
 ) -> Run:
     """Create a queued run with its snapshot and first message, and enqueue its launch.
 
     No access check: callers (start_session, automations) have done theirs.
+    `preset` is the AgentPreset the config was made from, if any (presets are
+    a layer above runs: this reads its pk, name and space, nothing else); a
+    preset of another space links nothing.
     """
     prompt = _clean_text(prompt, "prompt")
     snapshot, secret_env = normalize_config(config, space=project.space, user=creator)
+    if preset is not None and preset.space_id == project.space_id:
+        snapshot["preset_id"], snapshot["preset_name"] = preset.pk, preset.name
     with transaction.atomic():
         run = Run(
             space_id=project.space_id,
@@ -70,7 +77,7 @@ def create_run(
             kind=kind,
             trigger=trigger,
             config=snapshot,
-            preset_id=Run.preset_in_space(snapshot.get("preset_id"), project.space_id),
+            preset_id=snapshot["preset_id"],
             prompt=prompt,
             creator=creator if getattr(creator, "pk", None) else None,
         )
@@ -84,9 +91,9 @@ def create_run(
     return run
 
 
-def start_session(user, project, config: dict, prompt: str) -> Run:
+def start_session(user, project, config: dict, prompt: str, preset=None) -> Run:
     project = get_project_for_user(user, project.pk, "use")
-    return create_run(project, config, prompt, creator=user)
+    return create_run(project, config, prompt, creator=user, preset=preset)
 
 
 def send_followup(user, run: Run, text: str):
@@ -119,7 +126,9 @@ def cancel(user, run: Run, now=None) -> bool:
     who = user.get_username()
     if run.status == RunStatus.QUEUED:
         reason = f"Cancelled by {who}."
-        if run.transition(RunStatus.CANCELLED, exit_reason=reason, stop_requested_at=now, now=now):
+        if lifecycle.move(
+            run, RunStatus.CANCELLED, exit_reason=reason, stop_requested_at=now, now=now
+        ):
             return True
         # Lost the race with launch_run: fall through and stop the active run.
     if run.status in ACTIVE and run.request_stop(now):

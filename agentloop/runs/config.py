@@ -22,6 +22,7 @@ from django.core.exceptions import ValidationError
 
 from agentloop.runner.repo import repository_url_problem, valid_branch_name
 from agentloop.runs.providers import provider_names
+from agentloop.skills.runtime import check_skill_ids
 
 HARNESSES = ("analyst", "claude-code")
 DEFAULT_MODEL = "claude-sonnet-4-5"
@@ -142,8 +143,6 @@ def normalize_config(config: dict, *, space=None, user=None) -> tuple[dict, dict
     if config.get("token_budget") not in (None, ""):
         token_budget = _positive_int(config["token_budget"], "token_budget", errors, 10**12)
     cost_budget = _cost(config.get("cost_budget_usd"), errors)
-    from skills.runtime import check_skill_ids
-
     skills, skills_problem = check_skill_ids(config.get("skills"), space, user)
     if skills_problem:
         errors["skills"] = skills_problem
@@ -164,12 +163,12 @@ def normalize_config(config: dict, *, space=None, user=None) -> tuple[dict, dict
         "repository": repository,
         "token_budget": token_budget,
         "cost_budget_usd": cost_budget,
-        "preset_id": config.get("preset_id") or None,
+        "preset_id": None,  # set by create_run from the preset it is given
         "image": config.get("image") or None,
         # Cloning and pushing need the git host: a run with a repository is "open"
         # unless its config says otherwise (there is no per-host policy yet).
         "network": config.get("network") or ("open" if repository else "runner-only"),
-        "preset_name": config.get("preset_name") or "",
+        "preset_name": "",
         "llm_base_url": config.get("llm_base_url") or "",
     }
     return snapshot, secret_env

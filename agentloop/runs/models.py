@@ -3,7 +3,9 @@
 A Run owns its status: every change goes through `Run.transition()`, a
 conditional UPDATE on the status the caller saw, so two workers (or a worker
 and the reconciler) can never both move the same run. Each transition appends
-a `status` RunEvent in the same transaction.
+a `status` RunEvent in the same transaction, and does nothing else: what else
+follows a move (the run's own trace) is `agentloop.runs.lifecycle.move`'s, the
+one function the rest of the code moves runs with.
 
 RunEvent `seq` is assigned by the server from the `next_seq` counter on Run,
 bumped with an F() UPDATE inside the writer's transaction: the UPDATE takes the
@@ -26,6 +28,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from agentloop.key_lookup import object_for_key
+from agentloop.runs.notify import ring
 from agentloop.teams.models import Project, Space
 
 
@@ -109,11 +112,11 @@ class Run(models.Model):
     # Snapshot of the whole configuration at start (see runs.config); a preset
     # edited or deleted later never changes a run already started.
     config = models.JSONField(default=dict)
-    # The preset the snapshot came from, for "runs of this preset"; the run never
-    # reads its configuration from here, and keeps its preset_name when it is deleted.
-    preset = models.ForeignKey(
-        "studio.AgentPreset", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
-    )
+    # The preset the snapshot came from, for "runs of this preset". A plain
+    # number, not a foreign key: presets are a layer above runs (they build
+    # configs; runs never read them). agentloop.presets clears it when the
+    # preset is deleted; the run keeps its preset_name.
+    preset_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     # Secret env values (skills), MultiFernet-encrypted JSON {NAME: value}. The
     # runner gets them in its spec; redaction replaces them in everything stored.
     secret_env_encrypted = models.TextField(blank=True, default="")
@@ -159,15 +162,6 @@ class Run(models.Model):
     def preset_name(self) -> str:
         return self.config.get("preset_name") or ""
 
-    @classmethod
-    def preset_in_space(cls, preset_id, space_id) -> int | None:
-        """preset_id when that preset exists in this space, else None: a snapshot
-        may name a preset deleted since, or come from a caller we do not trust."""
-        if not isinstance(preset_id, int) or isinstance(preset_id, bool):
-            return None
-        presets = cls._meta.get_field("preset").related_model.objects
-        return preset_id if presets.filter(pk=preset_id, space_id=space_id).exists() else None
-
     # --- secrets ---------------------------------------------------------
 
     def set_secret_env(self, values: dict[str, str]) -> None:
@@ -193,8 +187,6 @@ class Run(models.Model):
     def append_event(
         self, source: str, kind: str, payload: dict, key: str | None = None
     ) -> RunEvent:
-        from agentloop.runs.notify import ring
-
         with transaction.atomic():
             (seq,) = self.allocate_seqs(1)
             event = RunEvent.objects.create(
@@ -212,12 +204,13 @@ class Run(models.Model):
 
     def transition(
         self, to: str, *, detail: str = "", now: datetime | None = None, **fields
-    ) -> bool:
-        """Move this run from the status we loaded to `to`.
+    ) -> RunEvent | None:
+        """Move this run from the status we loaded to `to`: the status and its event.
 
-        Raises IllegalTransition when the machine forbids it. Returns False when
-        someone else moved the run first (the conditional UPDATE matched no
-        row); the instance is then refreshed so the caller sees the new status.
+        Raises IllegalTransition when the machine forbids it. Returns the status
+        event, or None when someone else moved the run first (the conditional
+        UPDATE matched no row); the instance is then refreshed so the caller
+        sees the new status. Callers outside this module use lifecycle.move.
         """
         if not is_legal(self.status, to):
             raise IllegalTransition(self.status, to)
@@ -233,7 +226,7 @@ class Run(models.Model):
             moved = Run.objects.filter(pk=self.pk, status=self.status).update(status=to, **updates)
             if moved != 1:
                 self.refresh_from_db()
-                return False
+                return None
             from_status = self.status
             self.status = to
             for name, value in updates.items():
@@ -243,12 +236,7 @@ class Run(models.Model):
                 "from": from_status,
                 "detail": detail or updates.get("exit_reason", ""),
             }
-            event = self.append_event(EventSource.SYSTEM, EventKind.STATUS, payload)
-            # Opens/closes the run's AGENT root span and its turn spans.
-            from agentloop.runs import worker_trace
-
-            worker_trace.record_events(self, [event])
-        return True
+            return self.append_event(EventSource.SYSTEM, EventKind.STATUS, payload)
 
     def request_stop(self, now: datetime | None = None) -> bool:
         """Mark that a person asked this run to stop; False if already asked."""

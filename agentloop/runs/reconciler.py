@@ -22,6 +22,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from agentloop.runs import lifecycle
 from agentloop.runs.models import ACTIVE, TERMINAL, IllegalTransition, Run, RunStatus, ServiceKey
 from agentloop.runs.providers import get_provider
 from agentloop.sandboxes.base import SandboxHandle, SandboxState
@@ -67,7 +68,7 @@ def _sandbox_verdict(run: Run) -> tuple[str, str] | None:
 def _end(run: Run, verdict: tuple[str, str], now) -> bool:
     to, reason = verdict
     try:
-        return run.transition(to, exit_reason=reason, now=now)
+        return lifecycle.move(run, to, exit_reason=reason, now=now)
     except IllegalTransition:
         return False  # it moved to a state we may not leave that way; next pass sees it
 

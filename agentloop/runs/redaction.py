@@ -8,7 +8,7 @@ events share, the boundary is checked and both parts are replaced.
 
 Which secrets: `run_secrets(run, token)` — the run token (the raw token is
 never stored, so it is taken from the request that presents it) and the run's
-secret env values (skills are merged into it at launch by skills.runtime;
+secret env values (skills are merged into it at launch by agentloop.skills.runtime;
 before that, the skills' current secrets are added here).
 Values shorter than MIN_SECRET_LENGTH are ignored: redacting "1" or "yes"
 everywhere would destroy transcripts and protect nothing.
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
+
+from agentloop.skills.runtime import skill_secret_pairs
 
 MIN_SECRET_LENGTH = 6
 Secrets = list[tuple[str, str]]  # (name, value), longest value first
@@ -34,8 +36,6 @@ def run_secrets(run, token: str | None = None) -> Secrets:
     pairs.extend(run.secret_env().items())
     if run.config.get("skills") and "skill_names" not in run.config:
         # Not launched yet: the skills' secrets are not in the secret env so far.
-        from skills.runtime import skill_secret_pairs
-
         pairs.extend(skill_secret_pairs(run))
     return prepare(pairs)
 

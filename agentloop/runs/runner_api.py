@@ -18,7 +18,7 @@ from django.http import JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from agentloop.runs import recording
+from agentloop.runs import lifecycle, recording
 from agentloop.runs.models import (
     EventKind,
     EventSource,
@@ -259,7 +259,7 @@ def status(request, run: Run, token, body):
     if exit_reason:
         fields["exit_reason"] = exit_reason
     try:
-        moved = run.transition(state, **fields)
+        moved = lifecycle.move(run, state, **fields)
     except IllegalTransition as error:
         return _error(409, str(error))
     if not moved:

@@ -9,9 +9,11 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from agentloop.runs import lifecycle
 from agentloop.runs.models import Run, RunStatus, ServiceKey
 from agentloop.runs.providers import get_provider
 from agentloop.sandboxes.base import Limits, NetworkPolicy, SandboxSpec
+from agentloop.skills.runtime import SkillUnavailable, apply_skills
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ def build_spec(run: Run, token: str) -> SandboxSpec:
         **config.get("limits", {}),
         wall_seconds=config["time_limit_seconds"] + SANDBOX_GRACE_SECONDS,
     )
-    # The run's env and secret env (skills included, see skills.runtime) are the
+    # The run's env and secret env (skills included, see agentloop.skills.runtime) are the
     # sandbox's environment; the runner's own two variables come last and win.
     env = {
         **config.get("env", {}),
@@ -52,17 +54,15 @@ def launch_run(run_id: int, now=None) -> bool:
     if run is None or run.status != RunStatus.QUEUED:
         return False  # cancelled meanwhile, or another worker has it
     deadline = now + timedelta(seconds=run.config["time_limit_seconds"])
-    if not run.transition(
-        RunStatus.PROVISIONING, deadline=deadline, detail="Starting the sandbox.", now=now
+    if not lifecycle.move(
+        run, RunStatus.PROVISIONING, deadline=deadline, detail="Starting the sandbox.", now=now
     ):
         return False
-    from skills.runtime import SkillUnavailable, apply_skills
-
     try:
         apply_skills(run)  # before any sandbox: a skill we cannot decrypt fails the run here
     except SkillUnavailable as error:
         log.warning("run %s: %s", run.code, error)
-        run.transition(RunStatus.FAILED, exit_reason=str(error), now=now)
+        lifecycle.move(run, RunStatus.FAILED, exit_reason=str(error), now=now)
         return False
     key, token = ServiceKey.mint(run, expires_at=deadline)
     try:
@@ -70,7 +70,9 @@ def launch_run(run_id: int, now=None) -> bool:
         handle = provider.start(build_spec(run, token))
     except Exception as error:  # any start failure ends the run with the reason
         log.warning("run %s: sandbox did not start: %s", run.code, error)
-        run.transition(RunStatus.FAILED, exit_reason=f"The sandbox did not start: {error}", now=now)
+        lifecycle.move(
+            run, RunStatus.FAILED, exit_reason=f"The sandbox did not start: {error}", now=now
+        )
         key.revoke(now)
         return False
     Run.objects.filter(pk=run.pk).update(sandbox=handle.to_json())

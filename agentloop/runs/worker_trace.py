@@ -28,6 +28,9 @@ import logging
 
 from django.db import DatabaseError, transaction
 
+from agentloop.runs.models import RunEvent
+from agentloop.traces.models import Span, Trace
+
 logger = logging.getLogger(__name__)
 
 # Status event payloads written by Run.transition carry "from"; runner-emitted
@@ -94,8 +97,6 @@ def _as_text(value) -> str:
 
 class _TraceWriter:
     def __init__(self, run, events):
-        from agentloop.traces.models import Span
-
         self.run = run
         self.project = run.space.worker_project()
         self.trace_id = trace_id_for(run)
@@ -114,13 +115,9 @@ class _TraceWriter:
             self.turn = self._spans().filter(span_id=turn_span_id(run, number)).first()
 
     def _spans(self):
-        from agentloop.traces.models import Span
-
         return Span.objects.filter(project=self.project, trace_id=self.trace_id)
 
     def _new_span(self, span_id: str, parent: str, name: str, kind: str, at):
-        from agentloop.traces.models import Span
-
         span = Span(
             project=self.project,
             trace_id=self.trace_id,
@@ -201,8 +198,6 @@ class _TraceWriter:
             self._close_root(state, detail, at)
 
     def _open_turn(self, event, at) -> None:
-        from agentloop.runs.models import RunEvent
-
         number = int(self.root.attributes.get(TURN_COUNT_ATTR, 0)) + 1
         self.root.attributes[TURN_COUNT_ATTR] = number
         self.root.attributes[TURN_OPEN_ATTR] = True
@@ -317,8 +312,6 @@ class _TraceWriter:
     # --- writing -------------------------------------------------------------
 
     def save(self) -> None:
-        from agentloop.traces.models import Span, Trace
-
         spans = list(self.dirty.values())
         if not spans:
             return

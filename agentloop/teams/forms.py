@@ -30,7 +30,7 @@ class ProjectForm(forms.Form):
 
     def clean_name(self):
         name = self.cleaned_data["name"]
-        if Project.objects.filter(space=self.space, name=name).exists():
+        if Project.objects.filter(space=self.space, internal=False, name=name).exists():
             raise forms.ValidationError(f"{self.space.name} already has a project named {name}.")
         return name
 

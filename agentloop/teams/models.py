@@ -83,6 +83,10 @@ class Space(models.Model):
         )
         return project
 
+    def can_use(self, user) -> bool:
+        """May this user start runs, review and change automations here (member or admin)?"""
+        return self.role_of(user) in (Role.ADMIN, Role.MEMBER)
+
     def role_of(self, user) -> str | None:
         if not user.is_authenticated:
             return None
@@ -130,14 +134,25 @@ class Project(models.Model):
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     # True for the space's worker-traces project (Space.worker_project): hidden
-    # from project lists and pickers, reached only through a run.
+    # from project lists and pickers, reached only through a run. This flag, not
+    # the name, is its identity: people may name a project anything, the worker
+    # project's name included, and it stays one per space.
     internal = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.UniqueConstraint(fields=["space", "name"], name="project_name_unique_in_space")
+            models.UniqueConstraint(
+                fields=["space", "name"],
+                condition=models.Q(internal=False),
+                name="project_name_unique_in_space",
+            ),
+            models.UniqueConstraint(
+                fields=["space"],
+                condition=models.Q(internal=True),
+                name="one_worker_project_per_space",
+            ),
         ]
 
     def __str__(self) -> str:

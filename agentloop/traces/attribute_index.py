@@ -345,61 +345,7 @@ def _reindex_changed_spans(limit: int) -> int:
     return len(rows)
 
 
-# -- schema (migration 0004) ---------------------------------------------------
-
-# SQLite: the FTS5 table keeps its own copy of each indexed span's tokens, so
-# a span is removed from it by id. The indexer adds spans as it moves the
-# mark. Triggers handle the rest for spans already indexed: a deleted span
-# leaves the index, a span whose attributes change (Span.save) is queued in
-# CHANGED_TABLE and read directly until the indexer has hashed it again.
-# There is no insert trigger: its mere presence, even never firing, made each
-# ingested row cost ~22 µs more (SQLite then opens a statement journal per row).
-_INDEXED_OLD = f"old.id <= (SELECT indexed_through FROM {PROGRESS_TABLE})"
-_SQLITE_INSTALL = [
-    f"CREATE TABLE {PROGRESS_TABLE} (indexed_through INTEGER NOT NULL)",
-    # Spans stored before the index existed are indexed by the indexer's first
-    # passes (`manage.py index_attributes` shows its progress).
-    f"INSERT INTO {PROGRESS_TABLE} (indexed_through) VALUES (0)",
-    f"CREATE TABLE {CHANGED_TABLE} "
-    "(span_id INTEGER PRIMARY KEY, version INTEGER NOT NULL DEFAULT 1)",
-    # detail=none: which spans have a token, no positions.
-    f"CREATE VIRTUAL TABLE {SQLITE_TABLE} USING fts5(attribute_tokens, columnsize=0, detail=none)",
-    "CREATE TRIGGER traces_span_attribute_index_delete AFTER DELETE ON traces_span "
-    f"WHEN {_INDEXED_OLD} BEGIN "
-    f"DELETE FROM {SQLITE_TABLE} WHERE rowid = old.id; "
-    f"DELETE FROM {CHANGED_TABLE} WHERE span_id = old.id; END",
-    "CREATE TRIGGER traces_span_attribute_index_update "
-    f"AFTER UPDATE OF attributes ON traces_span WHEN {_INDEXED_OLD} BEGIN "
-    f"INSERT INTO {CHANGED_TABLE} (span_id) VALUES (old.id) "
-    "ON CONFLICT (span_id) DO UPDATE SET version = version + 1; END",
-]
-_SQLITE_UNINSTALL = [
-    "DROP TRIGGER IF EXISTS traces_span_attribute_index_delete",
-    "DROP TRIGGER IF EXISTS traces_span_attribute_index_update",
-    f"DROP TABLE IF EXISTS {SQLITE_TABLE}",
-    f"DROP TABLE IF EXISTS {CHANGED_TABLE}",
-    f"DROP TABLE IF EXISTS {PROGRESS_TABLE}",
-]
-_POSTGRESQL_INSTALL = [
-    "CREATE INDEX span_attribute_tokens ON traces_span "
-    "USING gin (string_to_array(attribute_tokens, ' '))",
-]
-_POSTGRESQL_UNINSTALL = ["DROP INDEX IF EXISTS span_attribute_tokens"]
-
-
-def install(schema_editor) -> None:
-    statements = (
-        _POSTGRESQL_INSTALL if schema_editor.connection.vendor == "postgresql" else _SQLITE_INSTALL
-    )
-    for sql in statements:
-        schema_editor.execute(sql)
-
-
-def uninstall(schema_editor) -> None:
-    statements = (
-        _POSTGRESQL_UNINSTALL
-        if schema_editor.connection.vendor == "postgresql"
-        else _SQLITE_UNINSTALL
-    )
-    for sql in statements:
-        schema_editor.execute(sql)
+# -- schema --------------------------------------------------------------------
+# The FTS5 table, its progress mark, the changed-spans queue and the triggers
+# (SQLite), and the GIN index (PostgreSQL), are created by migration
+# traces/0002_attribute_index, which holds their SQL and why each is so.

@@ -115,7 +115,8 @@ def _projects_by_name(project: Project, decoded: DecodedExport) -> dict[str, int
     """The other projects of the key's space named by resources: one query, or none.
 
     The key was issued by the space's admins for this space, so it may write to
-    any project of the space by name, and to no project of another space.
+    any project of the space by name, and to no project of another space, nor
+    to the space's internal worker project (its traces are the runs' own).
     """
     names = {
         str(group.resource[PROJECT_NAME_ATTRIBUTE])
@@ -126,7 +127,9 @@ def _projects_by_name(project: Project, decoded: DecodedExport) -> dict[str, int
     if not names:
         return {}
     return dict(
-        Project.objects.filter(space_id=project.space_id, name__in=names).values_list("name", "pk")
+        Project.objects.filter(
+            space_id=project.space_id, internal=False, name__in=names
+        ).values_list("name", "pk")
     )
 
 

@@ -1,0 +1,131 @@
+"""The preset form: the fields people fill in; presets.actions.check_preset checks the whole."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from agentloop.presets.actions import GITHUB_KIND, check_preset
+from agentloop.presets.models import AgentPreset
+from agentloop.runs.config import HARNESSES, MAX_SYSTEM_PROMPT_LENGTH, MAX_TIME_LIMIT_SECONDS
+from agentloop.runs.providers import provider_names
+from agentloop.skills.models import Skill
+
+
+def _tools(text: str) -> list[str]:
+    parts = [p.strip() for chunk in text.splitlines() for p in chunk.split(",")]
+    return [p for p in parts if p]
+
+
+class SkillCheckboxes(forms.CheckboxSelectMultiple):
+    """Each box carries its skill's kind, so the page can offer the repository
+    fields only while a GitHub skill is ticked (the server checks it anyway)."""
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+        option = super().create_option(name, value, label, selected, index, subindex, attrs)
+        skill = getattr(value, "instance", None)
+        if skill is not None:
+            option["attrs"]["data-kind"] = skill.kind
+        return option
+
+
+class PresetForm(forms.ModelForm):
+    harness = forms.ChoiceField(choices=[(h, h) for h in HARNESSES])
+    sandbox = forms.ChoiceField(required=False, label="Sandbox provider")
+    system_prompt = forms.CharField(
+        required=False,
+        max_length=MAX_SYSTEM_PROMPT_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 8}),
+        help_text=f"Up to {MAX_SYSTEM_PROMPT_LENGTH:,} characters.",
+    )
+    skills = forms.ModelMultipleChoiceField(
+        queryset=Skill.objects.none(), required=False, widget=SkillCheckboxes
+    )
+    allowed_tools_text = forms.CharField(
+        required=False,
+        label="Allowed tools",
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Comma or newline separated, e.g. Read, Edit, Bash(git:*). "
+        "Empty: the harness default.",
+    )
+    time_limit_minutes = forms.IntegerField(
+        min_value=1, max_value=MAX_TIME_LIMIT_SECONDS // 60, label="Time limit (minutes)"
+    )
+    cost_budget_usd = forms.DecimalField(
+        required=False,
+        min_value=Decimal("0.01"),
+        max_digits=12,
+        decimal_places=2,
+        label="Cost budget (USD)",
+    )
+
+    class Meta:
+        model = AgentPreset
+        fields = [
+            "name",
+            "harness",
+            "sandbox",
+            "model",
+            "system_prompt",
+            "skills",
+            "repository_url",
+            "base_branch",
+            "max_turns",
+            "token_budget",
+            "cost_budget_usd",
+            "cpu",
+            "memory_mb",
+        ]
+        labels = {
+            "repository_url": "GitHub repository",
+            "token_budget": "Token budget",
+            "cpu": "CPU (cores, Kubernetes)",
+            "memory_mb": "Memory (MB, Kubernetes)",
+        }
+        help_texts = {
+            "repository_url": "https://github.com/owner/repo — needs a GitHub skill. The agent's "
+            "work is pushed as branch agentloop/<run>; a pull request opens only when a "
+            "reviewer approves it.",
+            "base_branch": "Cloned before the agent starts; default main.",
+        }
+
+    def __init__(self, *args, space, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.instance.space = space
+        default = ("", f"default ({settings.SANDBOX_PROVIDER_DEFAULT})")
+        self.fields["sandbox"].choices = [default] + [(n, n) for n in sorted(provider_names())]
+        self.fields["skills"].queryset = Skill.objects.filter(space=space).order_by("name")
+        self.fields["skills"].label_from_instance = lambda skill: (
+            f"{skill.name} ({skill.get_kind_display()})"
+        )
+        self.has_github_skills = self.fields["skills"].queryset.filter(kind=GITHUB_KIND).exists()
+        if self.instance.pk:
+            self.initial.setdefault("allowed_tools_text", ", ".join(self.instance.allowed_tools))
+        self.initial.setdefault("time_limit_minutes", self.instance.time_limit_seconds // 60)
+
+    def clean_name(self):
+        name = self.cleaned_data["name"].strip()
+        taken = AgentPreset.objects.filter(space=self.instance.space, name=name)
+        if taken.exclude(pk=self.instance.pk).exists():
+            raise ValidationError(f"{self.instance.space.name} already has a preset named {name}.")
+        return name
+
+    def _post_clean(self):
+        # ModelForm copies the cleaned fields onto the instance here; only then
+        # can the whole preset be checked the way a run would check it.
+        super()._post_clean()
+        if self.errors:
+            return
+        preset = self.instance
+        preset.allowed_tools = _tools(self.cleaned_data.get("allowed_tools_text") or "")
+        preset.time_limit_seconds = self.cleaned_data["time_limit_minutes"] * 60
+        try:
+            check_preset(preset, self.cleaned_data.get("skills") or [])
+        except ValidationError as error:
+            for field, messages in error.message_dict.items():
+                target = field if field in self.fields else None
+                for message in messages:
+                    self.add_error(target, message)
