@@ -37,6 +37,9 @@ screenshots: install
 bench: install
 	$(PY) benches/run.py
 
+# ruff (lint + format) and the import contracts of pyproject.toml's [tool.importlinter]:
+# the layers, a stdlib-only runner, no import cycles (docs/architecture.md).
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
