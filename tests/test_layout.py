@@ -35,3 +35,14 @@ def test_migrations_import_only_django_and_the_standard_library():
         if foreign:
             offending[str(path.relative_to(ROOT))] = sorted(foreign)
     assert offending == {}
+
+
+def test_every_setting_read_from_the_environment_is_in_the_readme():
+    # settings.py reads each variable through agentloop.env's helpers.
+    import re
+
+    settings_source = (ROOT / "agentloop" / "settings.py").read_text()
+    names = set(re.findall(r'env_(?:str|bool|int|list)\(\s*"([A-Z0-9_]+)"', settings_source))
+    assert "DATABASE_URL" in names  # the pattern still finds them
+    readme = (ROOT / "README.md").read_text()
+    assert sorted(name for name in names if f"`{name}`" not in readme) == []
