@@ -298,9 +298,27 @@ def test_the_doorbell_rings_only_after_commit(monkeypatch):
     json.dumps(sent[0][1])  # what Redis carries: plain JSON, no model instances
 
 
-def test_the_doorbell_is_safe_without_a_channel_layer(settings):
-    from agentloop.runs import notify
-
+def test_the_doorbell_is_safe_without_a_channel_layer(settings, monkeypatch, caplog, run):
     settings.CHANNEL_LAYERS = {}
     channel_layers.backends.clear()
-    notify.ring("5f48b004-33b5-46c8-9505-fc9a4fb91c35", 1)  # no error, nothing to do
+    layers_found, sends = [], []
+    real_get_channel_layer = notify.get_channel_layer
+
+    def get_channel_layer():
+        layers_found.append(real_get_channel_layer())
+        return layers_found[-1]
+
+    monkeypatch.setattr(notify, "get_channel_layer", get_channel_layer)
+    monkeypatch.setattr(notify, "async_to_sync", lambda send: sends.append(send) or send)
+
+    seq = recording.record_events(
+        run,
+        [{"key": "k-quiet", "source": "agent", "kind": "message", "payload": {"text": "quiet"}}],
+        secrets=None,
+    ).last_seq
+
+    assert layers_found == [None]  # the doorbell rang after the commit and found no layer
+    assert sends == []  # so it sent nothing
+    assert not [r for r in caplog.records if r.name == notify.__name__]  # nor cried wolf
+    stored = run.events.get(seq=seq)  # and the write it rang for is stored all the same
+    assert (stored.kind, stored.payload) == ("message", {"text": "quiet"})
