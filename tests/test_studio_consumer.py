@@ -7,7 +7,10 @@ it over the socket once, in order, and only if they may see the run.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
+import logging
 import re
 
 import pytest
@@ -39,6 +42,7 @@ def fresh_channel_layer():
     channel_layers.backends.clear()
     consumers.frames.entries.clear()
     consumers.polls.runs.clear()
+    consumers.background_tasks.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -140,6 +144,59 @@ async def test_a_post_stored_in_this_process_wakes_its_watchers_directly(run, al
     assert all(queue.empty() for queue in layer.channels.values())  # the layer was not rung
     await notify.ring_held(held)
     assert seqs(await ws.receive_from(timeout=5)) == [4]
+    await ws.disconnect()
+
+
+def store_one_event_holding_the_ring(run, key: str) -> list:
+    with notify.rings_held() as held:
+        recording.record_events(
+            run,
+            [{"key": key, "source": "agent", "kind": "message", "payload": {"text": key}}],
+            secrets=None,
+        )
+    return held
+
+
+def ring_tasks() -> set:
+    """The tasks started by rings (the others are the runs' polls)."""
+    polls = {task for _, task in consumers.polls.runs.values()}
+    return consumers.background_tasks - polls
+
+
+async def test_a_ring_task_is_kept_until_done_and_survives_garbage_collection(run, alice):
+    ws = await connect(run, alice, after=3)
+    held = await database_sync_to_async(store_one_event_holding_the_ring)(run, "k-kept")
+
+    await notify.ring_held(held)
+    [task] = ring_tasks()  # the watcher's send, held by the module, not only by the loop
+    gc.collect()
+    assert seqs(await ws.receive_from(timeout=5)) == [4]
+    await asyncio.wait([task], timeout=5)
+    assert task.done() and task not in consumers.background_tasks  # let go of once done
+    [poll] = consumers.background_tasks
+    await ws.disconnect()
+    await asyncio.wait([poll], timeout=5)  # cancelled with its last watcher
+    assert consumers.background_tasks == set()
+
+
+async def test_a_failing_ring_task_is_logged(run, alice, monkeypatch, caplog):
+    ws = await connect(run, alice, after=3)
+
+    def broken_render(*args):
+        raise RuntimeError("template exploded")
+
+    monkeypatch.setattr(consumers.transcript, "render_frame", broken_render)
+    held = await database_sync_to_async(store_one_event_holding_the_ring)(run, "k-broken")
+
+    with caplog.at_level(logging.ERROR, logger=consumers.__name__):
+        await notify.ring_held(held)
+        [task] = ring_tasks()
+        await asyncio.wait([task], timeout=5)
+
+    [record] = [r for r in caplog.records if r.name == consumers.__name__]
+    assert record.getMessage() == f"transcript task ring {notify.group_name(run.code)} seq 4 failed"
+    assert "template exploded" in str(record.exc_info[1])
+    assert task not in consumers.background_tasks
     await ws.disconnect()
 
 
