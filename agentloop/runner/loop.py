@@ -103,7 +103,8 @@ class Runner:
     # -- stopping -----------------------------------------------------------------
 
     def request_stop(self, reason: str) -> None:
-        """Safe from any thread and from a signal handler."""
+        """Safe from any thread, but not from a signal handler (it locks, and
+        harness.stop() may wait): the handler is on_signal."""
         with self._lock:
             if self.stop_event.is_set():
                 return
