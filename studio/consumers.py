@@ -16,6 +16,7 @@ seq counter every POLL_SECONDS. One lock serialises doorbell and poll, and
 from __future__ import annotations
 
 import asyncio
+import logging
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -31,8 +32,29 @@ from agentloop.runs.notify import MESSAGE_TYPE, group_name
 from agentloop.teams.access import get_project_for_user
 from studio import transcript
 
+log = logging.getLogger(__name__)
+
 REFUSED = 4403
 POLL_SECONDS = 1.0
+
+# The event loop holds its tasks only by weak reference: a task nobody else
+# holds can be garbage-collected mid-flight, and its exception is then lost.
+# Every task this module starts is kept here until it is done.
+background_tasks: set[asyncio.Task] = set()
+
+
+def start_task(coroutine, name: str) -> asyncio.Task:
+    """asyncio.create_task, kept alive until done, its failure logged under `name`."""
+    task = asyncio.create_task(coroutine, name=name)
+    background_tasks.add(task)
+    task.add_done_callback(_task_done)
+    return task
+
+
+def _task_done(task: asyncio.Task) -> None:
+    background_tasks.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("transcript task %s failed", task.get_name(), exc_info=task.exception())
 
 
 def _query(scope) -> dict[str, str]:
@@ -211,7 +233,7 @@ class RunPolls:
     def add(self, consumer) -> None:
         run_id = consumer.run.pk
         if run_id not in self.runs:
-            self.runs[run_id] = (set(), asyncio.create_task(self._poll(run_id)))
+            self.runs[run_id] = (set(), start_task(self._poll(run_id), f"poll of run {run_id}"))
         self.runs[run_id][0].add(consumer)
 
     def remove(self, consumer) -> None:
@@ -246,7 +268,7 @@ local_watchers: dict[str, set[RunTranscriptConsumer]] = {}
 async def _wake_local_watchers(group: str, message: dict) -> None:
     for consumer in list(local_watchers.get(group, ())):
         if message["seq"] > consumer.last_seq:
-            asyncio.create_task(consumer.send_new(upto=message["seq"]))
+            start_task(consumer.send_new(upto=message["seq"]), f"ring {group} seq {message['seq']}")
 
 
 notify.ring_locally_too(_wake_local_watchers)

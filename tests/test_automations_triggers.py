@@ -145,6 +145,34 @@ def test_the_fire_key_allows_one_run_per_scheduled_time(bob, project, preset):
     assert Run.objects.count() == 1 and AutomationFire.objects.count() == 1
 
 
+def test_a_failure_after_the_fire_is_written_leaves_neither_fire_nor_run(
+    bob, project, preset, monkeypatch
+):
+    a = make_automation(bob, project, preset, max_concurrent=2)
+    real_create_run = automations.create_run
+
+    def create_run_then_fail(*args, **kwargs):
+        real_create_run(*args, **kwargs)  # the fire and the run are written, then it breaks
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(automations, "create_run", create_run_then_fail)
+    slot = T0 + timedelta(minutes=10)
+    assert automations.tick(now=slot + timedelta(seconds=5)) == []  # logged, not raised
+    assert not AutomationFire.objects.exists()
+    assert not Run.objects.exists()
+
+    monkeypatch.setattr(automations, "create_run", real_create_run)
+    fired = automations.tick(now=T0 + timedelta(minutes=20, seconds=5))
+    assert [(f.scheduled_at, f.outcome) for f in fired] == [
+        (T0 + timedelta(minutes=20), AutomationFire.STARTED)
+    ]
+    assert fired[0].run is not None
+    # The failed fire's key was freed with it: that slot can still fire.
+    again = automations.fire(a, slot, "cron", now=slot + timedelta(minutes=11))
+    assert again is not None and again.run is not None
+    assert Run.objects.count() == AutomationFire.objects.count() == 2
+
+
 # -- admission ------------------------------------------------------------------------------
 
 

@@ -179,3 +179,31 @@ def test_evidence_query_reproduces_the_window(seeded):
         "kind": "LLM",
         "status": "ERROR",
     }
+
+
+def test_cost_sums_numbers_only_of_llm_spans_in_the_database(project, monkeypatch):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for cost in (0.25, 2, 1e-3):  # a float, an int, and a number in exponent notation
+        make_span(project, kind="LLM", start=at(5), attributes={"llm.cost.total": cost})
+    for attributes in (
+        {"llm.cost.total": "0.4"},  # a string is no cost
+        {"llm.cost.total": True},  # nor is a boolean
+        {"llm.cost.total": None},
+        {"llm": {"cost": {"total": 9}}},  # nor the nested path: the key has dots
+        {},
+    ):
+        make_span(project, kind="LLM", start=at(5), attributes=attributes)
+    make_span(project, kind="TOOL", start=at(5), attributes={"llm.cost.total": 100})
+    make_span(project, kind="LLM", start=at(90), attributes={"llm.cost.total": 100})
+    # The old code read at most MAX_PERCENTILE_SPANS attribute objects; the cost has no cap.
+    monkeypatch.setattr(metrics, "MAX_PERCENTILE_SPANS", 2)
+
+    with CaptureQueriesContext(connection) as queries:
+        m = value(project, metric="cost")
+
+    assert m.value == pytest.approx(2.251)
+    assert m.spans == 3
+    [query] = queries.captured_queries  # one aggregate, no attribute objects sent to Python
+    assert "SUM(" in query["sql"].upper()

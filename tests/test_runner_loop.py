@@ -16,7 +16,7 @@ from agentloop.runner.client import RunnerClient
 from agentloop.runner.events import EventQueue
 from agentloop.runner.harnesses.base import Harness, TurnResult
 from agentloop.runner.harnesses.registry import get_harness
-from agentloop.runner.loop import STOP_SIGNAL, Runner
+from agentloop.runner.loop import Runner
 from tests.runner_double import WINDOW, BlockingHarness, RunnerDouble, synthetic_spans
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,8 +49,9 @@ def make_runner(double, tmp_path, harness_class=None, **kwargs) -> Runner:
 
 
 def run_in_thread(runner) -> tuple[threading.Thread, dict]:
+    """The runner on a daemon thread: one that hangs fails its test's join, not the suite."""
     outcome = {}
-    thread = threading.Thread(target=lambda: outcome.setdefault("code", runner.run()))
+    thread = threading.Thread(target=lambda: outcome.setdefault("code", runner.run()), daemon=True)
     thread.start()
     return thread, outcome
 
@@ -288,17 +289,59 @@ def test_a_run_the_server_will_not_start_exits_non_zero(tmp_path):
     assert double.statuses == []
 
 
-def test_a_signal_cancels_the_run(tmp_path):
+class LockThatRingsWhileHeld:
+    """The runner's lock, calling `ring` once while it is held by its first holder.
+
+    A signal handler runs in the main thread between two bytecodes, so it can
+    run while the main thread is inside `with runner._lock:` (at turn start).
+    Calling the handler from inside that critical section makes that
+    interleaving certain instead of lucky.
+    """
+
+    def __init__(self, ring):
+        self._lock = threading.Lock()
+        self._ring = ring
+        self.rang = False
+
+    def __enter__(self):
+        self._lock.acquire()
+        if not self.rang:
+            self.rang = True
+            self._ring()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._lock.release()
+
+
+def test_a_signal_while_the_turn_start_holds_the_lock_cancels_without_a_deadlock(tmp_path):
+    with RunnerDouble(spec={"harness": "blocking"}) as double:
+        runner = make_runner(double, tmp_path, BlockingHarness)
+        runner._lock = LockThatRingsWhileHeld(lambda: runner.on_signal(signal.SIGTERM, None))
+        thread, outcome = run_in_thread(runner)
+        thread.join(10)
+        assert not thread.is_alive(), "the runner deadlocked in its signal handler"
+
+    assert runner._lock.rang
+    assert outcome["code"] == 0
+    assert states(double) == ["running", "cancelled"]
+    assert double.statuses[-1]["exit_reason"] == "runner terminated by a signal"
+
+
+def test_a_signal_mid_turn_stops_the_harness_and_cancels_the_run(tmp_path):
     with RunnerDouble(spec={"harness": "blocking"}) as double:
         runner = make_runner(double, tmp_path, BlockingHarness)
         thread, outcome = run_in_thread(runner)
         assert double.wait_for(lambda: any(e["kind"] == "message" for e in double.events))
-        runner.request_stop(STOP_SIGNAL)  # what the SIGTERM handler does
+        runner.on_signal(signal.SIGTERM, None)  # what the installed SIGTERM handler does
         thread.join(10)
 
+    assert not thread.is_alive()
     assert outcome["code"] == 0
     assert states(double) == ["running", "cancelled"]
     assert double.statuses[-1]["exit_reason"] == "runner terminated by a signal"
+    # The partial work of the stopped turn is kept.
+    assert [a["name"] for a in double.artifacts.values()] == ["notes.txt"]
 
 
 # -- as a real process, with the system python and nothing but the standard library ----------

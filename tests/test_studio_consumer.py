@@ -7,7 +7,10 @@ it over the socket once, in order, and only if they may see the run.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
+import logging
 import re
 
 import pytest
@@ -39,6 +42,7 @@ def fresh_channel_layer():
     channel_layers.backends.clear()
     consumers.frames.entries.clear()
     consumers.polls.runs.clear()
+    consumers.background_tasks.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -140,6 +144,61 @@ async def test_a_post_stored_in_this_process_wakes_its_watchers_directly(run, al
     assert all(queue.empty() for queue in layer.channels.values())  # the layer was not rung
     await notify.ring_held(held)
     assert seqs(await ws.receive_from(timeout=5)) == [4]
+    await ws.disconnect()
+
+
+def store_one_event_holding_the_ring(run, key: str) -> list:
+    with notify.rings_held() as held:
+        recording.record_events(
+            run,
+            [{"key": key, "source": "agent", "kind": "message", "payload": {"text": key}}],
+            secrets=None,
+        )
+    return held
+
+
+async def ring_locally(held) -> set:
+    """What notify.ring_held does first (this process's watchers), and the tasks it
+    started; without ring_held's channel-layer send, during which they could end."""
+    before = set(consumers.background_tasks)
+    for group, message in held:
+        await consumers._wake_local_watchers(group, message)
+    return consumers.background_tasks - before
+
+
+async def test_a_ring_task_is_kept_until_done_and_survives_garbage_collection(run, alice):
+    ws = await connect(run, alice, after=3)
+    held = await database_sync_to_async(store_one_event_holding_the_ring)(run, "k-kept")
+
+    [task] = await ring_locally(held)  # the watcher's send: held by us, not only by the loop
+    gc.collect()
+    assert seqs(await ws.receive_from(timeout=5)) == [4]
+    await asyncio.wait([task], timeout=5)
+    assert task.done() and task not in consumers.background_tasks  # let go of once done
+    polls = set(consumers.background_tasks)  # the run's poll, with the in-memory layer
+    await ws.disconnect()
+    if polls:
+        await asyncio.wait(polls, timeout=5)  # cancelled with its last watcher
+    assert consumers.background_tasks == set()
+
+
+async def test_a_failing_ring_task_is_logged(run, alice, monkeypatch, caplog):
+    ws = await connect(run, alice, after=3)
+
+    def broken_render(*args):
+        raise RuntimeError("template exploded")
+
+    monkeypatch.setattr(consumers.transcript, "render_frame", broken_render)
+    held = await database_sync_to_async(store_one_event_holding_the_ring)(run, "k-broken")
+
+    with caplog.at_level(logging.ERROR, logger=consumers.__name__):
+        [task] = await ring_locally(held)
+        await asyncio.wait([task], timeout=5)
+
+    [record] = [r for r in caplog.records if r.name == consumers.__name__]
+    assert record.getMessage() == f"transcript task ring {notify.group_name(run.code)} seq 4 failed"
+    assert "template exploded" in str(record.exc_info[1])
+    assert task not in consumers.background_tasks
     await ws.disconnect()
 
 
@@ -298,9 +357,27 @@ def test_the_doorbell_rings_only_after_commit(monkeypatch):
     json.dumps(sent[0][1])  # what Redis carries: plain JSON, no model instances
 
 
-def test_the_doorbell_is_safe_without_a_channel_layer(settings):
-    from agentloop.runs import notify
-
+def test_the_doorbell_is_safe_without_a_channel_layer(settings, monkeypatch, caplog, run):
     settings.CHANNEL_LAYERS = {}
     channel_layers.backends.clear()
-    notify.ring("5f48b004-33b5-46c8-9505-fc9a4fb91c35", 1)  # no error, nothing to do
+    layers_found, sends = [], []
+    real_get_channel_layer = notify.get_channel_layer
+
+    def get_channel_layer():
+        layers_found.append(real_get_channel_layer())
+        return layers_found[-1]
+
+    monkeypatch.setattr(notify, "get_channel_layer", get_channel_layer)
+    monkeypatch.setattr(notify, "async_to_sync", lambda send: sends.append(send) or send)
+
+    seq = recording.record_events(
+        run,
+        [{"key": "k-quiet", "source": "agent", "kind": "message", "payload": {"text": "quiet"}}],
+        secrets=None,
+    ).last_seq
+
+    assert layers_found == [None]  # the doorbell rang after the commit and found no layer
+    assert sends == []  # so it sent nothing
+    assert not [r for r in caplog.records if r.name == notify.__name__]  # nor cried wolf
+    stored = run.events.get(seq=seq)  # and the write it rang for is stored all the same
+    assert (stored.kind, stored.payload) == ("message", {"text": "quiet"})

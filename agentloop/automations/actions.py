@@ -270,6 +270,9 @@ def prompt_for(automation: Automation, context: dict) -> str:
     return "\n".join(lines)
 
 
+# One transaction: the fire and its run commit together (the run's launch is
+# enqueued on commit), so a failure in between leaves neither and frees the key.
+@transaction.atomic
 def fire(
     automation: Automation,
     scheduled_at: datetime,

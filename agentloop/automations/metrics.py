@@ -4,7 +4,8 @@
 
 `value` is None when there is no data (no spans, no annotations, or fewer
 spans than the minimum a rate needs): "no data" never fires. Counts, sums and
-means are computed by the database; percentiles over the window's durations,
+means (the cost too, read from inside the attributes JSON) are computed by
+the database; percentiles over the window's durations,
 bounded by MAX_PERCENTILE_SPANS (the newest ones) so one evaluation never reads
 a whole project: by PERCENTILE_DISC on PostgreSQL, in Python on SQLite (which
 has no percentile aggregate).
@@ -12,12 +13,13 @@ has no percentile aggregate).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import Avg, Count, Q, Sum
+from django.db.models import Avg, Count, F, FloatField, Func, Q, Sum
 
 from agentloop.traces.models import SpanAnnotation, SpanKind, StatusCode
 from agentloop.traces.queries import SpanFilter, filter_spans
@@ -164,10 +166,11 @@ def evaluate(automation, now: datetime) -> Measurement:
             return Measurement(None, 0)
         return Measurement(float(row["total"]), row["n"])
     if metric == "cost":
-        costs = _costs(spans)
-        if not costs:
+        cost = JSONNumber("attributes", COST_ATTRIBUTE)
+        row = spans.filter(kind=SpanKind.LLM).aggregate(total=Sum(cost), n=Count(cost))
+        if not row["n"]:
             return Measurement(None, 0)
-        return Measurement(float(sum(costs)), len(costs))
+        return Measurement(float(row["total"]), row["n"])
     raise ValueError(f"unknown metric {metric!r}")
 
 
@@ -187,15 +190,39 @@ def _percentile_in_database(durations, fraction: float) -> Measurement:
     return Measurement(float(value), n)
 
 
-def _costs(spans) -> list[float]:
-    # The key has dots, so it is read from the whole attributes object (bounded).
-    costs = []
-    rows = spans.filter(kind=SpanKind.LLM).values_list("attributes", flat=True)
-    for attributes in rows[:MAX_PERCENTILE_SPANS]:
-        value = (attributes or {}).get(COST_ATTRIBUTE)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            costs.append(float(value))
-    return costs
+class JSONNumber(Func):
+    """`json_field[key]` as a float where it is a JSON number; NULL otherwise.
+
+    Strings, booleans, nulls and absent keys are NULL, so Sum and Count skip
+    them (a bare cast would fail on PostgreSQL for "n/a" and count true as 1 on
+    SQLite). The key is one key, dots and all (`llm.cost.total` is not a path).
+    """
+
+    output_field = FloatField()
+
+    def __init__(self, json_field: str, key: str):
+        super().__init__(F(json_field))
+        self.key = key
+
+    def as_sql(self, compiler, connection, **extra):
+        raise NotImplementedError(f"JSONNumber has no SQL for {connection.vendor}")
+
+    def as_sqlite(self, compiler, connection, **extra):
+        column, params = compiler.compile(self.source_expressions[0])
+        path = "$." + json.dumps(self.key)  # a quoted key: its dots are not path steps
+        sql = (
+            f"CASE WHEN json_type({column}, %s) IN ('integer', 'real') "
+            f"THEN json_extract({column}, %s) END"
+        )
+        return sql, (*params, path, *params, path)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        column, params = compiler.compile(self.source_expressions[0])
+        sql = (
+            f"CASE WHEN jsonb_typeof({column} -> %s) = 'number' "
+            f"THEN ({column} ->> %s)::double precision END"
+        )
+        return sql, (*params, self.key, *params, self.key)
 
 
 def _eval_metric(automation, spans) -> Measurement:

@@ -12,21 +12,17 @@ import signal
 import sys
 from pathlib import Path
 
-from agentloop.runner.loop import STOP_SIGNAL, build_runner
+from agentloop.runner.loop import build_runner
 
 
 def main() -> int:
     runner = build_runner(dict(os.environ), Path.cwd())
     if runner is None:
         return 2
-
-    def on_signal(signum, frame):
-        # Only sets flags and signals the harness: the main loop then reports
-        # the run cancelled, flushes events and exits.
-        runner.request_stop(STOP_SIGNAL)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    # The handler only records the wish to stop (see Runner.on_signal); the
+    # runner then stops the harness, reports the run cancelled and exits.
+    signal.signal(signal.SIGTERM, runner.on_signal)
+    signal.signal(signal.SIGINT, runner.on_signal)
     return runner.run()
 
 

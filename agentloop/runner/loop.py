@@ -1,12 +1,16 @@
 """The runner's main loop: spec → running → turn → (waiting → follow-up → turn)* → final status.
 
-Standard library only. Three helper threads run beside the turn:
+Standard library only. Four helper threads run beside the turn:
 - the event queue's sender (events.py);
 - the inbox poller: long-polls GET inbox the whole time, queues follow-ups for
   the main thread and turns a stop request into harness.stop() at once, even
   mid-turn; the main thread never blocks on the network while waiting, so a
   SIGTERM is acted on within a fraction of a second;
-- the heartbeat: tells the server we are alive; its answer can also say stop.
+- the heartbeat: tells the server we are alive; its answer can also say stop;
+- the signal watcher: the SIGTERM/SIGINT handler (on_signal) only writes a byte
+  to a pipe, because a handler runs in the main thread between two bytecodes,
+  possibly while that thread holds the runner's lock; this thread reads the
+  byte and stops the run the ordinary way (locks, harness.stop() and its wait).
 
 How a run ends (the state POSTed last):
 - the harness finished a non-interactive turn → succeeded;
@@ -19,6 +23,7 @@ finished run.
 
 from __future__ import annotations
 
+import os
 import queue
 import sys
 import threading
@@ -89,11 +94,17 @@ class Runner:
         self.usage: dict = {}
         self.spec: dict = {}
         self.time_limit: float | None = None
+        # Made here, not in run(): a signal may come as soon as the handler is
+        # installed. Non-blocking, so the handler can never wait on a full pipe.
+        self._signal_read, self._signal_write = os.pipe()
+        os.set_blocking(self._signal_write, False)
+        self._signals_watched = True
 
     # -- stopping -----------------------------------------------------------------
 
     def request_stop(self, reason: str) -> None:
-        """Safe from any thread and from a signal handler."""
+        """Safe from any thread, but not from a signal handler (it locks, and
+        harness.stop() may wait): the handler is on_signal."""
         with self._lock:
             if self.stop_event.is_set():
                 return
@@ -105,6 +116,40 @@ class Runner:
                 harness.stop()
             except Exception as error:  # a harness bug must not keep the run alive
                 self.log(f"harness.stop() failed: {error!r}")
+
+    def on_signal(self, signum, frame) -> None:
+        """The SIGTERM/SIGINT handler: records the wish to stop, nothing else.
+
+        Async-signal-safe: no lock, no wait, no harness call (the main thread may
+        be holding the very lock request_stop takes). The signal watcher thread
+        does the stopping.
+        """
+        fd = self._signal_write
+        if fd is None:  # the run is over and the pipe closed
+            return
+        try:
+            os.write(fd, b"s")
+        except OSError:  # a full pipe already holds a wish to stop
+            pass
+
+    def _watch_signals(self) -> None:
+        while True:
+            os.read(self._signal_read, 1)
+            if not self._signals_watched:
+                return
+            self.request_stop(STOP_SIGNAL)
+
+    def _stop_watching_signals(self, watcher: threading.Thread) -> None:
+        self._signals_watched = False
+        fd, self._signal_write = self._signal_write, None
+        try:
+            os.write(fd, b"x")  # wakes the watcher, which now returns
+        except OSError:  # full: the watcher has bytes to read and wakes anyway
+            pass
+        watcher.join(timeout=10)
+        os.close(fd)
+        if not watcher.is_alive():
+            os.close(self._signal_read)
 
     def _stopped_outcome(self) -> tuple[str, str]:
         if self.stop_reason == STOP_TIME_LIMIT:
@@ -170,6 +215,16 @@ class Runner:
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self) -> int:
+        watcher = threading.Thread(
+            target=self._watch_signals, name="agentloop-signals", daemon=True
+        )
+        watcher.start()
+        try:
+            return self._run()
+        finally:
+            self._stop_watching_signals(watcher)
+
+    def _run(self) -> int:
         try:
             self.spec = self.client.spec()
         except ApiError as error:
