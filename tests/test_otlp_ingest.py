@@ -423,6 +423,23 @@ def test_another_spaces_project_is_not_reachable_by_name(post, project, other_pr
     assert list(Span.objects.filter(project=project).values_list("name", flat=True)) == ["own"]
 
 
+def test_the_worker_project_is_not_reachable_by_name(post, project, space):
+    # The space's worker project holds the runs' own traces; an app's key must
+    # not forge spans into them by naming it.
+    worker = space.worker_project()
+
+    response = post(
+        export_request(
+            ({"openinference.project.name": worker.name}, [span(trace_id=new_trace_id())]),
+        ).SerializeToString()
+    )
+
+    assert response.status_code == 200
+    answer = ExportTraceServiceResponse.FromString(response.content)
+    assert answer.partial_success.rejected_spans == 1
+    assert not Span.objects.filter(project=worker).exists()
+
+
 def test_an_unknown_project_name_rejects_its_spans(post, project):
     spans = [span(trace_id=new_trace_id()) for _ in range(3)]
 
