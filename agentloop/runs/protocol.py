@@ -336,14 +336,15 @@ def _choices(expected: str) -> str:
     return ", ".join(re.findall(r"'([^']*)'", expected)) or expected
 
 
-def _describe(error: dict) -> str:
+def describe(error: dict) -> str:
+    """One of pydantic's errors as a sentence that names its field."""
     kind, ctx, got = error["type"], error.get("ctx") or {}, error.get("input")
     where = _where(tuple(error["loc"]))
-    if kind == "sentence":
-        return f"{where}: {error['msg']}" if where else error["msg"]
+    if kind == "sentence":  # a PydanticCustomError("sentence", …) of ours says it all
+        return error["msg"]
     if not where:
         return "The body must be a JSON object." if kind.endswith("type") else error["msg"]
-    if kind == "problem":
+    if kind == "problem":  # PydanticCustomError("problem", "must be …") of ours
         return f"{where} {error['msg']}"
     if kind == "missing":
         return f"{where} is required."
@@ -379,7 +380,7 @@ def _describe(error: dict) -> str:
 def problem(error: ValidationError, most: int = 3) -> str:
     """One short message for an API answer: the first errors, each naming its field."""
     errors = error.errors(include_url=False)
-    said = [_describe(e) for e in errors[:most]]
+    said = [describe(e) for e in errors[:most]]
     if len(errors) > most:
         said.append(f"({len(errors) - most} more problems.)")
     return " ".join(said)
