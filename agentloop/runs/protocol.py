@@ -135,7 +135,9 @@ class Event(Request):
     key: Key = Field(description="client idempotency key, unique per run")
     source: Literal["agent", "system"] = "agent"
     kind: Literal["message", "tool_call", "tool_result", "status", "artifact", "error"]
-    payload: dict[str, Any] = Field(default_factory=dict, description="by kind, see below")
+    payload: dict[str, Any] = Field(
+        default_factory=dict, description="by kind: MessagePayload, ToolCallPayload, …"
+    )
 
 
 class EventBatch(Request):
@@ -302,6 +304,7 @@ class ErrorBody(Answer):
 DOCUMENTED = (
     Spec,
     EventBatch,
+    Event,
     EventsAnswer,
     InboxAnswer,
     Artifact,
@@ -310,6 +313,7 @@ DOCUMENTED = (
     StatusPost,
     StatusAnswer,
     ErrorBody,
+    Usage,
     *PAYLOADS.values(),
 )
 
