@@ -8,14 +8,18 @@ service key. For batches of 1, 20 and 500 message events (payloads shaped like
 the runner's), it times `recording.validate_events` alone and the whole
 `runner_api.post_events` (token, JSON, validation, redaction, insert, commit),
 each new batch with fresh keys. The code measured is whatever `agentloop` is
-first on PYTHONPATH, so the same script measures two checkouts:
+first on PYTHONPATH. Between processes the SQLite commit makes medians wander
+by a few tenths of a millisecond, so `--against DIR` compares in one process:
+posts alternate between this checkout's `validate_events` and DIR's (e.g. an
+older commit, `git archive <commit> | tar -x -C DIR`), everything else equal:
 
-    PYTHONPATH=/tmp/before .venv/bin/python benches/bench_runner_events.py
+    .venv/bin/python benches/bench_runner_events.py --against /tmp/before
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -68,6 +72,7 @@ def ms(seconds: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--against", type=Path, help="a checkout whose validate_events to compare")
     args = parser.parse_args(argv)
     reps = {1: 200, 20: 100, 500: 20} if not args.quick else {1: 40, 20: 20, 500: 5}
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         _, token = ServiceKey.mint(run, expires_at=None)
         print(f"code: {Path(agentloop.__file__).parent.parent}")
+        if args.against:
+            return compare(args.against, token, reps, recording, runner_api)
         counter = 0
         for size in BATCHES:
             bodies = []
@@ -113,6 +120,42 @@ def main(argv: list[str] | None = None) -> int:
                 assert status == 200 and answer["stored"] == size, answer
             print(f"batch of {size:3d}: validate_events {ms(validate)}")
             print(f"              post_events     {ms(post)}")
+    return 0
+
+
+def other_recording(checkout: Path):
+    path = checkout / "agentloop" / "runs" / "recording.py"
+    spec = importlib.util.spec_from_file_location("other_recording", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["other_recording"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def compare(checkout: Path, token: str, reps: dict, recording, runner_api) -> int:
+    validators = {
+        "this": recording.validate_events,
+        "other": other_recording(checkout).validate_events,
+    }
+    print(f"other: {checkout}")
+    counter = 0
+    for size in BATCHES:
+        times = {name: [] for name in validators}
+        for i in range(reps[size] * 2):
+            name = "this" if i % 2 else "other"
+            recording.validate_events = validators[name]
+            batch = []
+            for _ in range(size):
+                counter += 1
+                batch.append(event(f"c-{counter}", counter))
+            body = json.dumps({"events": batch}).encode()
+            started = time.perf_counter()
+            status, answer = runner_api.post_events(token, body)
+            times[name].append(time.perf_counter() - started)
+            assert status == 200 and answer["stored"] == size, answer
+        for name, seconds in times.items():
+            print(f"batch of {size:3d}: post_events, {name:5s} validate_events {ms(seconds)}")
+    recording.validate_events = validators["this"]
     return 0
 
 
