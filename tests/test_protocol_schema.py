@@ -16,7 +16,7 @@ from django.test import Client
 from agentloop.runner.client import RunnerClient
 from agentloop.runner.harnesses.base import TurnResult
 from agentloop.runner.harnesses.claude_code import StreamJsonParser
-from agentloop.runs import actions, models, protocol, protocol_doc, recording
+from agentloop.runs import actions, models, protocol, protocol_doc, recording, runner_api
 from agentloop.runs.tasks import launch_run
 from tests import runner_double
 from tests.runner_double import WINDOW, RunnerDouble, synthetic_spans
@@ -93,7 +93,7 @@ CONFIG = {"harness": "analyst", "sandbox": "fake", "env": {"REGION": "eu"}}
 
 class Runner:
     def __init__(self, token):
-        self.client, self.auth = Client(), f"Bearer {token}"
+        self.token, self.client, self.auth = token, Client(), f"Bearer {token}"
 
     def get(self, path, **query):
         answer = self.client.get(f"/api/runner/v1/{path}", query, HTTP_AUTHORIZATION=self.auth)
@@ -121,7 +121,8 @@ def test_every_answer_of_the_server_fits_the_schema(project, alice, fake_provide
     status, answer = runner.post("status", {"state": "running", "usage": {"input_tokens": 1}})
     assert protocol.StatusAnswer.model_validate(answer).status == "running"
     event = {"key": "a", "kind": "message", "payload": {"role": "assistant", "text": "hi"}}
-    status, answer = runner.post("events", {"events": [event, event]})
+    # The function every events post goes through, whichever server answers the path.
+    status, answer = runner_api.post_events(runner.token, json.dumps({"events": [event] * 2}))
     assert protocol.EventsAnswer.model_validate(answer).duplicates == 1
     actions.send_followup(alice, run, "And the 500s?")
     status, answer = runner.get("inbox", after=0, wait=0)
@@ -132,7 +133,7 @@ def test_every_answer_of_the_server_fits_the_schema(project, alice, fake_provide
     status, answer = runner.post("heartbeat", {})
     assert protocol.HeartbeatAnswer.model_validate(answer).stop is False
     for status, answer in [
-        runner.post("events", {"events": []}),
+        runner_api.post_events(runner.token, b'{"events": []}'),
         runner.post("status", {"state": "queued"}),
         Runner("al_sk_nope").get("spec"),
     ]:
@@ -318,6 +319,13 @@ def test_a_message_names_the_first_three_problems_and_counts_the_rest():
         "events[0]: key must not be empty. events[1]: key must not be empty. "
         "events[2]: key must not be empty. (2 more problems.)"
     )
+
+
+def test_what_was_sent_is_quoted_clipped():
+    message = problem_of(protocol.EventBatch, {"events": [{"key": "a", "kind": "x" * 10_000}]})
+
+    assert message.startswith("events[0]: kind must be one of message, tool_call,")
+    assert message.endswith("; got '" + "x" * 56 + "....")
 
 
 def test_nested_fields_are_named_with_dots():

@@ -340,9 +340,19 @@ def _choices(expected: str) -> str:
     return ", ".join(re.findall(r"'([^']*)'", expected)) or expected
 
 
+class _Shown:
+    """What was sent, as the message quotes it: clipped, a message is no echo chamber."""
+
+    def __init__(self, value):
+        self.text = repr(value)
+
+    def __repr__(self) -> str:
+        return self.text if len(self.text) <= 60 else self.text[:57] + "..."
+
+
 def describe(error: dict) -> str:
     """One of pydantic's errors as a sentence that names its field."""
-    kind, ctx, got = error["type"], error.get("ctx") or {}, error.get("input")
+    kind, ctx, got = error["type"], error.get("ctx") or {}, _Shown(error.get("input"))
     where = _where(tuple(error["loc"]))
     if kind == "sentence":  # a PydanticCustomError("sentence", …) of ours says it all
         return error["msg"]
