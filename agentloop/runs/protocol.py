@@ -3,10 +3,11 @@
 docs/runner-protocol.md describes the routes; this module is what their bodies
 and answers are. The server validates what a runner sends with the request
 models (runner_api, recording), the test double (tests/runner_double.py)
-validates both directions with them, and the doc embeds their JSON Schema
-(`manage.py`-free: scripts/runner_protocol_schema.py writes it, a test checks it).
+validates both directions with them, and the doc's body tables and
+docs/runner-protocol.schema.json are generated from them
+(`python -m agentloop.runs.protocol_doc`; a test fails when they are stale).
 
-No Django here, so the double and the schema script can import it without
+No Django here, so the double and the doc script can import it without
 settings. The runner itself (agentloop/runner/) stays standard library only and
 never imports this; tests check that what it sends validates.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -33,8 +34,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 # The vocabularies, as the runs app's models spell them (tests/test_protocol_schema.py
-# checks they agree with EventKind, EventSource, ArtifactKind and RunStatus).
-RUN_STATUSES = (
+# checks they agree with RunStatus, EventSource, EventKind and ArtifactKind).
+StatusName = Literal[
     "queued",
     "provisioning",
     "running",
@@ -43,12 +44,18 @@ RUN_STATUSES = (
     "failed",
     "cancelled",
     "timed_out",
-)
+]
 # What a runner may report; it reports cancelled itself when it stopped on request.
-RUNNER_STATES = ("running", "waiting", "succeeded", "failed", "cancelled")
-EVENT_SOURCES = ("agent", "system")  # "user" events come from people, never a runner
-EVENT_KINDS = ("message", "tool_call", "tool_result", "status", "artifact", "error")
-ARTIFACT_KINDS = ("investigation", "eval_labels", "file", "branch")  # not pull_request
+RunnerStateName = Literal["running", "waiting", "succeeded", "failed", "cancelled"]
+EventSourceName = Literal["agent", "system"]  # "user" events come from people, never a runner
+EventKindName = Literal["message", "tool_call", "tool_result", "status", "artifact", "error"]
+ArtifactKindName = Literal["investigation", "eval_labels", "file", "branch"]  # no pull_request
+
+RUN_STATUSES = get_args(StatusName)
+RUNNER_STATES = get_args(RunnerStateName)
+EVENT_SOURCES = get_args(EventSourceName)
+EVENT_KINDS = get_args(EventKindName)
+ARTIFACT_KINDS = get_args(ArtifactKindName)
 HARNESSES = ("analyst", "claude-code")
 
 MAX_BATCH = 500
@@ -61,16 +68,6 @@ MAX_INBOX_WAIT_SECONDS = 25
 MAX_COST_USD = Decimal("999999.999999")
 MAX_TOKENS = 2**63 - 1  # a BigIntegerField
 
-RunStatus = Literal[
-    "queued",
-    "provisioning",
-    "running",
-    "waiting",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "timed_out",
-]
 Key = Annotated[str, StringConstraints(min_length=1, max_length=MAX_KEY_LENGTH)]
 Count = Annotated[int, Field(ge=0)]
 
@@ -125,7 +122,7 @@ class Spec(Answer):
     env: dict[str, str] = Field(description="NAME: value, secret values included")
     repository: Repository | None
     skills: list[SkillInstall]
-    status: RunStatus
+    status: StatusName
 
 
 # -- POST events -------------------------------------------------------------------------
@@ -133,8 +130,8 @@ class Spec(Answer):
 
 class Event(Request):
     key: Key = Field(description="client idempotency key, unique per run")
-    source: Literal["agent", "system"] = "agent"
-    kind: Literal["message", "tool_call", "tool_result", "status", "artifact", "error"]
+    source: EventSourceName = "agent"
+    kind: EventKindName
     payload: dict[str, Any] = Field(
         default_factory=dict, description="by kind: MessagePayload, ToolCallPayload, …"
     )
@@ -189,7 +186,7 @@ class StatusPayload(Payload):
 
 class ArtifactPayload(Payload):
     artifact_id: int | None
-    kind: Literal["investigation", "eval_labels", "file", "branch"]
+    kind: ArtifactKindName
     name: str
 
 
@@ -227,7 +224,7 @@ class Artifact(Request):
     """`POST artifacts`: idempotent by key. A pull request is never the runner's to report."""
 
     key: Key
-    kind: Literal["investigation", "eval_labels", "file", "branch"]
+    kind: ArtifactKindName
     name: Annotated[
         str,
         StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ARTIFACT_NAME_LENGTH),
@@ -267,7 +264,7 @@ class ArtifactAnswer(Answer):
 
 
 class HeartbeatAnswer(Answer):
-    status: RunStatus
+    status: StatusName
     stop: bool
 
 
@@ -282,7 +279,7 @@ class Usage(Request):
 class StatusPost(Request):
     """`POST status`: the run's model decides whether the move is legal (409 if not)."""
 
-    state: Literal["running", "waiting", "succeeded", "failed", "cancelled"]
+    state: RunnerStateName
     exit_reason: str | None = None
     harness_session_id: str | None = Field(
         default=None, description=f"longer than {MAX_SESSION_ID_LENGTH} characters is cut"
@@ -291,7 +288,7 @@ class StatusPost(Request):
 
 
 class StatusAnswer(Answer):
-    status: RunStatus
+    status: StatusName
 
 
 class ErrorBody(Answer):
