@@ -47,6 +47,7 @@ ANSWERS = {
     ("POST", "artifacts"): protocol.ArtifactAnswer,
     ("POST", "heartbeat"): protocol.HeartbeatAnswer,
     ("POST", "status"): protocol.StatusAnswer,
+    "error": protocol.ErrorBody,
 }
 KINDS = {
     "LLM",
@@ -228,7 +229,7 @@ class RunnerDouble:
 
     def _route(self, method, path, query, raw, handler):
         if handler.headers.get("Authorization") != f"Bearer {self.token}":
-            return 401, {"detail": "Invalid or expired token."}
+            return 401, {"detail": "Unknown, expired or revoked run token."}
         with self._cond:
             for failure in self._failures:
                 if failure[0] == method and path.endswith(failure[1]) and failure[3] > 0:
@@ -238,7 +239,7 @@ class RunnerDouble:
             try:
                 body = json.loads(raw)
             except ValueError:
-                return 400, {"detail": "Body is not JSON."}
+                return 400, {"detail": "The body is not valid JSON."}
         else:
             body = {}
         try:
@@ -264,7 +265,7 @@ class RunnerDouble:
         try:
             ANSWERS[route].model_validate(answer)
         except pydantic.ValidationError as error:
-            problem = f"the double answered {route[0]} {route[1]} off the schema: {error}"
+            problem = f"the double's answer {route} is off the schema: {error}"
             if strict:
                 raise AssertionError(problem) from None
             with self._cond:
@@ -272,8 +273,8 @@ class RunnerDouble:
 
     def _runner(self, method, route, query, body):
         status, answer = self._runner_route(method, route, query, body)
-        if status < 300 and (method, route) in ANSWERS:
-            self._check_answer((method, route), answer)
+        if (method, route) in ANSWERS:
+            self._check_answer((method, route) if status < 300 else "error", answer)
         return status, answer
 
     def _runner_route(self, method, route, query, body):
