@@ -2,7 +2,10 @@
 
 `normalize_config()` turns what a person, preset or automation asked for into
 the full snapshot (every key present, defaults filled in), or raises
-ValidationError with a message per field. Secret env values are split off: they
+ValidationError with a message per field. What may be asked is one pydantic
+schema, `RunConfig` (limits as Field constraints, the lenient parsing of form
+values — "" means the default, "600" is 600 — as before-validators); the
+skill ids alone are checked outside it, against the space (skills.runtime). Secret env values are split off: they
 are stored encrypted on the Run, and only their names stay in the snapshot.
 
 Budgets: `token_budget` (input + output tokens) and `cost_budget_usd` (a float)
