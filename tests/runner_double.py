@@ -1,10 +1,15 @@
-"""An in-process double of the web process, as the runner sees it. Standard library only.
+"""An in-process double of the web process, as the runner sees it. No Django.
 
 It serves docs/runner-protocol.md (spec, events, inbox, artifacts, heartbeat,
 status) and the read routes of docs/api.md (spans, traces/<id>, annotations)
 from in-memory data on 127.0.0.1, in a thread, and records every request. It
 lets the runner, the traces CLI and the analyst be tested without Django; the
 end-to-end test against the real server lives with the runs app.
+
+What it receives and what it answers go through the server's own schema,
+agentloop.runs.protocol: a body the server would refuse gets the server's 400,
+and an event payload off its kind's shape, or an answer of the double's own that
+the schema does not allow, is a protocol problem that fails the test on close.
 
     with RunnerDouble(spec={...}, spans=[...]) as double:
         env = {"AGENTLOOP_URL": double.url, "AGENTLOOP_RUN_TOKEN": double.token}
@@ -18,12 +23,31 @@ import urllib.parse
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pydantic
+
+from agentloop.runs import protocol
+
 RUNNER = "/api/runner/v1/"
-TERMINAL = {"succeeded", "failed", "cancelled"}
+TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
+# The server's state machine (agentloop.runs.models.TRANSITIONS) as far as a
+# runner can move it; a runner starts in provisioning. tests/test_protocol_schema.py
+# checks the two agree.
 TRANSITIONS = {
-    "pending": {"running", "failed", "cancelled"},
+    "provisioning": {"running", "failed", "cancelled"},
     "running": {"waiting", "succeeded", "failed", "cancelled"},
     "waiting": {"running", "succeeded", "failed", "cancelled"},
+}
+# Spec keys the runner reads that the server never sends: tests set them to
+# steer the analyst's window or a harness, so they are left out of the schema check.
+RUNNER_ONLY_SPEC_KEYS = {"window", "window_hours", "claude_path", "harness_session_id"}
+ANSWERS = {
+    ("GET", "spec"): protocol.Spec,
+    ("POST", "events"): protocol.EventsAnswer,
+    ("GET", "inbox"): protocol.InboxAnswer,
+    ("POST", "artifacts"): protocol.ArtifactAnswer,
+    ("POST", "heartbeat"): protocol.HeartbeatAnswer,
+    ("POST", "status"): protocol.StatusAnswer,
+    "error": protocol.ErrorBody,
 }
 KINDS = {
     "LLM",
@@ -75,13 +99,18 @@ class RunnerDouble:
             "llm_base_url": "",
             "env": {},
             "repository": None,
+            "skills": [],
             **(spec or {}),
         }
+        # A spec the server could not send is the test's mistake: say so at once.
+        self._check_answer(("GET", "spec"), self._spec_answer("provisioning"), strict=True)
         self.spans = list(spans or [])
-        self.status = "pending"
+        self.status = "provisioning"  # as the server has it when the sandbox starts
+        self.protocol_problems: list[str] = []  # fail the test on close
         self.statuses: list[dict] = []  # every accepted POST status body
         self.events: list[dict] = []  # stored events, with "seq"
         self.event_keys: set[str] = set()
+        self._seq_of: dict[str, int] = {}  # event key → the seq it was stored with
         self.event_posts: list[list[str]] = []  # keys of every POST events, in order
         self.artifacts: dict[str, dict] = {}
         self.artifact_posts: list[str] = []
@@ -160,11 +189,17 @@ class RunnerDouble:
             self.server.shutdown()
             self.server.server_close()
 
+    def check_protocol(self) -> None:
+        """Fail when something crossed the boundary that the schema does not allow."""
+        assert not self.protocol_problems, "\n".join(self.protocol_problems)
+
     def __enter__(self) -> RunnerDouble:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self.close()
+        if exc_type is None:  # never hide the test's own failure
+            self.check_protocol()
 
     # -- dispatch ------------------------------------------------------------------------
 
@@ -194,7 +229,7 @@ class RunnerDouble:
 
     def _route(self, method, path, query, raw, handler):
         if handler.headers.get("Authorization") != f"Bearer {self.token}":
-            return 401, {"detail": "Invalid or expired token."}
+            return 401, {"detail": "Unknown, expired or revoked run token."}
         with self._cond:
             for failure in self._failures:
                 if failure[0] == method and path.endswith(failure[1]) and failure[3] > 0:
@@ -204,7 +239,7 @@ class RunnerDouble:
             try:
                 body = json.loads(raw)
             except ValueError:
-                return 400, {"detail": "Body is not JSON."}
+                return 400, {"detail": "The body is not valid JSON."}
         else:
             body = {}
         try:
@@ -221,9 +256,30 @@ class RunnerDouble:
 
     # -- runner protocol ---------------------------------------------------------------------
 
+    def _spec_answer(self, status: str) -> dict:
+        return {**self.spec, "status": status}
+
+    def _check_answer(self, route, answer: dict, *, strict: bool = False) -> None:
+        if route == ("GET", "spec"):
+            answer = {k: v for k, v in answer.items() if k not in RUNNER_ONLY_SPEC_KEYS}
+        try:
+            ANSWERS[route].model_validate(answer)
+        except pydantic.ValidationError as error:
+            problem = f"the double's answer {route} is off the schema: {error}"
+            if strict:
+                raise AssertionError(problem) from None
+            with self._cond:
+                self.protocol_problems.append(problem)
+
     def _runner(self, method, route, query, body):
+        status, answer = self._runner_route(method, route, query, body)
+        if (method, route) in ANSWERS:
+            self._check_answer((method, route) if status < 300 else "error", answer)
+        return status, answer
+
+    def _runner_route(self, method, route, query, body):
         if (method, route) == ("GET", "spec"):
-            return 200, {**self.spec, "status": self.status}
+            return 200, self._spec_answer(self.status)
         if (method, route) == ("POST", "events"):
             return self._post_events(body)
         if (method, route) == ("GET", "inbox"):
@@ -239,40 +295,58 @@ class RunnerDouble:
             return self._post_status(body)
         return 404, {"detail": "Not found."}
 
-    def _post_events(self, body):
-        events = body.get("events")
-        if not isinstance(events, list) or not 1 <= len(events) <= 500:
-            return 400, {"detail": "events: a list of 1 to 500 events"}
+    def _finished(self):
+        return 409, {"detail": f"The run has already finished ({self.status})."}
+
+    def _check_payloads(self, events: list[protocol.Event]) -> None:
+        """The server stores any object; the runner must still write each kind's shape."""
         for event in events:
-            if (
-                not event.get("key")
-                or event.get("kind")
-                not in {"message", "tool_call", "tool_result", "status", "artifact", "error"}
-                or event.get("source") not in {"agent", "system"}
-            ):
-                return 400, {"detail": f"bad event: {json.dumps(event)[:200]}"}
+            try:
+                protocol.PAYLOADS[event.kind].model_validate(event.payload)
+            except pydantic.ValidationError as error:
+                with self._cond:
+                    self.protocol_problems.append(
+                        f"event {event.key} ({event.kind}) has a payload off the schema: {error}"
+                    )
+
+    def _post_events(self, body):
+        try:
+            batch = protocol.EventBatch.model_validate(body)
+        except pydantic.ValidationError as error:
+            return 400, {"detail": protocol.problem(error)}
+        self._check_payloads(batch.events)
         with self._cond:
             if self.status in TERMINAL:
-                return 409, {"detail": "The run has finished."}
-            self.event_posts.append([e["key"] for e in events])
+                return self._finished()
+            self.event_posts.append([e.key for e in batch.events])
             stored = duplicates = 0
-            for event in events:
-                if event["key"] in self.event_keys:
+            seqs = []
+            for event in batch.events:
+                first = self._seq_of.get(event.key)
+                if first is not None:
                     duplicates += 1
+                    seqs.append(first)
                     continue
                 self._seq += 1
-                self.event_keys.add(event["key"])
-                self.events.append({**event, "seq": self._seq})
+                self.event_keys.add(event.key)
+                self._seq_of[event.key] = self._seq
+                self.events.append({**event.model_dump(), "seq": self._seq})
+                seqs.append(self._seq)
                 stored += 1
             self._cond.notify_all()
-            return 200, {"stored": stored, "duplicates": duplicates, "last_seq": self._seq}
+            return 200, {
+                "stored": stored,
+                "duplicates": duplicates,
+                "last_seq": self._seq,
+                "seqs": seqs,
+            }
 
     def _inbox(self, query):
         try:
             after = int(query.get("after", ["0"])[0] or 0)
-            wait = min(25.0, float(query.get("wait", ["0"])[0] or 0))
+            wait = min(protocol.MAX_INBOX_WAIT_SECONDS, int(query.get("wait", ["0"])[0] or 0))
         except ValueError:
-            return 400, {"detail": "after and wait must be numbers"}
+            return 400, {"detail": "after and wait must be whole numbers"}
 
         def ready():
             return self.stop or any(f["seq"] > after for f in self.followups)
@@ -283,26 +357,35 @@ class RunnerDouble:
             return 200, {"followups": followups, "stop": self.stop}
 
     def _post_artifact(self, body):
-        missing = [k for k in ("key", "kind", "name", "content") if k not in body]
-        if missing or body.get("kind") not in {"investigation", "eval_labels", "file", "branch"}:
-            return 400, {"detail": f"bad artifact (missing {missing}, kind {body.get('kind')!r})"}
+        try:
+            artifact = protocol.Artifact.model_validate(body).model_dump()
+        except pydantic.ValidationError as error:
+            return 400, {"detail": protocol.problem(error)}
         with self._cond:
             if self.status in TERMINAL:
-                return 409, {"detail": "The run has finished."}
-            self.artifact_posts.append(body["key"])
-            existing = self.artifacts.get(body["key"])
+                return self._finished()
+            self.artifact_posts.append(artifact["key"])
+            existing = self.artifacts.get(artifact["key"])
             if existing:
                 return 200, {"id": existing["id"], "created": False}
-            artifact = {**body, "id": len(self.artifacts) + 1}
-            self.artifacts[body["key"]] = artifact
+            artifact["id"] = len(self.artifacts) + 1
+            self.artifacts[artifact["key"]] = artifact
             self._cond.notify_all()
             return 201, {"id": artifact["id"], "created": True}
 
     def _post_status(self, body):
-        state = body.get("state")
+        try:
+            state = protocol.StatusPost.model_validate(body).state
+        except pydantic.ValidationError as error:
+            return 400, {"detail": protocol.problem(error)}
         with self._cond:
+            if state == self.status:  # a retry whose answer was lost, as the server has it
+                self.statuses.append(body)
+                return 200, {"status": self.status}
+            if self.status in TERMINAL:
+                return self._finished()
             if state not in TRANSITIONS.get(self.status, set()):
-                return 409, {"detail": f"Cannot go from {self.status} to {state}."}
+                return 409, {"detail": f"A run cannot go from {self.status} to {state}."}
             self.status = state
             self.statuses.append(body)
             self._cond.notify_all()
@@ -475,34 +558,6 @@ def make_span(
         "user_id": "",
         "annotations": annotations or [],
     }
-
-
-class BlockingHarness:
-    """An interactive harness whose turns last until stop(); for signal and time-limit tests.
-
-    Registered under the name "blocking" by the tests that need it (see
-    tests/test_runner_loop.py), also inside a real runner subprocess.
-    """
-
-    name = "blocking"
-    interactive = True
-
-    def __init__(self, spec, workspace, env, sink):
-        self.spec, self.workspace, self.env, self.sink = spec, workspace, env, sink
-        self._stop = threading.Event()
-
-    def run_turn(self, prompt):
-        from agentloop.runner.harnesses.base import TurnResult
-
-        self.sink.emit(
-            "message", {"role": "assistant", "text": "working on it", "message_id": "m1"}
-        )
-        (self.workspace / "artifacts" / "notes.txt").write_text("partial notes\n")
-        self._stop.wait(60)
-        return TurnResult(ok=False, stopped=True, error="stopped")
-
-    def stop(self):
-        self._stop.set()
 
 
 # -- a synthetic project for the analyst --------------------------------------------------

@@ -92,3 +92,57 @@ def test_a_run_with_a_repository_may_reach_the_git_host():
         "runner-only",
         "runner-only",
     )
+
+
+@pytest.mark.parametrize(
+    "config,field,message",
+    [
+        ({"harness": "gpt-engineer"}, "harness", "Unknown harness 'gpt-engineer'; choose one of"),
+        ({"max_turns": "many"}, "max_turns", "max_turns must be a whole number."),
+        ({"time_limit_seconds": 0}, "time_limit_seconds", "must be between 1 and 86400."),
+        ({"limits": {"cpu": "lots"}}, "limits.cpu", "limits.cpu must be a number; got 'lots'."),
+        ({"limits": {"memory_mb": 0}}, "limits.memory_mb", "limits.memory_mb must be > 0; got 0."),
+        ({"limits": [1]}, "limits", "limits must be an object."),
+        ({"env": {"bad-name": "x"}}, "env", "env has names that are not allowed: bad-name."),
+        ({"secret_env": {"AGENTLOOP_RUN_TOKEN": "x"}}, "secret_env", "AGENTLOOP_RUN_TOKEN."),
+        ({"allowed_tools": ["Read", 3]}, "allowed_tools", "must be a list of tool names."),
+        # A policy the sandboxes do not know used to fail only at launch.
+        ({"network": "everywhere"}, "network", "must be one of open, runner-only"),
+        ({"preset_id": "seven"}, "preset_id", "preset_id must be a whole number"),
+        ({"cost_budget_usd": "100000.01"}, "cost_budget_usd", "at most 100000."),
+    ],
+)
+def test_each_bad_value_gets_a_message_naming_it(config, field, message):
+    errors = errors_of(config)
+
+    assert message in errors[field][0]
+
+
+def test_every_bad_field_is_reported_at_once():
+    errors = errors_of({"max_turns": 0, "repository": {"url": "ftp://x"}, "skills": "x"})
+
+    assert set(errors) == {"max_turns", "repository.url", "skills"}
+
+
+def test_a_snapshot_validates_again_to_itself():
+    # Stored snapshots (and configs built from them) must still pass the schema.
+    snapshot, secret_env = normalize_config(
+        {
+            "harness": "claude-code",
+            "sandbox": "local",
+            "allowed_tools": ["Read"],
+            "limits": {"cpu": 0.5, "memory_mb": "512"},
+            "env": {"REGION": "eu"},
+            "secret_env": {"DD_KEY": "s3cret"},
+            "repository": {"url": "https://github.com/acme/shop"},
+            "token_budget": 1000,
+            "cost_budget_usd": 1.25,
+            "preset_id": 3,
+            "preset_name": "Fixer",
+        }
+    )
+
+    again, again_secret = normalize_config({**snapshot, "secret_env": secret_env})
+
+    assert again == snapshot and again_secret == secret_env == {"DD_KEY": "s3cret"}
+    assert snapshot["limits"] == {"cpu": 0.5, "memory_mb": 512}

@@ -147,6 +147,46 @@ def test_status_refuses_illegal_moves(launched):
     assert run.status == RunStatus.PROVISIONING
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"usage": {}}, "state is required."),
+        (["running"], "The body must be a JSON object."),
+        ({"state": "running", "usage": [1]}, "usage must be an object."),
+        ({"state": "running", "usage": {"input_tokens": -1}}, "usage.input_tokens must be ≥ 0"),
+        (
+            {"state": "running", "usage": {"output_tokens": True}},
+            "usage.output_tokens must be a whole number; got True.",
+        ),
+        (
+            {"state": "running", "usage": {"cost_usd": "NaN"}},
+            "usage.cost_usd must be a number; got 'NaN'.",
+        ),
+        # Run.cost_usd holds 12 digits, 6 after the point: more would fail in the database.
+        (
+            {"state": "running", "usage": {"cost_usd": 2_000_000}},
+            "usage.cost_usd must be ≤ 999999.999999; got 2000000.",
+        ),
+        ({"state": "running", "exit_reason": ["a"]}, "exit_reason must be text."),
+    ],
+)
+def test_bad_status_posts_get_a_clear_400_and_change_nothing(launched, body, message):
+    run, runner = launched
+    answer = runner.post("status", body)
+    assert answer.status_code == 400
+    assert message in answer.json()["detail"]
+    run.refresh_from_db()
+    assert (run.status, run.input_tokens, run.output_tokens) == (RunStatus.PROVISIONING, 0, 0)
+
+
+def test_a_long_harness_session_id_is_cut_not_refused(launched):
+    run, runner = launched
+    answer = runner.post("status", {"state": "running", "harness_session_id": "s" * 300})
+    assert answer.json() == {"status": "running"}
+    run.refresh_from_db()
+    assert run.harness_session_id == "s" * 200
+
+
 def test_events_are_stored_in_order_with_server_seqs(running):
     run, runner = running
     answer = runner.post("events", {"events": [event("a", "one"), event("b", "two")]}).json()
@@ -190,10 +230,17 @@ def test_reposting_a_batch_stores_nothing_new_and_returns_the_same_seqs(running)
         ({"events": [event("x", source="user")]}, "events[0]: source must be one of agent, system"),
         (
             {"events": [{"source": "agent", "kind": "message", "payload": {}}]},
-            "events[0]: key must be",
+            "events[0]: key is required.",
         ),
+        ({"events": [event("x" * 201)]}, "events[0]: key must be at most 200 characters."),
+        ({"events": [event("a"), "text"]}, "events[1] must be an object."),
         ({"events": [{**event("x"), "payload": "text"}]}, "events[0]: payload must be an object."),
-        ({"events": [event(str(i)) for i in range(501)]}, "At most 500 events per batch; got 501."),
+        (
+            {"events": [event(str(i)) for i in range(501)]},
+            "events must have at most 500 items; got 501.",
+        ),
+        ({"nothing": 1}, "events is required."),
+        ([event("a")], "The body must be a JSON object."),
     ],
 )
 def test_bad_event_batches_get_a_clear_400_and_store_nothing(running, body, message):
@@ -249,6 +296,36 @@ def test_a_bad_artifact_gets_a_clear_400(running):
         in answer.json()["detail"]
     )
     assert not Artifact.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"kind": "file", "name": "notes.txt"}, "key is required."),
+        ({"key": "k", "kind": "file", "name": "   "}, "name must not be empty."),
+        ({"key": "k", "kind": "file", "name": "n" * 301}, "name must be at most 300 characters."),
+        ({"key": "k", "kind": "file", "name": "x", "content": 7}, "content must be text."),
+        ({"key": "k", "kind": "file", "name": "x", "metadata": []}, "metadata must be an object."),
+        (
+            {"key": "k", "kind": "branch", "name": "x", "url": "ftp://example.com/x"},
+            "url must be an http(s) URL.",
+        ),
+        ("[]", "The body must be a JSON object."),
+    ],
+)
+def test_bad_artifacts_get_a_400_naming_the_field(running, body, message):
+    run, runner = running
+    answer = runner.post("artifacts", body)
+    assert answer.status_code == 400
+    assert message in answer.json()["detail"]
+    assert not Artifact.objects.exists()
+
+
+def test_an_artifact_name_is_stored_trimmed(running):
+    run, runner = running
+    body = {"key": "k", "kind": "file", "name": "  notes.txt \n", "content": "x"}
+    assert runner.post("artifacts", body).status_code == 201
+    assert Artifact.objects.get().name == "notes.txt"
 
 
 def test_a_runner_cannot_report_a_pull_request(running):

@@ -52,7 +52,7 @@ def test_it_retries_429(double):
 
     answer = client.post("/api/runner/v1/heartbeat", {})
 
-    assert answer == {"status": "pending", "stop": False}
+    assert answer == {"status": "provisioning", "stop": False}
     assert len(sleeps) == 1
 
 
@@ -67,17 +67,17 @@ def test_it_does_not_retry_a_400_and_says_what_the_server_said(double):
     assert raised.value.message == "HTTP 400: state: unknown value"
     assert sleeps == []
     assert len(double.requests_to("POST", "/status")) == 1
-    assert double.status == "pending"
+    assert double.status == "provisioning"
 
 
 def test_a_409_is_raised_without_retry(double):
     client, sleeps = client_for(double)
 
     with pytest.raises(ApiError) as raised:
-        client.post_status("waiting")  # pending → waiting is not a legal transition
+        client.post_status("waiting")  # provisioning → waiting is not a legal transition
 
     assert raised.value.status == 409
-    assert "Cannot go from pending to waiting" in raised.value.message
+    assert raised.value.message == "HTTP 409: A run cannot go from provisioning to waiting."
     assert sleeps == []
 
 
@@ -220,7 +220,7 @@ def test_events_refused_for_good_are_reported_not_retried_forever(double):
     assert events.close(timeout=10) is False
 
     assert [e["key"] for e in events.undeliverable] == ["inst-1"]
-    assert "1 events refused (HTTP 409: The run has finished.)" in logs[0]
+    assert "1 events refused (HTTP 409: The run has already finished (succeeded).)" in logs[0]
 
 
 def test_an_unknown_event_kind_is_refused_when_emitted(double):

@@ -16,8 +16,9 @@ from agentloop.runner.client import RunnerClient
 from agentloop.runner.events import EventQueue
 from agentloop.runner.harnesses.base import Harness, TurnResult
 from agentloop.runner.harnesses.registry import get_harness
-from agentloop.runner.loop import Runner
-from tests.runner_double import WINDOW, BlockingHarness, RunnerDouble, synthetic_spans
+from agentloop.runner.loop import STOP_SIGNAL, Runner
+from tests.blocking_harness import BlockingHarness
+from tests.runner_double import WINDOW, RunnerDouble, synthetic_spans
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -413,7 +414,7 @@ def test_sigterm_to_the_runner_process_reports_cancelled_and_exits(tmp_path):
     script = (
         "import sys\n"
         "from agentloop.runner.harnesses import registry\n"
-        "registry.HARNESSES['blocking'] = 'tests.runner_double:BlockingHarness'\n"
+        "registry.HARNESSES['blocking'] = 'tests.blocking_harness:BlockingHarness'\n"
         "from agentloop.runner.__main__ import main\n"
         "sys.exit(main())\n"
     )

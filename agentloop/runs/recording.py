@@ -9,24 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pydantic
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from agentloop.runs import worker_trace
-from agentloop.runs.models import (
-    Artifact,
-    ArtifactKind,
-    EventKind,
-    EventSource,
-    Run,
-    RunEvent,
-)
+from agentloop.runs import protocol, worker_trace
+from agentloop.runs.models import Artifact, Run, RunEvent
 from agentloop.runs.notify import ring
 from agentloop.runs.redaction import Secrets, redact, redact_batch
-
-MAX_BATCH = 500
-MAX_KEY_LENGTH = 200
-RUNNER_SOURCES = (EventSource.AGENT, EventSource.SYSTEM)
 
 
 @dataclass
@@ -37,43 +27,20 @@ class BatchResult:
     last_seq: int
 
 
-def _check_key(key, where: str) -> str:
-    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
-        raise ValidationError(
-            f"{where}: key must be a non-empty string of at most {MAX_KEY_LENGTH} characters."
-        )
-    return key
+def _invalid(error: pydantic.ValidationError) -> ValidationError:
+    return ValidationError(protocol.problem(error))
 
 
 def validate_events(body) -> list[dict]:
-    if not isinstance(body, dict) or not isinstance(body.get("events"), list):
-        raise ValidationError('Send {"events": [...]}.')
-    events = body["events"]
-    if not events:
-        raise ValidationError("events is empty.")
-    if len(events) > MAX_BATCH:
-        raise ValidationError(f"At most {MAX_BATCH} events per batch; got {len(events)}.")
-    clean = []
-    for i, event in enumerate(events):
-        where = f"events[{i}]"
-        if not isinstance(event, dict):
-            raise ValidationError(f"{where} must be an object.")
-        key = _check_key(event.get("key"), where)
-        source = event.get("source", EventSource.AGENT)
-        if source not in RUNNER_SOURCES:
-            raise ValidationError(
-                f"{where}: source must be one of {', '.join(RUNNER_SOURCES)}; got {source!r}."
-            )
-        kind = event.get("kind")
-        if kind not in EventKind.values:
-            raise ValidationError(
-                f"{where}: kind must be one of {', '.join(EventKind.values)}; got {kind!r}."
-            )
-        payload = event.get("payload", {})
-        if not isinstance(payload, dict):
-            raise ValidationError(f"{where}: payload must be an object.")
-        clean.append({"key": key, "source": source, "kind": kind, "payload": payload})
-    return clean
+    """A `POST events` body (protocol.EventBatch) as the event dicts record_events takes."""
+    try:
+        batch = protocol.EventBatch.model_validate(body)
+    except pydantic.ValidationError as error:
+        raise _invalid(error) from None
+    return [
+        {"key": e.key, "source": e.source, "kind": e.kind, "payload": e.payload}
+        for e in batch.events
+    ]
 
 
 def record_events(run: Run, events: list[dict], secrets: Secrets) -> BatchResult:
@@ -116,39 +83,11 @@ def _record_events(run: Run, events: list[dict], secrets: Secrets) -> BatchResul
 
 
 def validate_artifact(body) -> dict:
-    if not isinstance(body, dict):
-        raise ValidationError("Send an artifact object.")
-    key = _check_key(body.get("key"), "artifact")
-    kind = body.get("kind")
-    runner_kinds = [k for k in ArtifactKind.values if k != ArtifactKind.PULL_REQUEST]
-    if kind == ArtifactKind.PULL_REQUEST:
-        # Only a person approving a branch opens one (runs.review), never the agent.
-        raise ValidationError(
-            "A runner cannot report a pull request: it is opened when a reviewer "
-            "approves the run's branch."
-        )
-    if kind not in runner_kinds:
-        raise ValidationError(f"kind must be one of {', '.join(runner_kinds)}; got {kind!r}.")
-    name = body.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name) > 300:
-        raise ValidationError("name must be a non-empty string of at most 300 characters.")
-    content = body.get("content", "")
-    if not isinstance(content, str):
-        raise ValidationError("content must be text.")
-    metadata = body.get("metadata", {})
-    if not isinstance(metadata, dict):
-        raise ValidationError("metadata must be an object.")
-    url = body.get("url", "") or ""
-    if not isinstance(url, str) or (url and not url.startswith(("http://", "https://"))):
-        raise ValidationError("url must be an http(s) URL.")
-    return {
-        "key": key,
-        "kind": kind,
-        "name": name.strip(),
-        "content": content,
-        "metadata": metadata,
-        "url": url,
-    }
+    """A `POST artifacts` body (protocol.Artifact) as the dict record_artifact takes."""
+    try:
+        return protocol.Artifact.model_validate(body).model_dump()
+    except pydantic.ValidationError as error:
+        raise _invalid(error) from None
 
 
 def record_artifact(run: Run, artifact: dict, secrets: Secrets) -> tuple[Artifact, bool]:

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import json
 import time
-from decimal import Decimal, InvalidOperation
 from functools import wraps
 
+import pydantic
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.http import JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from agentloop.runs import lifecycle, recording
+from agentloop.runs import lifecycle, protocol, recording
 from agentloop.runs.models import (
     EventKind,
     EventSource,
@@ -35,15 +35,6 @@ POLL_INTERVAL_SECONDS = 0.5
 # The inbox long-poll reads these, so tests can drive time without waiting.
 clock = time.monotonic
 sleep = time.sleep
-
-# The runner reports cancelled itself when it stopped on request or on SIGTERM.
-RUNNER_STATES = (
-    RunStatus.RUNNING,
-    RunStatus.WAITING,
-    RunStatus.SUCCEEDED,
-    RunStatus.FAILED,
-    RunStatus.CANCELLED,
-)
 
 
 def _error(status: int, detail: str) -> JsonResponse:
@@ -211,43 +202,23 @@ def heartbeat(request, run: Run, token, body):
     return JsonResponse({"status": run.status, "stop": run.stop_wanted})
 
 
-def _usage_fields(usage) -> dict:
-    if usage in (None, {}):
-        return {}
-    if not isinstance(usage, dict):
-        raise ValidationError("usage must be an object.")
-    fields = {}
-    for name in ("input_tokens", "output_tokens"):
-        if name in usage:
-            value = usage[name]
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValidationError(f"usage.{name} must be a whole number ≥ 0.")
-            fields[name] = value
-    if "cost_usd" in usage:
-        try:
-            cost = Decimal(str(usage["cost_usd"]))
-        except InvalidOperation:
-            raise ValidationError("usage.cost_usd must be a number.") from None
-        if not cost.is_finite() or cost < 0:
-            raise ValidationError("usage.cost_usd must be a number ≥ 0.")
-        fields["cost_usd"] = cost
-    return fields
+def _usage_fields(usage: protocol.Usage | None) -> dict:
+    return usage.model_dump(exclude_none=True) if usage is not None else {}
 
 
 @runner_route("POST")
 def status(request, run: Run, token, body):
-    if not isinstance(body, dict):
-        raise ValidationError("Send a status object.")
-    state = body.get("state")
-    if state not in RUNNER_STATES:
-        raise ValidationError(f"state must be one of {', '.join(RUNNER_STATES)}; got {state!r}.")
+    try:
+        post = protocol.StatusPost.model_validate(body)
+    except pydantic.ValidationError as error:
+        raise ValidationError(protocol.problem(error)) from None
+    state = post.state
     # Usage is the run's running total so far, so a retried post changes nothing.
-    fields = _usage_fields(body.get("usage"))
-    session_id = body.get("harness_session_id")
-    if session_id:
-        fields["harness_session_id"] = str(session_id)[:200]
+    fields = _usage_fields(post.usage)
+    if post.harness_session_id:
+        fields["harness_session_id"] = post.harness_session_id[: protocol.MAX_SESSION_ID_LENGTH]
     secrets = run_secrets(run, token)
-    exit_reason = redact_text(str(body.get("exit_reason") or ""), secrets)
+    exit_reason = redact_text(post.exit_reason or "", secrets)
     if state == run.status:  # a retry of a post whose answer was lost
         if fields:
             Run.objects.filter(pk=run.pk).update(**fields)
