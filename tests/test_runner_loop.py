@@ -16,7 +16,7 @@ from agentloop.runner.client import RunnerClient
 from agentloop.runner.events import EventQueue
 from agentloop.runner.harnesses.base import Harness, TurnResult
 from agentloop.runner.harnesses.registry import get_harness
-from agentloop.runner.loop import STOP_SIGNAL, Runner
+from agentloop.runner.loop import Runner
 from tests.blocking_harness import BlockingHarness
 from tests.runner_double import WINDOW, RunnerDouble, synthetic_spans
 

@@ -5,14 +5,16 @@ the full snapshot (every key present, defaults filled in), or raises
 ValidationError with a message per field. What may be asked is one pydantic
 schema, `RunConfig` (limits as Field constraints, the lenient parsing of form
 values — "" means the default, "600" is 600 — as before-validators); the
-skill ids alone are checked outside it, against the space (skills.runtime). Secret env values are split off: they
-are stored encrypted on the Run, and only their names stay in the snapshot.
+skill ids alone are checked outside it, against the space (skills.runtime).
+Secret env values are split off: they are stored encrypted on the Run, and only
+their names stay in the snapshot.
 
 Budgets: `token_budget` (input + output tokens) and `cost_budget_usd` (a float)
 are None when unlimited; the LLM gateway enforces them. `repository` is None
 or {"url", "base_branch"} (https://, or file:// when
 AGENTLOOP_ALLOW_FILE_REPOSITORIES is set, for tests and local mirrors).
-`preset_id`/`preset_name` record which preset the snapshot came from.
+`preset_id`/`preset_name` record which preset the snapshot came from; only
+`create_run` sets them, from the preset it is given.
 """
 
 from __future__ import annotations
