@@ -37,14 +37,14 @@ def install_schedules() -> bool:
             "repeats": -1,
         },
     )
-    # Signal (agentloop.signal.actions.collect_task): turns the investigations
+    # Signal (agentloop.signal.issues.collect_task): turns the investigations
     # of finished Signal runs into issues. Its own schedule, so a slow or broken
     # collection never holds up the automations tick (and Signal depends on
     # automations, not the other way round).
     Schedule.objects.update_or_create(
         name=SIGNAL_SCHEDULE,
         defaults={
-            "func": "agentloop.signal.actions.collect_task",
+            "func": "agentloop.signal.issues.collect_task",
             "schedule_type": Schedule.MINUTES,
             "minutes": 1,
             "repeats": -1,

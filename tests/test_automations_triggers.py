@@ -318,5 +318,5 @@ def test_setup_schedules_installs_the_tick_and_signal_s_own_collection(db):
     assert automations.tick_task() == 0
     # Signal's collection is a schedule of its own, not a step of the tick.
     (collect,) = Schedule.objects.filter(name="agentloop.signal.collect")
-    assert collect.func == "agentloop.signal.actions.collect_task"
+    assert collect.func == "agentloop.signal.issues.collect_task"
     assert collect.minutes == 1 and collect.repeats == -1

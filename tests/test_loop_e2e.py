@@ -21,6 +21,7 @@ from agentloop.automations import actions as automations
 from agentloop.automations.models import AutomationFire
 from agentloop.runs.models import TERMINAL, Artifact, Run, RunStatus
 from agentloop.signal import actions as signal
+from agentloop.signal import issues
 from agentloop.signal.models import SignalIssue
 from tests.e2e_support import needs_bwrap, runner_log, wait_for_status
 from tests.span_factory import make_span
@@ -158,7 +159,7 @@ def test_spans_crossing_a_threshold_end_as_reviewed_annotations(
     assert labels.review_state == "pending"
 
     # Signal's collection (its own schedule) reads the finished run into the project's issues.
-    signal.collect(now=slot + timedelta(minutes=2))
+    issues.collect(now=slot + timedelta(minutes=2))
     (issue,) = SignalIssue.objects.filter(project=project)
     assert issue.key == "error:chat:TimeoutError" and issue.last_run_id == run.pk
     # The investigation names a sample of the traces, newest first; all are failures.

@@ -15,6 +15,7 @@ from agentloop.runner.harnesses.analyst import AnalystHarness
 from agentloop.runs import actions
 from agentloop.runs.models import Artifact, Run
 from agentloop.signal import actions as signal
+from agentloop.signal import issues
 from agentloop.signal.models import SignalIssue, SignalSighting
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -104,11 +105,14 @@ def test_parse_the_analysts_investigation(tmp_path):
     text = investigation(
         tmp_path, [error_span("a"), error_span("b"), error_span("c", "search", "KeyError")]
     )
-    findings = signal.parse_investigation(text)
-    assert [f["key"] for f in findings] == ["error:chat:TimeoutError", "error:search:KeyError"]
+    findings = issues.parse_investigation(text)
+    assert [f["fingerprint"] for f in findings] == [
+        "error:chat:TimeoutError",
+        "error:search:KeyError",
+    ]
     chat = findings[0]
-    assert chat["traces"] == 2 and chat["spans"] == 2
-    assert chat["trace_ids"] == ["a" * 32, "b" * 32]
+    assert chat["how_much"] == {"affected_traces": 2, "spans": 2}
+    assert chat["evidence"] == ["a" * 32, "b" * 32]
     assert chat["span_filter"] == {"status": "ERROR", "name": "chat"}
     assert "raised TimeoutError" in chat["overview"]
     assert chat["proposed_fix"].startswith("Why `chat` raises TimeoutError")
@@ -116,12 +120,12 @@ def test_parse_the_analysts_investigation(tmp_path):
 
 def test_a_new_run_updates_the_same_issue(project, tmp_path):
     first = signal_run(project, investigation(tmp_path, [error_span("a")]))
-    signal.record_run(first, first.artifacts.get().content, now=NOW)
+    issues.record_run(first, issues.issues_of_run(first), now=NOW)
     second = signal_run(project, investigation(tmp_path, [error_span("b"), error_span("c")]))
-    signal.record_run(second, second.artifacts.get().content, now=NOW)
+    issues.record_run(second, issues.issues_of_run(second), now=NOW)
     (issue,) = SignalIssue.objects.all()
     assert issue.affected_traces == 2 and issue.last_run == second
-    assert issue.trace_ids[:3] == ["b" * 32, "c" * 32, "a" * 32]
+    assert issue.trace_ids == ["b" * 32, "c" * 32]  # the newest run's evidence
     assert SignalSighting.objects.filter(issue=issue).count() == 2
 
 
@@ -133,9 +137,9 @@ def test_collection_reads_finished_signal_runs_once_and_the_tick_leaves_them(
     AutomationFire.objects.create(automation=cadence, scheduled_at=NOW, reason="cron", run=run)
     automations.tick(now=NOW)  # the automations tick no longer collects Signal's issues
     assert not SignalIssue.objects.exists()
-    assert signal.collect_task() == 1
+    assert issues.collect_task() == 1
     assert SignalIssue.objects.get().key == "error:chat:TimeoutError"
-    assert signal.collect(now=NOW) == 0  # read once
+    assert issues.collect(now=NOW) == 0  # read once
     assert SignalSighting.objects.count() == 1
 
 
@@ -154,7 +158,7 @@ def test_tab_ranks_issues_with_evidence_links(project, bob, users, client_for, t
             tmp_path, [error_span("a"), error_span("b"), error_span("c", "search", "KeyError")]
         ),
     )
-    signal.record_run(run, run.artifacts.get().content)
+    issues.record_run(run, issues.issues_of_run(run))
     page = (
         client_for(users["viewer"]).get(reverse("signal-tab", args=[project.pk])).content.decode()
     )
@@ -164,7 +168,7 @@ def test_tab_ranks_issues_with_evidence_links(project, bob, users, client_for, t
     assert f"{explorer}?name=chat&amp;status=ERROR" in page
     assert "Proposed fix" in page and "Why `chat` raises TimeoutError" in page
     assert "Signal is on" in page and "Disable Signal" not in page  # viewers do not switch it
-    assert 'class="bar-chart"' in page
+    assert '<svg class="chart"' in page
     assert (
         client_for(users["outsider"]).get(reverse("signal-tab", args=[project.pk])).status_code
         == 404

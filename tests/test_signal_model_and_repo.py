@@ -14,6 +14,7 @@ from agentloop.presets.models import AgentPreset
 from agentloop.runs import actions
 from agentloop.runs.models import Run
 from agentloop.signal import actions as signal
+from agentloop.signal import issues
 from tests.skill_factory import datadog_skill, github_skill
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -95,9 +96,12 @@ def test_claude_prompt_describes_what_signal_parses():
         "## What to look at\n\n1. Raise the timeout.\n"
     )
     assert "Affects <N> traces (<M> spans)." in signal.CLAUDE_PROMPT
-    [finding] = signal.parse_investigation(example)
-    assert finding["key"] == "error:chat:TimeoutError"
-    assert (finding["traces"], finding["proposed_fix"]) == (3, "Raise the timeout.")
+    [finding] = issues.parse_investigation(example)
+    assert finding["fingerprint"] == "error:chat:TimeoutError"
+    assert (finding["how_much"]["affected_traces"], finding["proposed_fix"]) == (
+        3,
+        "Raise the timeout.",
+    )
 
 
 @pytest.mark.parametrize("role,status,stored", USE_ROLES)

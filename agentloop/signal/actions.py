@@ -12,32 +12,31 @@
     attach_repository(user, project, skill_id, url, base_branch) / detach_repository
                             repo-backed fixes (space admins): the project gets its own
                             Signal preset with the GitHub skill and the repository
-    collect()               reads finished Signal runs' investigation.md into
-                            SignalIssue rows (called by every automations tick)
-    tab_context(project)    what the Signal tab shows
+    run_now(user, project)  a Signal pass now (the cadence automation, fired by hand)
+    investigate(user, issue) / propose_fix(user, issue)
+                            a session seeded with an issue's evidence; with a
+                            repository, a run that proposes a fix as a branch
 
-An issue is keyed by what failed: for errors span name + exception type, for
-other findings their kind and title. A new run with the same failure updates
-the issue (counts, traces, last seen) and adds a sighting; it never duplicates.
+What the runs find becomes issues in agentloop.signal.issues; the tab is
+agentloop.signal.tab.
 """
 
 from __future__ import annotations
 
-import re
-import shlex
-from collections import OrderedDict
-from datetime import timedelta
-
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.http import Http404
 from django.utils import timezone
 
+from agentloop.automations import actions as automation_actions
 from agentloop.automations.models import Automation, AutomationFire
+from agentloop.presets.actions import GITHUB_KIND, preset_to_config
 from agentloop.presets.models import AgentPreset
+from agentloop.runs.actions import start_session
 from agentloop.runs.config import DEFAULT_MODEL, normalize_config
-from agentloop.runs.models import ArtifactKind, RunStatus
-from agentloop.signal.models import SignalIssue, SignalSighting
+from agentloop.signal.models import SignalIssue
+from agentloop.skills.models import Skill
 from agentloop.teams.access import get_project_for_user, get_space_for_user
 
 PRESET_NAME = "Signal (built-in)"
@@ -193,9 +192,6 @@ def use_harness(user, project, harness: str) -> AgentPreset:
 
 
 def github_skills(space):
-    from agentloop.presets.actions import GITHUB_KIND
-    from agentloop.skills.models import Skill
-
     return Skill.objects.filter(space=space, kind=GITHUB_KIND).order_by("name")
 
 
@@ -255,8 +251,6 @@ def is_enabled(project) -> bool:
 
 
 def enable(user, project, *, now=None) -> list[Automation]:
-    from agentloop.automations.actions import save_automation
-
     project = get_project_for_user(user, project.pk, "use")
     now = now or timezone.now()
     with transaction.atomic():
@@ -280,7 +274,7 @@ def enable(user, project, *, now=None) -> list[Automation]:
                 max_concurrent=1,
                 **fields,
             )
-            created.append(save_automation(user, automation, now=now))
+            created.append(automation_actions.save_automation(user, automation, now=now))
     return created
 
 
@@ -290,176 +284,79 @@ def disable(user, project) -> int:
     return deleted
 
 
-# -- reading investigations ------------------------------------------------------------------------
-
-_HEADING = re.compile(r"^### \d+\. (?P<title>.+)$")
-_AFFECTS = re.compile(r"^Affects (?P<traces>\d+) traces? \((?P<spans>\d+) spans?\)\.")
-_TRACE = re.compile(r"^- trace `(?P<id>[0-9a-fA-F]{1,32})`")
-_REPRODUCE = re.compile(r"^- reproduce: `(?P<cmd>.+)`$")
-_ERROR_TITLE = re.compile(r"^`(?P<name>.+)` fails with (?P<exc>.+)$")
-
-
-def parse_investigation(text: str) -> list[dict]:
-    """The findings of an analyst investigation.md, in its order (ranked)."""
-    findings, current, section = [], None, ""
-    fixes: list[str] = []
-    for line in (text or "").splitlines():
-        if line.startswith("## "):
-            section = line[3:].strip().lower()
-            current = None
-            continue
-        heading = _HEADING.match(line)
-        if heading and section == "findings":
-            current = {"title": heading["title"].strip(), "overview": [], "trace_ids": [],
-                       "reproduce": "", "traces": 0, "spans": 0}  # fmt: skip
-            findings.append(current)
-            continue
-        if section == "what to look at":
-            match = re.match(r"^\d+\. (.+)$", line)
-            if match:
-                fixes.append(match[1].strip())
-            continue
-        if current is None:
-            continue
-        if m := _AFFECTS.match(line):
-            current["traces"], current["spans"] = int(m["traces"]), int(m["spans"])
-        elif m := _TRACE.match(line):
-            current["trace_ids"].append(m["id"])
-        elif m := _REPRODUCE.match(line):
-            current["reproduce"] = m["cmd"]
-        elif line.strip() and line.strip() != "Evidence:" and not line.startswith("- and "):
-            current["overview"].append(line.strip())
-    for number, finding in enumerate(findings):
-        finding["proposed_fix"] = fixes[number] if number < len(fixes) else ""
-        finding["overview"] = "\n".join(finding["overview"])
-        finding["kind"], finding["key"] = issue_key(finding["title"])
-        finding["span_filter"] = span_filter_of(finding["reproduce"])
-    return findings
+def run_now(user, project) -> AutomationFire:
+    """A Signal pass now: the project's cadence automation fired by hand, with the
+    same admission checks as a scheduled one (AutomationError says why not)."""
+    project = get_project_for_user(user, project.pk, "use")
+    cadence = automations_of(project).filter(signal_role="cadence").first()
+    if cadence is None:
+        raise ValidationError("Enable Signal first.")
+    return automation_actions.run_now(user, cadence)
 
 
-def issue_key(title: str) -> tuple[str, str]:
-    """(kind, key): errors by span name + exception type, the rest by title."""
-    if m := _ERROR_TITLE.match(title):
-        return "error", f"error:{m['name']}:{m['exc']}"
-    if title.startswith("eval "):
-        return "eval", f"eval:{title}"
-    if "slow" in title:
-        return "latency", f"latency:{title}"
-    if "token" in title:
-        return "tokens", f"tokens:{title}"
-    return "other", f"other:{title}"
+def _issue_brief(issue: SignalIssue) -> str:
+    """What a worker needs to know of an issue: the finding and its evidence."""
+    lines = [f"Signal issue: {issue.title} (severity {issue.severity}, {issue.state})."]
+    if issue.overview:
+        lines += ["", issue.overview]
+    if issue.where:
+        lines += [""] + [
+            f"Concentrated in {w['dimension']}={w['value']}"
+            + (f" (lift {w['lift']:.1f}×)" if isinstance(w.get("lift"), int | float) else "")
+            for w in issue.where
+        ]
+    if issue.since.get("onset"):
+        until = f" until {issue.since['end']}" if issue.since.get("end") else ""
+        lines.append(f"Since {issue.since['onset']}{until}")
+    if issue.trace_ids:
+        lines += ["", "Evidence traces (read them with `agentloop-traces trace <id>`):"]
+        lines += [f"- {trace_id}" for trace_id in issue.trace_ids[:10]]
+    if issue.reproduce:
+        lines += ["", f"Reproduce: `{issue.reproduce}`"]
+    if issue.proposed_fix:
+        lines += ["", f"Signal's proposed fix: {issue.proposed_fix}"]
+    return "\n".join(lines)
 
 
-def span_filter_of(command: str) -> dict:
-    """`agentloop-traces spans --status ERROR --name chat` → explorer parameters.
-
-    The window (start/end) is left out: the issue is about the failure, and the
-    explorer then shows its newest spans."""
+def get_issue_for_user(user, project, issue_id, need: str = "view") -> SignalIssue:
+    """An issue of a project the user may `need`, or Http404."""
+    project = get_project_for_user(user, project.pk, need)
     try:
-        parts = shlex.split(command or "")
-    except ValueError:
-        return {}
-    params = {}
-    for flag, value in zip(parts, parts[1:], strict=False):
-        if flag.startswith("--") and not value.startswith("--"):
-            key = flag[2:].replace("-", "_")
-            if key in {"status", "name", "kind", "annotation", "session_id", "user_id"}:
-                params[key] = value
-    return params
+        issue = SignalIssue.objects.get(pk=issue_id, project=project)
+    except (SignalIssue.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such issue.") from None
+    issue.project = project
+    return issue
 
 
-def record_run(run, text: str, *, now=None) -> list[SignalIssue]:
-    """Upsert the issues a Signal run's investigation found."""
-    now = now or timezone.now()
-    issues = []
-    with transaction.atomic():
-        for finding in parse_investigation(text):
-            issue, created = SignalIssue.objects.select_for_update().get_or_create(
-                project_id=run.project_id,
-                key=finding["key"][:600],
-                defaults={"title": finding["title"][:600], "first_seen_at": now},
-            )
-            merged = list(OrderedDict.fromkeys(finding["trace_ids"] + list(issue.trace_ids)))
-            issue.title = finding["title"][:600]
-            issue.kind = finding["kind"]
-            issue.overview = finding["overview"]
-            issue.proposed_fix = finding["proposed_fix"] or issue.proposed_fix
-            issue.trace_ids = merged[:50]
-            issue.reproduce = finding["reproduce"]
-            issue.span_filter = finding["span_filter"]
-            issue.affected_traces = max(finding["traces"], len(finding["trace_ids"]))
-            issue.span_count = finding["spans"]
-            issue.last_seen_at = now
-            issue.last_run = run
-            issue.save()
-            SignalSighting.objects.get_or_create(
-                issue=issue,
-                run=run,
-                defaults={
-                    "seen_at": now,
-                    "affected_traces": issue.affected_traces,
-                    "span_count": finding["spans"],
-                },  # fmt: skip
-            )
-            issues.append(issue)
-    return issues
-
-
-def collect(now=None) -> int:
-    """Read the investigations of Signal runs that finished since the last tick."""
-    now = now or timezone.now()
-    fires = (
-        AutomationFire.objects.filter(
-            automation__signal_role__gt="", run__status=RunStatus.SUCCEEDED
-        )
-        .exclude(context__has_key="signal_collected")
-        .select_related("run")
+def investigate(user, issue: SignalIssue):
+    """A session on the issue's project, seeded with its evidence, with Signal's preset."""
+    project = get_project_for_user(user, issue.project_id, "use")
+    preset = preset_of(project) or signal_preset(project.space)
+    config = preset_to_config(preset)
+    config["repository"] = None  # looking, not changing: the fix is its own run
+    config["skills"] = []
+    prompt = (
+        _issue_brief(issue)
+        + "\n\nInvestigate this issue: confirm its cause from the evidence traces, check "
+        "whether it is still happening, and say what to change and where."
     )
-    done = 0
-    for fire in fires[:100]:
-        investigation = (
-            fire.run.artifacts.filter(kind=ArtifactKind.INVESTIGATION).order_by("-pk").first()
-        )
-        if investigation is not None:
-            record_run(fire.run, investigation.content, now=now)
-        fire.context = {**fire.context, "signal_collected": now.isoformat()}
-        fire.save(update_fields=["context"])
-        done += 1
-    return done
+    return start_session(user, project, config, prompt, preset=preset)
 
 
-def collect_task() -> int:
-    """The scheduled task: how many finished Signal runs this pass read."""
-    return collect()
-
-
-def tab_context(project, *, now=None) -> dict:
-    now = now or timezone.now()
-    issues = list(
-        SignalIssue.objects.filter(project=project).order_by("-affected_traces", "-last_seen_at")
-    )
-    start = (now - timedelta(days=VOLUME_DAYS - 1)).date()
-    days = [start + timedelta(days=i) for i in range(VOLUME_DAYS)]
-    totals = dict.fromkeys(days, 0)
-    for sighting in SignalSighting.objects.filter(
-        issue__project=project, seen_at__date__gte=start
-    ).values("seen_at", "affected_traces"):
-        day = timezone.localdate(sighting["seen_at"])
-        if day in totals:
-            totals[day] += sighting["affected_traces"]
-    peak = max(totals.values()) or 1
-    volume = [
-        {"day": day, "traces": count, "percent": round(100 * count / peak)}
-        for day, count in totals.items()
-    ]
+def propose_fix(user, issue: SignalIssue):
+    """A run in the project's attached repository that fixes the issue on a branch; the
+    branch goes to review, and approving it opens a draft pull request."""
+    project = get_project_for_user(user, issue.project_id, "use")
     preset = preset_of(project)
-    return {
-        "signal_preset": preset,
-        "signal_skills": list(preset.skills.all()) if preset else [],
-        "github_skills": list(github_skills(project.space)),
-        "model_configured": model_configured(),
-        "signal_enabled": is_enabled(project),
-        "signal_automations": list(automations_of(project).order_by("signal_role")),
-        "issues": issues,
-        "volume": volume,
-    }
+    if preset is None or not preset.repository_url:
+        raise ValidationError("Attach a repository to Signal first (an admin can, on this tab).")
+    if preset.harness != CLAUDE_CODE:
+        raise ValidationError("Proposing a fix needs Claude Code: the analyst only reads traces.")
+    prompt = (
+        _issue_brief(issue)
+        + "\n\nFix this issue in the repository checked out in your workspace: make the "
+        "smallest change that removes the cause, with a test if the repository has tests. "
+        "Your commits are pushed as a branch that a person reviews before any pull request."
+    )
+    return start_session(user, project, preset_to_config(preset), prompt, preset=preset)
