@@ -11,7 +11,6 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("spaces/", include("agentloop.teams.urls")),
     path("projects/<int:project_id>/", include("agentloop.traces.page_urls")),
-    path("v1/traces", include("agentloop.traces.otlp_urls")),
     path("api/v1/", include("agentloop.api.urls")),
     path("api/runner/v1/", include("agentloop.runs.urls")),
     path("studio/", include("studio.urls")),
