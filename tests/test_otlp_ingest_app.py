@@ -51,23 +51,23 @@ def both_ways(asgi_server, body: bytes, headers: dict):
 
 def test_an_export_is_stored_once_and_both_ways_answer_alike(asgi_server, key, project):
     body = export(3)
-    fast, in_process = both_ways(
+    served, in_process = both_ways(
         asgi_server, body, {"content-type": PB, "authorization": f"Bearer {key}"}
     )
-    assert fast == in_process  # the second send is a re-send: stored once, same answer
-    assert fast[:2] == (200, PB)
+    assert served == in_process  # the second send is a re-send: stored once, same answer
+    assert served[:2] == (200, PB)
     assert Span.objects.filter(project=project).count() == 3
 
 
 def test_gzip_and_the_api_key_header_work(asgi_server, key, project):
     body = gzip.compress(export(2))
-    fast = httpx.post(
+    served = httpx.post(
         asgi_server + PATH,
         content=body,
         headers={"content-type": PB, "content-encoding": "gzip", "api-key": key},
         timeout=20,
     )
-    assert fast.status_code == 200
+    assert served.status_code == 200
     assert Span.objects.filter(project=project).count() == 2
 
 
@@ -86,18 +86,18 @@ def test_bad_requests_get_the_same_answer_both_ways_and_store_nothing(
     asgi_server, key, project, headers, body, status
 ):
     headers = {name: value.replace("KEY", f"Bearer {key}") for name, value in headers.items()}
-    fast, in_process = both_ways(asgi_server, body, headers)
-    assert fast == in_process
-    assert fast[0] == status
+    served, in_process = both_ways(asgi_server, body, headers)
+    assert served == in_process
+    assert served[0] == status
     assert not Span.objects.filter(project=project).exists()
 
 
 def test_a_body_over_the_limit_is_a_413(asgi_server, key, project, settings):
     settings.OTLP_MAX_BODY_BYTES = 100
-    fast, in_process = both_ways(
+    served, in_process = both_ways(
         asgi_server, export(20), {"content-type": PB, "authorization": f"Bearer {key}"}
     )
-    assert fast == in_process and fast[0] == 413
+    assert served == in_process and served[0] == 413
     assert not Span.objects.filter(project=project).exists()
 
 
