@@ -27,6 +27,17 @@ What keeps that safe:
   and writes that are idempotent — are tried once more on a fresh connection.
 - `close()` closes every thread's connection from that thread, e.g. before a
   test database is dropped (PostgreSQL refuses to drop a database in use).
+
+Why not Django's PostgreSQL connection pool (`OPTIONS: {"pool": True}`, Django
+5.1+, psycopg_pool) instead, on PostgreSQL: measured against these threads on
+the hot paths (docs/benchmarks.md, "Django's connection pool"), the pool was no
+faster anywhere and slower under load: a connection checked out and handed back
+on every call, on any thread of asgiref's executor, cost ~0.25 ms more per
+model call's admission, ~9% fewer ingested spans/s with 4 clients, and 4-9% on
+transcript delivery. SQLite, which has no pool, needs the one writer thread
+anyway. Turning the pool on for Django's own requests would need its max_size
+above what these threads keep checked out (one connection per thread, up to
+POSTGRESQL_THREADS per pool of threads), or they would wait on the pool.
 """
 
 from __future__ import annotations

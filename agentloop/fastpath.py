@@ -17,7 +17,8 @@ connections stay open (agentloop/database_threads.py).
 What Django would otherwise do for us, done here explicitly: a body size limit
 (DATA_UPLOAD_MAX_MEMORY_SIZE or the caller's own, 413), method checks, 404 for unknown paths, and
 an unexpected error logged and answered with 500 instead of a dropped
-connection. Everything else (pages, APIs, ingest) still goes through Django.
+connection. These apps are the only implementation of their paths (there are
+no Django views of them); everything else (pages, APIs) goes through Django.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ urlpatterns = [
     path("spaces/", include("agentloop.teams.urls")),
     path("projects/<int:project_id>/", include("agentloop.traces.page_urls")),
     path("projects/<int:project_id>/signal/", include("agentloop.signal.urls")),
-    path("v1/traces", include("agentloop.traces.otlp_urls")),
     path("api/v1/", include("agentloop.api.urls")),
     path("api/runner/v1/", include("agentloop.runs.urls")),
     path("studio/", include("studio.urls")),

@@ -2,8 +2,11 @@
 
     .venv/bin/python benches/bench_gateway.py           # 200 calls each way
     .venv/bin/python benches/bench_gateway.py --quick   # 30 calls each way
+    .venv/bin/python benches/bench_gateway.py --postgres --baseline DIR   # PostgreSQL, two codes
 
-A fresh SQLite file, migrated, with one running run and its service key;
+A fresh SQLite file (--postgres: a fresh PostgreSQL database on BENCH_PG_URL,
+default postgres://postgres@127.0.0.1:5432/postgres, named BENCH_PG_DATABASE or
+agentloop_bench_gateway, dropped after), migrated, with one running run and its service key;
 daphne serves agentloop.asgi in a subprocess with AGENTLOOP_LLM_UPSTREAM_URL
 pointing at a fake upstream, itself a separate subprocess (a minimal asyncio
 HTTP/1.1 server, keep-alive, chunked): every /v1/messages call is answered
@@ -48,7 +51,9 @@ sys.path.insert(0, str(ROOT))
 
 from benches.bench_ingest import (  # noqa: E402
     bench_env,
+    create_pg_database,
     django_python,
+    drop_pg_database,
     free_port,
     wait_for_port,
 )
@@ -205,13 +210,25 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="a directory holding another copy of the agentloop package, measured as well",
     )
+    parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
     args = parser.parse_args(argv)
     calls = args.calls or (30 if args.quick else 200)
     load_before = os.getloadavg()[0]
+    if not args.postgres:
+        return measure(args, calls, load_before, None)
+    admin_url = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    name = os.environ.get("BENCH_PG_DATABASE", "agentloop_bench_gateway")
+    database_url = create_pg_database(admin_url, name)
+    try:
+        return measure(args, calls, load_before, database_url)
+    finally:
+        drop_pg_database(admin_url, name)
 
+
+def measure(args, calls: int, load_before: float, database_url: str | None) -> int:
     with tempfile.TemporaryDirectory(prefix="agentloop-bench-gateway-") as tmp:
         upstream_port, gateway_port = free_port(), free_port()
-        env = bench_env(f"sqlite:///{tmp}/bench.sqlite3", Path(tmp))
+        env = bench_env(database_url or f"sqlite:///{tmp}/bench.sqlite3", Path(tmp))
         env.update(
             AGENTLOOP_LLM_UPSTREAM_URL=f"http://127.0.0.1:{upstream_port}",
             AGENTLOOP_ANTHROPIC_API_KEY=UPSTREAM_KEY,
@@ -250,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             for process in processes:
                 process.wait(timeout=30)
 
-    print_report(results, calls, load_before)
+    print_report(results, calls, load_before, "PostgreSQL" if database_url else "SQLite")
     return 0
 
 
@@ -270,14 +287,17 @@ def percentile(samples: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def print_report(results: dict[str, list[dict]], calls: int, load_before: float) -> None:
+def print_report(
+    results: dict[str, list[dict]], calls: int, load_before: float, database: str
+) -> None:
     def flat(name: str, key: str) -> list[float]:
         values = [r[key] for r in results[name]]
         return [v for vs in values for v in vs] if isinstance(values[0], list) else values
 
     print(
-        f"\n### LLM gateway overhead, {date.today().isoformat()}, SQLite, {calls} streamed calls "
-        f"each way ({DELTAS + 5} events, {DELTAS} deltas {GAP_SECONDS * 1000:.0f} ms apart), "
+        f"\n### LLM gateway overhead, {date.today().isoformat()}, {database}, "
+        f"{calls} streamed calls each way ({DELTAS + 5} events, {DELTAS} deltas "
+        f"{GAP_SECONDS * 1000:.0f} ms apart), "
         f"load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after "
         f"({os.cpu_count()} cores)\n"
     )

@@ -51,7 +51,8 @@ from tests.otlp_payloads import benchmark_request  # noqa: E402
 
 BATCH = 512
 TARGET = 10_000
-PG_DATABASE = "agentloop_bench"
+# BENCH_PG_DATABASE: another name, so benches run side by side on one server do not clash.
+PG_DATABASE = os.environ.get("BENCH_PG_DATABASE", "agentloop_bench")
 
 SETUP_SCRIPT = """
 import django
@@ -443,20 +444,20 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-def create_pg_database(admin_url: str) -> str:
+def create_pg_database(admin_url: str, name: str = PG_DATABASE) -> str:
     import psycopg
 
     with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE}")
-        conn.execute(f"CREATE DATABASE {PG_DATABASE}")
-    return _with_database(admin_url, PG_DATABASE)
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    return _with_database(admin_url, name)
 
 
-def drop_pg_database(admin_url: str) -> None:
+def drop_pg_database(admin_url: str, name: str = PG_DATABASE) -> None:
     import psycopg
 
     with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 if __name__ == "__main__":

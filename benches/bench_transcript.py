@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     return measure(args, events, load_before, None)
 
 
-PG_DATABASE = "agentloop_bench_transcript"
+PG_DATABASE = os.environ.get("BENCH_PG_DATABASE", "agentloop_bench_transcript")
 
 
 def fresh_pg_database(admin_url: str) -> str:

@@ -5,10 +5,11 @@ These are the only tests that wait on real processes: they poll the database
 not control. Time-based decisions of the server (heartbeat timeout, deadline)
 are still driven with an explicit `now`, never by sleeping until they happen.
 
-The web process is either pytest-django's `live_server` (WSGI: the runner and
-span APIs) or daphne in a thread of this process (`tests/gateway_server.py`:
-ASGI, needed for the streaming LLM gateway). Both see the test database as
-long as the test commits (`transactional_db`).
+The web process is daphne in a thread of this process (`tests/gateway_server.py`),
+serving agentloop.asgi as in production: pytest-django's `live_server` is WSGI,
+which cannot serve the hot paths (the LLM gateway, the runner's event post,
+OTLP ingest: plain ASGI apps without Django views). It sees the test database
+as long as the test commits (`served_db`, a `transactional_db`).
 """
 
 from __future__ import annotations

@@ -18,8 +18,11 @@ from agentloop.traces.queries import (
     filter_spans,
     page_spans,
 )
+from tests.asgi_client import asgi_request
 from tests.otlp_payloads import export_request, new_span_id, new_trace_id, span
 from tests.span_factory import make_span
+
+pytest_plugins = ["tests.gateway_server"]  # served_db: ingest stores on its own thread
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -189,7 +192,7 @@ def test_equal_values_get_one_token_and_types_stay_apart():
     assert len(tokens({"k": list(range(100))})) == attribute_index.MAX_LIST_ITEMS
 
 
-def test_ingested_spans_are_found_before_and_after_they_are_indexed(client, project):
+def test_ingested_spans_are_found_before_and_after_they_are_indexed(served_db, project):
     from agentloop.teams.models import ProjectApiKey
 
     key = ProjectApiKey.mint(project, "index")[1]
@@ -205,11 +208,11 @@ def test_ingested_spans_are_found_before_and_after_they_are_indexed(client, proj
             ],
         )
     )
-    response = client.post(
+    response = asgi_request(
+        "POST",
         "/v1/traces",
-        data=request.SerializeToString(),
-        content_type="application/x-protobuf",
-        HTTP_AUTHORIZATION=f"Bearer {key}",
+        content=request.SerializeToString(),
+        headers={"content-type": "application/x-protobuf", "authorization": f"Bearer {key}"},
     )
     assert response.status_code == 200
 

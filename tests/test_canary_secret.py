@@ -18,7 +18,7 @@ import re
 import pytest
 from django.apps import apps
 from django.db import connection
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from agentloop.automations.models import Automation
@@ -29,8 +29,10 @@ from agentloop.runs.tasks import launch_run
 from agentloop.runs.worker_trace import root_span_id, trace_id_for
 from agentloop.skills.models import Skill
 from agentloop.teams.models import ProjectApiKey
+from tests.asgi_client import asgi_request
 
-pytest_plugins = ["tests.fake_sandbox"]
+# fake_provider; served_db, for the event posts, whose app stores on its own threads
+pytest_plugins = ["tests.fake_sandbox", "tests.gateway_server"]
 
 CANARY = "canary-7f3a9c2e5b1d4f608a2c91"
 GH_CANARY = "ghp_canary0b9e8d7c6b5a4f3e2d1c0b9a8"
@@ -85,9 +87,19 @@ def body_of(response) -> str:
 
 @pytest.fixture
 def scene(
-    project, alice, bob, fake_provider, client_for, caplog, django_capture_on_commit_callbacks
+    project,
+    alice,
+    bob,
+    fake_provider,
+    client_for,
+    caplog,
+    django_capture_on_commit_callbacks,
+    served_db,
+    monkeypatch,
 ):
     """Plant the canaries, run a session that leaks them everywhere it can."""
+    # Launched below, not at commit (the scene commits: served_db), so not twice.
+    monkeypatch.setattr(actions, "enqueue_launch", lambda run: None)
     caplog.set_level(logging.DEBUG)
     # Every SQL statement and its parameters, logged: no query may carry a canary either.
     caplog.set_level(logging.DEBUG, logger="django.db.backends")
@@ -124,7 +136,16 @@ def scene(
     answers = []  # every runner API answer except the spec
 
     def post(path, body):
-        answer = runner.post(RUNNER + path, json.dumps(body), content_type="application/json")
+        if path == "events":
+            # A plain ASGI app, not a Django view (agentloop/runs/events_app.py), storing on
+            # its own threads' connections: DEBUG logs their SQL as force_debug_cursor does ours.
+            headers = {"authorization": f"Bearer {env['AGENTLOOP_RUN_TOKEN']}"}
+            with override_settings(DEBUG=True):
+                answer = asgi_request(
+                    "POST", RUNNER + path, content=json.dumps(body), headers=headers
+                )
+        else:
+            answer = runner.post(RUNNER + path, json.dumps(body), content_type="application/json")
         assert answer.status_code in (200, 201), answer.content
         answers.append(answer.content.decode())
         return answer
@@ -374,6 +395,8 @@ def test_no_log_record_mentions_a_canary(scene):
     names = {record.name for record in records}
     assert {"django.db.backends", "agentloop.runs.tasks"} <= names, "the capture is not working"
     assert any("INSERT" in r.getMessage() and "runs_runevent" in r.getMessage() for r in records)
+    # The runner's own events too, stored by the events app on its database thread.
+    assert any("runs_runevent" in r.getMessage() and "'e5'" in r.getMessage() for r in records)
     for record in records:
         text = record.getMessage() + repr(record.args) + (record.exc_text or "")
         assert leaks(text) == [], f"log {record.name}: {record.getMessage()[:80]}"

@@ -21,6 +21,9 @@ from agentloop.runs.models import Artifact, Run, RunStatus, ServiceKey
 from agentloop.runs.reconciler import reconcile
 from tests.span_factory import make_span
 
+# asgi_server: daphne serving agentloop.asgi (the hot paths have no Django views)
+pytest_plugins = ["tests.gateway_server"]
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
@@ -49,9 +52,9 @@ def wait_for(predicate, seconds=120.0):
 
 
 def test_an_analyst_run_goes_from_start_to_cleaned_up(
-    live_server, settings, sandbox_root, project, alice
+    asgi_server, served_db, settings, sandbox_root, project, alice
 ):
-    settings.AGENTLOOP_PUBLIC_URL = live_server.url
+    settings.AGENTLOOP_PUBLIC_URL = asgi_server
     now = timezone.now()
     for i in range(6):
         make_span(

@@ -26,7 +26,7 @@ from agentloop.signal.models import SignalIssue
 from tests.e2e_support import needs_bwrap, runner_log, wait_for_status
 from tests.span_factory import make_span
 
-pytest_plugins = ["tests.e2e_support"]  # sandbox_root
+pytest_plugins = ["tests.e2e_support", "tests.gateway_server"]  # sandbox_root; asgi_server
 
 
 # -- the run page links each pending artifact to its review page (members only) -----------------
@@ -112,9 +112,9 @@ def seed_spans(project, start: datetime) -> tuple[list, list]:
 @pytest.mark.django_db(transaction=True)
 @needs_bwrap
 def test_spans_crossing_a_threshold_end_as_reviewed_annotations(
-    live_server, settings, sandbox_root, monkeypatch, project, bob, users, client_for
+    asgi_server, served_db, settings, sandbox_root, monkeypatch, project, bob, users, client_for
 ):
-    settings.AGENTLOOP_PUBLIC_URL = live_server.url
+    settings.AGENTLOOP_PUBLIC_URL = asgi_server
     member, viewer = client_for(bob), client_for(users["viewer"])
 
     # The analyst reads the last 24 h of real time, so the scheduler's clock stays

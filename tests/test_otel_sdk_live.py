@@ -13,11 +13,14 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from agentloop.teams.models import ProjectApiKey
 
+# asgi_server: daphne serving agentloop.asgi (the hot paths have no Django views)
+pytest_plugins = ["tests.gateway_server"]
 
-def test_the_otel_sdk_exports_openinference_spans(live_server, project):
+
+def test_the_otel_sdk_exports_openinference_spans(asgi_server, served_db, project):
     _, raw_key = ProjectApiKey.mint(project, "sdk")
     exporter = OTLPSpanExporter(
-        endpoint=f"{live_server.url}/v1/traces",
+        endpoint=f"{asgi_server}/v1/traces",
         headers={"Authorization": f"Bearer {raw_key}"},
         compression=Compression.Gzip,
         timeout=10,
@@ -58,7 +61,7 @@ def test_the_otel_sdk_exports_openinference_spans(live_server, project):
 
     # Read back through the REST API with the same key, as a user's script would.
     request = urllib.request.Request(
-        f"{live_server.url}/api/v1/projects/{project.pk}/spans?trace_id={trace_id}",
+        f"{asgi_server}/api/v1/projects/{project.pk}/spans?trace_id={trace_id}",
         headers={"Authorization": f"Bearer {raw_key}"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:

@@ -1,4 +1,9 @@
-"""POST /v1/traces: the OTLP/HTTP trace receiver (protobuf and JSON)."""
+"""POST /v1/traces: the OTLP/HTTP trace receiver (protobuf and JSON).
+
+Sent into agentloop.asgi.application, which serves this path with
+agentloop/traces/ingest_app.py (there is no Django view of it); the spans are
+stored on its database thread, so these tests commit their data (`served_db`).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from agentloop.teams.models import Project, ProjectApiKey
 from agentloop.traces import ingest, otlp
 from agentloop.traces.models import Span, Trace
+from tests.asgi_client import asgi_request
 from tests.otlp_payloads import (
     MS,
     T0_NS,
@@ -25,6 +31,8 @@ from tests.otlp_payloads import (
     span,
     to_otlp_json,
 )
+
+pytest_plugins = ["tests.gateway_server"]  # served_db
 
 URL = "/v1/traces"
 PB = "application/x-protobuf"
@@ -39,13 +47,14 @@ def api_key(project):
 
 
 @pytest.fixture
-def post(client, api_key):
-    def send(body: bytes, content_type: str = PB, key: str | None = "default", **headers):
+def post(api_key, served_db):
+    def send(body: bytes, content_type: str = PB, key: str | None = "default", headers=None):
+        headers = {"content-type": content_type, **(headers or {})}
         if key == "default":
             key = api_key
         if key is not None:
-            headers.setdefault("HTTP_AUTHORIZATION", f"Bearer {key}")
-        return client.post(URL, data=body, content_type=content_type, **headers)
+            headers.setdefault("authorization", f"Bearer {key}")
+        return asgi_request("POST", URL, content=body, headers=headers)
 
     return send
 
@@ -157,7 +166,7 @@ def test_it_stores_protobuf_spans_and_answers_in_protobuf(post, project):
     response = post(request.SerializeToString())
 
     assert response.status_code == 200
-    assert response["Content-Type"] == PB
+    assert response.headers["content-type"] == PB
     answer = ExportTraceServiceResponse.FromString(response.content)
     assert not answer.HasField("partial_success")
     assert_agent_trace_stored(project, trace_id, root_id, llm_id)
@@ -169,7 +178,7 @@ def test_it_stores_json_spans_and_answers_in_json(post, project):
     response = post(to_otlp_json(request), content_type=JSON)
 
     assert response.status_code == 200
-    assert response["Content-Type"] == JSON
+    assert response.headers["content-type"] == JSON
     assert response.json() == {}
     assert_agent_trace_stored(project, trace_id, root_id, llm_id)
 
@@ -253,16 +262,20 @@ def test_it_accepts_gzip_bodies(post, project, content_type):
     request, trace_id, root_id, llm_id = agent_trace()
     body = request.SerializeToString() if content_type == PB else to_otlp_json(request)
 
-    response = post(gzip.compress(body), content_type=content_type, HTTP_CONTENT_ENCODING="gzip")
+    response = post(
+        gzip.compress(body), content_type=content_type, headers={"content-encoding": "gzip"}
+    )
 
     assert response.status_code == 200
     assert_agent_trace_stored(project, trace_id, root_id, llm_id)
 
 
-def test_it_accepts_the_api_key_header(post, project, api_key):
+# Both spellings: the 401 answer asks for "an `api_key` header"; HTTP clients often send api-key.
+@pytest.mark.parametrize("header", ["api-key", "api_key"])
+def test_it_accepts_the_api_key_header(post, project, api_key, header):
     request, trace_id, root_id, llm_id = agent_trace()
 
-    response = post(request.SerializeToString(), key=None, HTTP_API_KEY=api_key)
+    response = post(request.SerializeToString(), key=None, headers={header: api_key})
 
     assert response.status_code == 200
     assert Span.objects.filter(project=project).count() == 2
@@ -479,7 +492,7 @@ def test_it_refuses_other_content_types(post):
 def test_it_refuses_other_content_encodings(post):
     request, *_ = agent_trace()
 
-    response = post(request.SerializeToString(), HTTP_CONTENT_ENCODING="br")
+    response = post(request.SerializeToString(), headers={"content-encoding": "br"})
 
     assert response.status_code == 415
     assert (
@@ -493,7 +506,7 @@ def test_it_refuses_an_undecodable_protobuf_body(post):
     response = post(b"\xff\xff\xff not protobuf")
 
     assert response.status_code == 400
-    assert response["Content-Type"] == PB
+    assert response.headers["content-type"] == PB
     status = rpc_status(response)
     assert status.code == 3  # INVALID_ARGUMENT
     assert status.message.startswith(
@@ -525,7 +538,7 @@ def test_it_refuses_an_undecodable_json_body(post, body, message):
 def test_it_refuses_a_body_that_is_not_gzip(post):
     request, *_ = agent_trace()
 
-    response = post(request.SerializeToString(), HTTP_CONTENT_ENCODING="gzip")
+    response = post(request.SerializeToString(), headers={"content-encoding": "gzip"})
 
     assert response.status_code == 400
     assert rpc_status(response).message.startswith(
@@ -537,7 +550,7 @@ def test_it_refuses_a_truncated_gzip_body(post):
     request, *_ = agent_trace()
     body = gzip.compress(request.SerializeToString())[:-12]
 
-    response = post(body, HTTP_CONTENT_ENCODING="gzip")
+    response = post(body, headers={"content-encoding": "gzip"})
 
     assert response.status_code == 400
     assert rpc_status(response).message == "Invalid OTLP trace export: the gzip body is truncated."
@@ -564,7 +577,7 @@ def test_it_refuses_a_gzip_bomb(post, settings):
     bomb = gzip.compress(b"\0" * 50_000_000, compresslevel=9)
     assert len(bomb) < 100_000
 
-    response = post(bomb, HTTP_CONTENT_ENCODING="gzip")
+    response = post(bomb, headers={"content-encoding": "gzip"})
 
     assert response.status_code == 413
     assert rpc_status(response).message == (
@@ -597,16 +610,16 @@ def test_gzip_is_inflated_in_bounded_steps():
             "Send a project API key: `Authorization: Bearer al_pk_…` or an `api_key` header.",
         ),
         ("al_pk_not-a-real-key", {}, "Unknown or revoked API key."),
-        (None, {"HTTP_AUTHORIZATION": "Basic YWxpY2U6cHc="}, "Send a project API key"),
+        (None, {"authorization": "Basic YWxpY2U6cHc="}, "Send a project API key"),
     ],
 )
 def test_it_refuses_requests_without_a_valid_key(post, key, headers, message):
     request, *_ = agent_trace()
 
-    response = post(request.SerializeToString(), key=key, **headers)
+    response = post(request.SerializeToString(), key=key, headers=headers)
 
     assert response.status_code == 401
-    assert response["WWW-Authenticate"] == 'Bearer realm="agentloop"'
+    assert response.headers["www-authenticate"] == 'Bearer realm="agentloop"'
     assert rpc_status(response).message.startswith(message)
     assert not Span.objects.exists()
 
@@ -622,10 +635,11 @@ def test_it_refuses_a_revoked_key(post, project, api_key):
     assert not Span.objects.exists()
 
 
-def test_it_only_accepts_post(client, api_key):
-    response = client.get(URL, HTTP_AUTHORIZATION=f"Bearer {api_key}")
+def test_it_only_accepts_post(api_key, served_db):
+    response = asgi_request("GET", URL, headers={"authorization": f"Bearer {api_key}"})
 
     assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
 
 
 # --- nothing half-written ----------------------------------------------------------------
@@ -643,15 +657,19 @@ def test_a_body_malformed_after_valid_spans_stores_nothing(post):
     assert not Trace.objects.exists()
 
 
-def test_a_failure_while_storing_stores_nothing(post, monkeypatch):
+def test_a_failure_while_storing_stores_nothing(post, monkeypatch, caplog):
     def fail(*args, **kwargs):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(ingest, "_upsert_traces", fail)
     request, *_ = agent_trace()
 
-    with pytest.raises(RuntimeError, match="disk full"):
-        post(request.SerializeToString())
+    response = post(request.SerializeToString())
+
+    # The exporter is told to retry; the error itself goes to the log.
+    assert response.status_code == 500
+    assert response.json() == {"code": 13, "message": "Storing the spans failed."}
+    assert "disk full" in caplog.text
 
     # The spans were inserted before the failure, in the same transaction.
     assert not Span.objects.exists()

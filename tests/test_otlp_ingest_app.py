@@ -1,9 +1,11 @@
-"""`POST /v1/traces` under daphne: the plain ASGI path answers as the Django view does.
+"""`POST /v1/traces` under daphne, as in production, and in process as the other tests send it.
 
-daphne serves this path with agentloop/traces/ingest_app.py; Django's test
-client (and WSGI, and the live-server SDK test) reaches otlp_views.otlp_traces.
-Both answer through otlp_views.receive_export; each case is sent both ways
-and must get the same status, content type and body.
+agentloop/traces/ingest_app.py is the only implementation of this path. Most
+ingest tests (tests/test_otlp_ingest.py) send their requests into
+agentloop.asgi.application in process (tests/asgi_client.py); each case here
+goes both to daphne over a socket and in process, and must get the same
+status, content type and body, so what the in-process tests see is what an
+exporter sees.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from django.test import Client
 from django.utils import timezone
 
 from agentloop.teams.models import ProjectApiKey
 from agentloop.traces.models import Span
+from tests.asgi_client import asgi_request
 from tests.otlp_payloads import export_request, new_trace_id, span
 
 pytest_plugins = ["tests.gateway_server"]  # asgi_server, served_db
@@ -38,41 +40,34 @@ def export(n: int = 3) -> bytes:
 
 
 def both_ways(asgi_server, body: bytes, headers: dict):
-    """(fast, django) as (status, content type, body) for the same request."""
-    fast = httpx.post(asgi_server + PATH, content=body, headers=headers, timeout=20)
-    meta = {
-        f"HTTP_{name.upper().replace('-', '_')}": value
-        for name, value in headers.items()
-        if name.lower() != "content-type"
-    }
-    django = Client().generic(
-        "POST", PATH, body, content_type=headers.get("content-type", ""), **meta
-    )
-    return (
-        (fast.status_code, fast.headers.get("content-type"), fast.content),
-        (django.status_code, django.headers.get("Content-Type"), django.content),
+    """(daphne, in process) as (status, content type, body) for the same request."""
+    served = httpx.post(asgi_server + PATH, content=body, headers=headers, timeout=20)
+    in_process = asgi_request("POST", PATH, content=body, headers=headers)
+    return tuple(
+        (answer.status_code, answer.headers.get("content-type"), answer.content)
+        for answer in (served, in_process)
     )
 
 
-def test_an_export_is_stored_once_and_both_paths_answer_alike(asgi_server, key, project):
+def test_an_export_is_stored_once_and_both_ways_answer_alike(asgi_server, key, project):
     body = export(3)
-    fast, django = both_ways(
+    served, in_process = both_ways(
         asgi_server, body, {"content-type": PB, "authorization": f"Bearer {key}"}
     )
-    assert fast == django  # the second send (Django) is a re-send: stored once, same answer
-    assert fast[:2] == (200, PB)
+    assert served == in_process  # the second send is a re-send: stored once, same answer
+    assert served[:2] == (200, PB)
     assert Span.objects.filter(project=project).count() == 3
 
 
 def test_gzip_and_the_api_key_header_work(asgi_server, key, project):
     body = gzip.compress(export(2))
-    fast = httpx.post(
+    served = httpx.post(
         asgi_server + PATH,
         content=body,
         headers={"content-type": PB, "content-encoding": "gzip", "api-key": key},
         timeout=20,
     )
-    assert fast.status_code == 200
+    assert served.status_code == 200
     assert Span.objects.filter(project=project).count() == 2
 
 
@@ -91,18 +86,18 @@ def test_bad_requests_get_the_same_answer_both_ways_and_store_nothing(
     asgi_server, key, project, headers, body, status
 ):
     headers = {name: value.replace("KEY", f"Bearer {key}") for name, value in headers.items()}
-    fast, django = both_ways(asgi_server, body, headers)
-    assert fast == django
-    assert fast[0] == status
+    served, in_process = both_ways(asgi_server, body, headers)
+    assert served == in_process
+    assert served[0] == status
     assert not Span.objects.filter(project=project).exists()
 
 
 def test_a_body_over_the_limit_is_a_413(asgi_server, key, project, settings):
     settings.OTLP_MAX_BODY_BYTES = 100
-    fast, django = both_ways(
+    served, in_process = both_ways(
         asgi_server, export(20), {"content-type": PB, "authorization": f"Bearer {key}"}
     )
-    assert fast == django and fast[0] == 413
+    assert served == in_process and served[0] == 413
     assert not Span.objects.filter(project=project).exists()
 
 

@@ -24,7 +24,10 @@ from agentloop.teams.models import ProjectApiKey
 from agentloop.traces import ingest, otlp
 from agentloop.traces.attribute_index import attribute_tokens, tokens_at_ingest
 from agentloop.traces.models import Span, Trace
+from tests.asgi_client import asgi_request
 from tests.otlp_payloads import MS, T0_NS, export_request, new_span_id, new_trace_id, span
+
+pytest_plugins = ["tests.gateway_server"]  # served_db: ingest stores on its own thread
 
 # --- the earlier span-dict path (the specification) -------------------------------
 
@@ -364,15 +367,15 @@ def api_key(project):
     return ProjectApiKey.mint(project, "rows")[1]
 
 
-def test_stored_spans_match_the_span_dict_path(client, api_key, project):
+def test_stored_spans_match_the_span_dict_path(served_db, api_key, project):
     request = varied_request()
     expected, rejected = ref_decode(request)
 
-    response = client.post(
+    response = asgi_request(
+        "POST",
         "/v1/traces",
-        data=request.SerializeToString(),
-        content_type="application/x-protobuf",
-        HTTP_AUTHORIZATION=f"Bearer {api_key}",
+        content=request.SerializeToString(),
+        headers={"content-type": "application/x-protobuf", "authorization": f"Bearer {api_key}"},
     )
 
     assert response.status_code == 200
@@ -395,16 +398,16 @@ def test_stored_spans_match_the_span_dict_path(client, api_key, project):
     assert Trace.objects.filter(project=project).count() == 2
 
 
-def test_sqlite_stores_the_same_text_as_the_span_dict_path(client, api_key, project):
+def test_sqlite_stores_the_same_text_as_the_span_dict_path(served_db, api_key, project):
     if connection.vendor != "sqlite":
         pytest.skip("SQLite stores these columns as text; PostgreSQL as typed values")
     request = varied_request()
 
-    client.post(
+    asgi_request(
+        "POST",
         "/v1/traces",
-        data=request.SerializeToString(),
-        content_type="application/x-protobuf",
-        HTTP_AUTHORIZATION=f"Bearer {api_key}",
+        content=request.SerializeToString(),
+        headers={"content-type": "application/x-protobuf", "authorization": f"Bearer {api_key}"},
     )
 
     # Django's SQLite connection parses columns declared datetime: read the text.

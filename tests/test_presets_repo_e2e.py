@@ -22,7 +22,7 @@ from tests.github_double import GitHubDouble
 from tests.test_presets_pages import make_skill
 from tests.test_repo_branch import git, refs
 
-pytest_plugins = ["tests.fake_sandbox"]  # the fake_provider fixture
+pytest_plugins = ["tests.fake_sandbox", "tests.gateway_server"]  # fake_provider; asgi_server
 
 
 class FixingHarness(Harness):
@@ -52,9 +52,9 @@ def origin(tmp_path) -> Path:
 
 
 def test_a_preset_with_a_repository_ends_in_a_draft_pull_request(
-    live_server, settings, fake_provider, tmp_path, origin, space, project, alice, bob
+    asgi_server, served_db, settings, fake_provider, tmp_path, origin, space, project, alice, bob
 ):
-    settings.AGENTLOOP_PUBLIC_URL = live_server.url
+    settings.AGENTLOOP_PUBLIC_URL = asgi_server
     settings.AGENTLOOP_ALLOW_FILE_REPOSITORIES = True
     gh = make_skill(space)
     token = gh.secrets()["token"]
@@ -77,7 +77,7 @@ def test_a_preset_with_a_repository_ends_in_a_draft_pull_request(
 
     workspace = tmp_path / "work"
     client = RunnerClient(
-        live_server.url,
+        asgi_server,
         sandbox_env["AGENTLOOP_RUN_TOKEN"],
         sleep=lambda s: None,
         log=lambda m: None,

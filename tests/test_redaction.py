@@ -11,8 +11,10 @@ from agentloop.runs import actions
 from agentloop.runs.models import Artifact, RunStatus
 from agentloop.runs.redaction import prepare, redact, redact_batch
 from agentloop.runs.tasks import launch_run
+from tests.asgi_client import asgi_request
 
-pytest_plugins = ["tests.fake_sandbox"]  # the fake_provider fixture
+# fake_provider; served_db, for the event post, whose app stores on its own thread
+pytest_plugins = ["tests.fake_sandbox", "tests.gateway_server"]
 
 SECRETS = prepare(
     [("GITHUB_TOKEN", "ghp_abcdef123456"), ("AGENTLOOP_RUN_TOKEN", "al_sk_xyz987654")]
@@ -61,7 +63,9 @@ def test_harmless_neighbours_are_left_alone():
 
 
 @pytest.fixture
-def runner(project, alice, fake_provider):
+def runner(project, alice, fake_provider, monkeypatch):
+    # Launched here, not at commit: the test that commits (served_db) would launch twice.
+    monkeypatch.setattr(actions, "enqueue_launch", lambda run: None)
     config = {
         "harness": "analyst",
         "sandbox": "fake",
@@ -73,6 +77,11 @@ def runner(project, alice, fake_provider):
     client = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
 
     def post(path, body):
+        if path == "events":  # a plain ASGI app, not a Django view (runs/events_app.py)
+            headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+            return asgi_request(
+                "POST", "/api/runner/v1/events", content=json.dumps(body), headers=headers
+            )
         return client.post(
             f"/api/runner/v1/{path}", json.dumps(body), content_type="application/json"
         )
@@ -82,7 +91,7 @@ def runner(project, alice, fake_provider):
     return run, token, post
 
 
-def test_the_runner_api_stores_events_redacted(runner):
+def test_the_runner_api_stores_events_redacted(runner, served_db):
     run, token, post = runner
     half = len(token) // 2
     batch = [

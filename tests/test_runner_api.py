@@ -12,8 +12,10 @@ from django.utils import timezone
 from agentloop.runs import actions, runner_api
 from agentloop.runs.models import Artifact, EventSource, Run, RunEvent, RunStatus, ServiceKey
 from agentloop.runs.tasks import launch_run
+from tests.asgi_client import asgi_request
 
-pytest_plugins = ["tests.fake_sandbox"]  # the fake_provider fixture
+# fake_provider; served_db, for the event posts, whose app stores on its own thread
+pytest_plugins = ["tests.fake_sandbox", "tests.gateway_server"]
 
 URL = "/api/runner/v1/"
 CONFIG = {
@@ -28,6 +30,11 @@ CONFIG = {
 }
 
 
+# Served by a plain ASGI app, not Django (agentloop/runs/events_app.py): sent
+# into agentloop.asgi; a test posting there commits its data (`served_db`).
+ASGI_ROUTES = {"events"}
+
+
 class Runner:
     """A test client that calls the runner API with one run's token."""
 
@@ -36,10 +43,15 @@ class Runner:
         self.client = Client()
 
     def get(self, path, **query):
+        if path in ASGI_ROUTES:
+            return asgi_request("GET", URL + path, headers=self._authorization())
         return self.client.get(URL + path, query, HTTP_AUTHORIZATION=f"Bearer {self.token}")
 
     def post(self, path, body):
         data = body if isinstance(body, str) else json.dumps(body)
+        if path in ASGI_ROUTES:
+            headers = {"content-type": "application/json", **self._authorization()}
+            return asgi_request("POST", URL + path, content=data, headers=headers)
         return self.client.post(
             URL + path,
             data,
@@ -47,9 +59,14 @@ class Runner:
             HTTP_AUTHORIZATION=f"Bearer {self.token}",
         )
 
+    def _authorization(self) -> dict:
+        return {"authorization": f"Bearer {self.token}"}
+
 
 @pytest.fixture
-def launched(project, alice, fake_provider):
+def launched(project, alice, fake_provider, monkeypatch):
+    # Launched here, not at commit: the tests that commit (served_db) would launch twice.
+    monkeypatch.setattr(actions, "enqueue_launch", lambda run: None)
     run = actions.start_session(alice, project, CONFIG, "Why do refunds fail?")
     assert launch_run(run.pk) is True
     token = fake_provider.started[0].env["AGENTLOOP_RUN_TOKEN"]
@@ -187,7 +204,7 @@ def test_a_long_harness_session_id_is_cut_not_refused(launched):
     assert run.harness_session_id == "s" * 200
 
 
-def test_events_are_stored_in_order_with_server_seqs(running):
+def test_events_are_stored_in_order_with_server_seqs(running, served_db):
     run, runner = running
     answer = runner.post("events", {"events": [event("a", "one"), event("b", "two")]}).json()
     first = run.events.get(key="a").seq
@@ -203,7 +220,7 @@ def test_events_are_stored_in_order_with_server_seqs(running):
     assert texts == ["one", "two"]
 
 
-def test_reposting_a_batch_stores_nothing_new_and_returns_the_same_seqs(running):
+def test_reposting_a_batch_stores_nothing_new_and_returns_the_same_seqs(running, served_db):
     run, runner = running
     batch = {"events": [event("a", "one"), event("b", "two")]}
     first = runner.post("events", batch).json()
@@ -243,7 +260,7 @@ def test_reposting_a_batch_stores_nothing_new_and_returns_the_same_seqs(running)
         ([event("a")], "The body must be a JSON object."),
     ],
 )
-def test_bad_event_batches_get_a_clear_400_and_store_nothing(running, body, message):
+def test_bad_event_batches_get_a_clear_400_and_store_nothing(running, served_db, body, message):
     run, runner = running
     before = RunEvent.objects.count()
     answer = runner.post("events", body)
@@ -252,7 +269,7 @@ def test_bad_event_batches_get_a_clear_400_and_store_nothing(running, body, mess
     assert RunEvent.objects.count() == before
 
 
-def test_a_batch_of_500_is_accepted(running):
+def test_a_batch_of_500_is_accepted(running, served_db):
     run, runner = running
     answer = runner.post("events", {"events": [event(str(i)) for i in range(500)]}).json()
     assert answer["stored"] == 500
@@ -415,7 +432,7 @@ def test_inbox_wait_is_capped_at_25_seconds(running, fake_clock):
     assert sum(fake_clock.slept) == pytest.approx(25)
 
 
-def test_writes_to_a_finished_run_get_409(running):
+def test_writes_to_a_finished_run_get_409(running, served_db):
     run, runner = running
     runner.post("status", {"state": "succeeded"})
     before = RunEvent.objects.count()
@@ -438,7 +455,7 @@ def test_a_bad_token_gets_401(launched, path):
         assert answer.json() == {"detail": "Unknown, expired or revoked run token."}
 
 
-def test_an_expired_or_revoked_token_gets_401(launched):
+def test_an_expired_or_revoked_token_gets_401(launched, served_db):
     run, runner = launched
     key = ServiceKey.objects.get(run=run)
     ServiceKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
@@ -450,7 +467,9 @@ def test_an_expired_or_revoked_token_gets_401(launched):
     assert not run.events.filter(source="agent").exists()
 
 
-def test_one_runs_token_never_touches_another_run(launched, project, alice, fake_provider):
+def test_one_runs_token_never_touches_another_run(
+    launched, served_db, project, alice, fake_provider
+):
     run, runner = launched
     other = actions.start_session(alice, project, CONFIG, "Another question")
     launch_run(other.pk)
@@ -460,6 +479,8 @@ def test_one_runs_token_never_touches_another_run(launched, project, alice, fake
     assert Run.objects.get(pk=other.pk).status == RunStatus.PROVISIONING
 
 
-def test_it_rejects_the_wrong_method(launched):
+def test_it_rejects_the_wrong_method(launched, served_db):
     run, runner = launched
-    assert runner.get("events").status_code == 405
+    answer = runner.get("events")
+    assert answer.status_code == 405
+    assert answer.json() == {"detail": "Use POST."}

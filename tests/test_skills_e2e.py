@@ -20,7 +20,7 @@ from tests.e2e_support import needs_bwrap, runner_log, wait_for_status
 from tests.skill_factory import GH_TOKEN, custom_skill, github_skill
 from tests.test_skills_runner import SKILL_MD, git
 
-pytest_plugins = ["tests.e2e_support"]  # sandbox_root
+pytest_plugins = ["tests.e2e_support", "tests.gateway_server"]  # sandbox_root; asgi_server
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.django_db(transaction=True),
@@ -51,9 +51,9 @@ def skill_sources(settings):
 
 
 def test_a_run_installs_its_custom_skill_inside_the_sandbox(
-    live_server, settings, sandbox_root, skill_sources, project, alice
+    asgi_server, served_db, settings, sandbox_root, skill_sources, project, alice
 ):
-    settings.AGENTLOOP_PUBLIC_URL = live_server.url
+    settings.AGENTLOOP_PUBLIC_URL = asgi_server
     house = custom_skill(
         project.space,
         alice,

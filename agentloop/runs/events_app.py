@@ -7,9 +7,10 @@ on threads whose connections stay open (agentloop/database_threads.py: one
 for all runs of the process on SQLite, which takes one writer at a time
 anyway, so posts queue here in order instead of in SQLite's busy handler).
 
-The answer is `runner_api.post_events`, the same function the Django view of
-this path calls (tests, WSGI); errors are `{"detail": …}` as in the rest of
-the runner API (docs/runner-protocol.md).
+There is no Django view of this path: this app is its only implementation
+(the tests send their requests through agentloop.asgi too). The answer is
+`runner_api.post_events`; errors are `{"detail": …}` as in the rest of the
+runner API (docs/runner-protocol.md).
 """
 
 from __future__ import annotations

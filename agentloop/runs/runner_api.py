@@ -2,7 +2,9 @@
 
 Plain Django JSON views. The bearer token (a ServiceKey) identifies the run;
 every answer is JSON and every error is `{"detail": "..."}`. Each view parses
-and checks its input, then calls one function of the runs app.
+and checks its input, then calls one function of the runs app. `POST events`
+has no view: agentloop/runs/events_app.py serves it as plain ASGI and calls
+`post_events` here.
 """
 
 from __future__ import annotations
@@ -108,18 +110,6 @@ def spec(request, run: Run, token, body):
             "status": run.status,
         }
     )
-
-
-@csrf_exempt
-def events(request):
-    # Daphne serves this path as plain ASGI (agentloop/runs/events_app.py);
-    # this view serves the same answer where Django handles it (tests, WSGI).
-    if request.method != "POST":
-        return _error(405, "Use POST.")
-    status, answer = post_events(bearer_token(request) or "", request.body)
-    if status != 200:
-        return _error(status, answer["detail"])
-    return JsonResponse(answer)
 
 
 def post_events(token: str, body: bytes) -> tuple[int, dict]:

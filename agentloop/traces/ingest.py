@@ -19,9 +19,7 @@ insert 3-4 times slower (docs/benchmarks.md).
 
 from __future__ import annotations
 
-import contextlib
 import re
-import threading
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC
@@ -90,25 +88,6 @@ def ingest_export(project: Project, decoded: DecodedExport, now=None) -> IngestR
         if checkpointer is not None:
             checkpointer.committed()
     return IngestResult(accepted=accepted, rejected=rejected)
-
-
-_sqlite_ingest_lock = threading.Lock()
-
-
-def one_ingest_at_a_time():
-    """On SQLite, run this process's ingest requests (decode and store) one at a time.
-
-    SQLite has one writer at a time anyway. Concurrent requests only contend:
-    a writer that finds the database busy sleeps in SQLite's busy handler in
-    steps of up to 100 ms, and the writer holding it releases the GIL at every
-    row of executemany and then waits for threads busy decoding to give it back
-    (up to 5 ms each time). Queued on a lock, each request runs at full speed and
-    the next starts the moment the previous one commits. With 4 concurrent
-    clients this cut the server's CPU time per span by a fifth to a quarter.
-    """
-    if connection.vendor == "sqlite":
-        return _sqlite_ingest_lock
-    return contextlib.nullcontext()
 
 
 def _projects_by_name(project: Project, decoded: DecodedExport) -> dict[str, int]:
