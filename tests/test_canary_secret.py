@@ -27,6 +27,7 @@ from agentloop.runs import actions
 from agentloop.runs.models import Artifact, RunEvent
 from agentloop.runs.tasks import launch_run
 from agentloop.runs.worker_trace import root_span_id, trace_id_for
+from agentloop.signal.models import SignalIssue
 from agentloop.skills.models import Skill
 from agentloop.teams.models import ProjectApiKey
 from tests.asgi_client import asgi_request
@@ -333,6 +334,7 @@ def test_no_page_or_api_response_shows_a_canary(scene, project, alice, other_spa
         "preset_id": [preset.pk],
         "automation_id": list(Automation.objects.values_list("pk", flat=True)) or [1],
         "artifact_id": list(run.artifacts.values_list("pk", flat=True)),
+        "issue_id": list(SignalIssue.objects.values_list("pk", flat=True)) or [1],
         "object_id": [run.pk],
         "id": [alice.pk],
     }
