@@ -8,20 +8,19 @@ and checks its input, then calls one function of the runs app.
 from __future__ import annotations
 
 import json
-import time
 from decimal import Decimal, InvalidOperation
 from functools import wraps
 
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.http import JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
+from agentloop.runs import inbox as runner_inbox
 from agentloop.runs import recording
 from agentloop.runs.models import (
-    EventKind,
-    EventSource,
     IllegalTransition,
     Run,
     RunStatus,
@@ -29,12 +28,6 @@ from agentloop.runs.models import (
 )
 from agentloop.runs.redaction import redact_text, run_secrets
 from agentloop.teams.authentication import bearer_token
-
-MAX_WAIT_SECONDS = 25
-POLL_INTERVAL_SECONDS = 0.5
-# The inbox long-poll reads these, so tests can drive time without waiting.
-clock = time.monotonic
-sleep = time.sleep
 
 # The runner reports cancelled itself when it stopped on request or on SIGTERM.
 RUNNER_STATES = (
@@ -163,37 +156,26 @@ def post_events(token: str, body: bytes) -> tuple[int, dict]:
 
 
 def _int_param(request, name: str, default: int) -> int:
-    raw = request.GET.get(name)
-    if raw in (None, ""):
-        return default
     try:
-        return int(raw)
-    except ValueError:
-        raise ValidationError(f"{name} must be a whole number; got {raw!r}.") from None
+        return runner_inbox.int_param(request.GET.get(name), name, default)
+    except ValueError as error:
+        raise ValidationError(str(error)) from None
 
 
-def pending_followups(run: Run, after: int) -> list[dict]:
-    rows = (
-        run.events.filter(source=EventSource.USER, kind=EventKind.MESSAGE, seq__gt=after)
-        .exclude(key="prompt")  # the first prompt comes with the spec, never again
-        .order_by("seq")
-        .values_list("seq", "payload")
-    )
-    return [{"seq": seq, "text": payload.get("text", "")} for seq, payload in rows]
+async def _read_on_this_thread(function, *args):
+    # Back on the view's own thread and connection (what a test's transaction holds).
+    return await sync_to_async(function, thread_sensitive=True)(*args)
 
 
 @runner_route("GET")
 def inbox(request, run: Run, token, body):
+    # Daphne serves this path as plain ASGI (agentloop/runs/inbox_app.py),
+    # waiting without a thread; this view gives the same answer where Django
+    # handles it (tests, WSGI), holding its thread while it waits.
     after = _int_param(request, "after", 0)
-    wait = min(max(_int_param(request, "wait", MAX_WAIT_SECONDS), 0), MAX_WAIT_SECONDS)
-    give_up_at = clock() + wait
-    while True:
-        run.refresh_from_db(fields=["status", "stop_requested_at"])
-        followups = pending_followups(run, after)
-        remaining = give_up_at - clock()
-        if followups or run.stop_wanted or remaining <= 0:
-            return JsonResponse({"followups": followups, "stop": run.stop_wanted})
-        sleep(min(POLL_INTERVAL_SECONDS, remaining))
+    wait = _int_param(request, "wait", runner_inbox.MAX_WAIT_SECONDS)
+    answer = async_to_sync(runner_inbox.wait_for_inbox)(run, after, wait, _read_on_this_thread)
+    return JsonResponse(answer)
 
 
 @runner_route("POST", scope="artifacts:write", refuse_finished=True)
