@@ -19,6 +19,7 @@ from django.utils import timezone
 from agentloop.runs.models import Run, RunEvent, RunStatus, ServiceKey
 
 pytest_plugins = ["tests.gateway_server"]  # asgi_server, served_db
+pytestmark = pytest.mark.production  # also run on PostgreSQL + Redis
 
 PATH = "/api/runner/v1/events"
 

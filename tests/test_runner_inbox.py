@@ -22,7 +22,8 @@ from django.utils import timezone
 from agentloop.runs import actions, inbox, inbox_app, notify, recording
 from agentloop.runs.models import Run, RunStatus, ServiceKey
 
-pytestmark = pytest.mark.django_db(transaction=True)  # the server's own threads read it
+# The server's own threads read the database; also run on PostgreSQL + Redis (production).
+pytestmark = [pytest.mark.production, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(autouse=True)
