@@ -40,8 +40,10 @@ from django.utils import timezone
 
 from agentloop.runs import actions, notify, recording
 from agentloop.runs.models import Run, RunStatus, ServiceKey
-from tests.e2e_support import needs_bwrap, sandbox_root  # noqa: F401 (a fixture)
+from tests.e2e_support import needs_bwrap
 from tests.span_factory import make_span
+
+pytest_plugins = ["tests.e2e_support"]  # the sandbox_root fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 SEQ = re.compile(r'id="event-(\d+)"')
@@ -304,7 +306,7 @@ async def test_a_run_end_to_end_is_watched_live_from_the_other_web(
     settings,
     sandbox_root,
     project,
-    alice,  # noqa: F811
+    alice,
 ):
     """The runner in a real sandbox talks to web A (spec, events, inbox, status);
     a watcher on web B gets every event once, in order, through Redis."""

@@ -186,3 +186,22 @@ async def test_the_answers_are_the_django_views(running, alice, query, method, t
         return response.status_code, response.json()
 
     assert await get_inbox(token, query, method) == await database_sync_to_async(through_django)()
+
+
+async def test_a_channel_layer_that_is_down_leaves_this_processs_doorbell_working(
+    running, alice, still_clock, monkeypatch
+):
+    class Down:
+        async def new_channel(self):
+            raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr(notify, "get_channel_layer", lambda: Down())
+    monkeypatch.setattr(
+        notify, "_send", lambda group, message: notify._wake_listeners(group, message)
+    )
+    run, token = running
+    waiting = asyncio.ensure_future(get_inbox(token))
+    await asyncio.wait_for(still_clock.waiting.wait(), 5)
+    await database_sync_to_async(actions.send_followup)(alice, run, "Still there?")
+    status, answer = await asyncio.wait_for(waiting, 5)
+    assert [f["text"] for f in answer["followups"]] == ["Still there?"]

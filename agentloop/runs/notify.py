@@ -154,14 +154,19 @@ async def listening(run_code, wanted=lambda message: True):
     channel = receiving = None
     try:
         if layer is not None and not isinstance(layer, InMemoryChannelLayer):
-            channel = await layer.new_channel()
-            await layer.group_add(group, channel)
+            try:
+                channel = await layer.new_channel()
+                await layer.group_add(group, channel)
+            except Exception:  # no other process's rings, then: the caller's re-check remains
+                log.warning("could not listen for %s on the channel layer", group, exc_info=True)
+                channel = None
+            else:
 
-            async def receive_rings():
-                while True:
-                    wake(await layer.receive(channel))
+                async def receive_rings():
+                    while True:
+                        wake(await layer.receive(channel))
 
-            receiving = asyncio.ensure_future(receive_rings())
+                receiving = asyncio.ensure_future(receive_rings())
         yield bell
     finally:
         with _listeners_lock:
