@@ -85,7 +85,9 @@ def still_clock(monkeypatch):
 
 
 async def get_inbox(token: str, query: str = "after=0&wait=25", method: str = "GET"):
-    """(status, JSON answer) of inbox_app for one request, called as daphne calls it."""
+    """(status, JSON answer) for one request to agentloop.asgi, called as daphne calls it."""
+    from agentloop.asgi import application
+
     sent: list[dict] = []
 
     async def receive():
@@ -101,7 +103,7 @@ async def get_inbox(token: str, query: str = "after=0&wait=25", method: str = "G
         "query_string": query.encode(),
         "headers": [(b"authorization", f"Bearer {token}".encode())],
     }
-    await inbox_app.application(scope, receive, send)
+    await application(scope, receive, send)
     return sent[0]["status"], json.loads(sent[1]["body"])
 
 
