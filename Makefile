@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+REDIS_TEST_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run install test test-sqlite test-postgres screenshots bench lint
+.PHONY: run install test test-sqlite test-postgres test-production screenshots bench lint
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,14 +22,18 @@ run: install
 	DEBUG=1 $(PY) manage.py seed_demo
 	DEBUG=1 $(PY) manage.py serve
 
-# The whole suite on SQLite, then again on PostgreSQL.
-test: test-sqlite test-postgres
+# The whole suite on SQLite, then again on PostgreSQL; then the production pass.
+test: test-sqlite test-postgres test-production
 
 test-sqlite: install
 	$(PY) -m pytest
 
 test-postgres: install
 	DATABASE_URL=$(PG_TEST_URL) $(PY) -m pytest
+
+# The tests marked `production` on PostgreSQL + Redis (channel layer, q2 broker), two web processes.
+test-production: install
+	DATABASE_URL=$(PG_TEST_URL) REDIS_URL=$(REDIS_TEST_URL) $(PY) -m pytest -m production
 
 # Retake docs/screenshots/*.png with the browser test (real Chromium, real sandbox).
 screenshots: install

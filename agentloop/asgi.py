@@ -13,13 +13,14 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from agentloop.gateway import app as gateway  # noqa: E402
 from agentloop.routing import websocket_urlpatterns  # noqa: E402
-from agentloop.runs import events_app  # noqa: E402
+from agentloop.runs import events_app, inbox_app  # noqa: E402
 from agentloop.traces import ingest_app  # noqa: E402
 
 
 def with_fast_paths(site_app):
     """The hot paths go to plain ASGI apps (agentloop/fastpath.py says why):
-    every model call and every transcript line of a sandbox, and OTLP ingest.
+    every model call and every transcript line of a sandbox, OTLP ingest, and
+    the runner's inbox long-poll (which would hold a thread while it waits).
     Everything else goes to Django."""
 
     async def app(scope, receive, send):
@@ -28,6 +29,8 @@ def with_fast_paths(site_app):
             return await gateway.application(scope, receive, send)
         if path == events_app.PATH:
             return await events_app.application(scope, receive, send)
+        if path == inbox_app.PATH:
+            return await inbox_app.application(scope, receive, send)
         if path == ingest_app.PATH:
             return await ingest_app.application(scope, receive, send)
         return await site_app(scope, receive, send)

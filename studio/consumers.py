@@ -11,6 +11,13 @@ channel layer cannot reach across processes (the in-memory layer, with a
 django-q2 worker writing events in another process), it also polls the run's
 seq counter every POLL_SECONDS. One lock serialises doorbell and poll, and
 `last_seq` only grows, so nothing is sent twice and nothing is skipped.
+
+A ring for seq N promises that the events up to N are committed. A read that
+still comes back short of N (it did not see them yet) is not the end of it:
+the consumer reads again after a short pause (REREAD_PAUSES) instead of
+leaving the event to the next ring or the poll, and a short frame is never
+kept in the shared FrameCache, where it would answer every later read of that
+range with the same stale nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +43,17 @@ log = logging.getLogger(__name__)
 
 REFUSED = 4403
 POLL_SECONDS = 1.0
+# Pauses before reading again when a read came back short of the seq a ring
+# announced (about 0.4 s in all); after the last, the poll or the next ring takes over.
+REREAD_PAUSES = (0.005, 0.02, 0.05, 0.1, 0.2)
+
+log = logging.getLogger(__name__)
+
+
+async def pause_before_reread(seconds: float) -> None:
+    """The wait before a re-read (tests replace it to control the interleaving)."""
+    await asyncio.sleep(seconds)
+
 
 # The event loop holds its tasks only by weak reference: a task nobody else
 # holds can be garbage-collected mid-flight, and its exception is then lost.
@@ -167,6 +185,7 @@ class RunTranscriptConsumer(AsyncWebsocketConsumer):
         async with self.lock:
             if upto is None:
                 upto = await _read(_next_seq)(self.run.pk)
+            pauses = iter(REREAD_PAUSES)
             while upto > self.last_seq:
                 frame = await frames.get(
                     self.run, self.last_seq, upto, self.can_use, self.accepting, self.facts_shown
@@ -175,9 +194,22 @@ class RunTranscriptConsumer(AsyncWebsocketConsumer):
                 self.facts_shown = frame["facts"]
                 if frame["html"]:
                     await self.send(text_data=frame["html"])
-                if frame["last_seq"] <= self.last_seq:
-                    return  # nothing committed in that range (cannot happen: seqs have no gaps)
-                self.last_seq = frame["last_seq"]
+                if frame["last_seq"] > self.last_seq:
+                    self.last_seq = frame["last_seq"]
+                    continue
+                # Seqs have no gaps, so events up to `upto` exist: this read
+                # did not see them yet. Read again shortly rather than leave
+                # them to the next ring (which may be a long time coming).
+                pause = next(pauses, None)
+                if pause is None:
+                    log.warning(
+                        "run %s: events after seq %s up to %s still unread",
+                        self.run.code,
+                        self.last_seq,
+                        upto,
+                    )
+                    return
+                await pause_before_reread(pause)
 
 
 class FrameCache:
@@ -186,7 +218,10 @@ class FrameCache:
     Fifty people watching one run all need the same frame for the same seq
     range; it is rendered once (one database read, one template render) and
     the others await that result. A frame covers a fixed range (after, upto],
-    so it does not go stale; old ones are dropped first-in, first-out.
+    so it does not go stale — once it holds every event of the range. One that
+    came back short (the read did not see all of them yet) is handed to those
+    waiting for it and then forgotten, so the next read of that range reads
+    the database again. Old frames are dropped first-in, first-out.
     """
 
     def __init__(self, size: int = 256):
@@ -214,6 +249,8 @@ class FrameCache:
                 future.exception()  # retrieved: the other awaiters see it, asyncio stays quiet
                 raise
             future.set_result(frame)
+            if frame["last_seq"] < upto and not frame["more"] and self.entries.get(key) is future:
+                del self.entries[key]  # short: not the frame of this range
             return frame
         return await asyncio.shield(future)
 

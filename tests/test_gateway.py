@@ -26,7 +26,8 @@ from tests import fake_anthropic
 from tests.fake_anthropic import FakeAnthropic, error, text, tool_use
 
 pytest_plugins = ["tests.gateway_server"]  # asgi_server, upstream_model, gateway, real_key
-pytestmark = pytest.mark.django_db(transaction=True)
+# `production`: also run on PostgreSQL + Redis by `make test-production`.
+pytestmark = [pytest.mark.production, pytest.mark.django_db(transaction=True)]
 
 MODEL = "claude-sonnet-4-5"
 # Sonnet: $3 / $15 per million tokens; the fake answers 12 input and 7 output tokens.

@@ -20,6 +20,7 @@ from agentloop.runs.models import Run, RunEvent, RunStatus, ServiceKey
 from tests.asgi_client import asgi_request
 
 pytest_plugins = ["tests.gateway_server"]  # asgi_server, served_db
+pytestmark = pytest.mark.production  # also run on PostgreSQL + Redis
 
 PATH = "/api/runner/v1/events"
 

@@ -12,11 +12,13 @@ import gc
 import json
 import logging
 import re
+import threading
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.db import connection, transaction
 from django.test import Client
 
 from agentloop.asgi import application
@@ -325,6 +327,66 @@ async def test_fifty_watchers_share_one_render(run, alice, carol, monkeypatch):
     assert sorted(args[2] for args in renders) == [False, True]
     for ws in owners + viewers:
         await ws.disconnect()
+
+
+async def test_a_ring_that_outruns_what_its_read_can_see_is_read_again(run, alice, monkeypatch):
+    """The ring for seq 4 comes, the read does not see seq 4 yet (here: its write
+    has not committed; in production a read whose view of the database is older
+    than the ring). The watcher must still get it, without another ring or the poll."""
+    paused, resume = asyncio.Event(), asyncio.Event()
+
+    async def pause(seconds):
+        paused.set()
+        await resume.wait()
+
+    monkeypatch.setattr(consumers, "pause_before_reread", pause, raising=False)
+    ws = await connect(run, alice, after=3)
+    written, commit = threading.Event(), threading.Event()
+
+    def write_and_commit_when_told():
+        try:
+            with notify.rings_held():  # its own ring is dropped: the test rings early instead
+                with transaction.atomic():
+                    recording.record_events(
+                        run,
+                        [{"key": "k-late", "source": "agent", "kind": "message", "payload": {}}],
+                        secrets=None,
+                    )
+                    written.set()
+                    commit.wait(10)
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=write_and_commit_when_told)
+    writer.start()
+    try:
+        assert await asyncio.to_thread(written.wait, 10)
+        group = notify.group_name(run.code)
+        await notify.ring_held([(group, {"type": notify.MESSAGE_TYPE, "seq": 4})])
+        # The consumer read (3, 4], found nothing, and waits to read again.
+        await asyncio.wait_for(paused.wait(), 5)
+    finally:
+        commit.set()
+        await asyncio.to_thread(writer.join, 10)
+    resume.set()
+    assert seqs(await ws.receive_from(timeout=5)) == [4]
+    assert await ws.receive_nothing(timeout=0.2)
+    await ws.disconnect()
+
+
+async def test_a_short_frame_is_not_kept_for_the_next_read_of_its_range(run, alice):
+    """A frame rendered before its range was visible must not answer the next
+    read of that range (a poll, another watcher) with the same nothing."""
+    assert await consumers.frames.get(run, 3, 4, True, True, None) == {
+        "html": "",
+        "last_seq": 3,
+        "accepting": True,
+        "facts": None,
+        "more": False,
+    }
+    await post_events(run, "now committed")
+    frame = await consumers.frames.get(run, 3, 4, True, True, None)
+    assert frame["last_seq"] == 4 and "now committed" in frame["html"]
 
 
 # --- the doorbell ------------------------------------------------------------------

@@ -73,7 +73,9 @@ def _record_events(run: Run, events: list[dict], secrets: Secrets) -> BatchResul
         assigned = {**known, **{row.key: row.seq for row in rows}}
         last_seq = Run.objects.filter(pk=run.pk).values_list("next_seq", flat=True).get()
         if rows:
-            ring(run.code, last_seq)  # watchers are told once the batch is committed
+            # Watchers are told once the batch is committed (the runner's own
+            # events: its inbox long-poll need not wake).
+            ring(run.code, last_seq, by_runner=True)
     return BatchResult(
         stored=len(rows),
         duplicates=len(events) - len(rows),

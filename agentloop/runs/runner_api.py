@@ -3,14 +3,13 @@
 Plain Django JSON views. The bearer token (a ServiceKey) identifies the run;
 every answer is JSON and every error is `{"detail": "..."}`. Each view parses
 and checks its input, then calls one function of the runs app. `POST events`
-has no view: agentloop/runs/events_app.py serves it as plain ASGI and calls
-`post_events` here.
+and `GET inbox` have no view: agentloop/runs/events_app.py serves the first as
+plain ASGI and calls `post_events` here, agentloop/runs/inbox_app.py the second.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from functools import wraps
 
 import pydantic
@@ -22,8 +21,6 @@ from django.views.decorators.csrf import csrf_exempt
 
 from agentloop.runs import lifecycle, protocol, recording
 from agentloop.runs.models import (
-    EventKind,
-    EventSource,
     IllegalTransition,
     Run,
     RunStatus,
@@ -31,12 +28,6 @@ from agentloop.runs.models import (
 )
 from agentloop.runs.redaction import redact_text, run_secrets
 from agentloop.teams.authentication import bearer_token
-
-MAX_WAIT_SECONDS = 25
-POLL_INTERVAL_SECONDS = 0.5
-# The inbox long-poll reads these, so tests can drive time without waiting.
-clock = time.monotonic
-sleep = time.sleep
 
 
 def _error(status: int, detail: str) -> JsonResponse:
@@ -141,40 +132,6 @@ def post_events(token: str, body: bytes) -> tuple[int, dict]:
         "last_seq": result.last_seq,
         "seqs": result.seqs,
     }
-
-
-def _int_param(request, name: str, default: int) -> int:
-    raw = request.GET.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValidationError(f"{name} must be a whole number; got {raw!r}.") from None
-
-
-def pending_followups(run: Run, after: int) -> list[dict]:
-    rows = (
-        run.events.filter(source=EventSource.USER, kind=EventKind.MESSAGE, seq__gt=after)
-        .exclude(key="prompt")  # the first prompt comes with the spec, never again
-        .order_by("seq")
-        .values_list("seq", "payload")
-    )
-    return [{"seq": seq, "text": payload.get("text", "")} for seq, payload in rows]
-
-
-@runner_route("GET")
-def inbox(request, run: Run, token, body):
-    after = _int_param(request, "after", 0)
-    wait = min(max(_int_param(request, "wait", MAX_WAIT_SECONDS), 0), MAX_WAIT_SECONDS)
-    give_up_at = clock() + wait
-    while True:
-        run.refresh_from_db(fields=["status", "stop_requested_at"])
-        followups = pending_followups(run, after)
-        remaining = give_up_at - clock()
-        if followups or run.stop_wanted or remaining <= 0:
-            return JsonResponse({"followups": followups, "stop": run.stop_wanted})
-        sleep(min(POLL_INTERVAL_SECONDS, remaining))
 
 
 @runner_route("POST", scope="artifacts:write", refuse_finished=True)

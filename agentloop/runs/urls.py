@@ -1,7 +1,8 @@
 """Runner API under /api/runner/v1/ (see docs/runner-protocol.md).
 
-`POST events` is not here: every transcript line passes there, so agentloop.asgi
-sends it to a plain ASGI app (agentloop/runs/events_app.py) before Django sees it.
+`POST events` and `GET inbox` are not here: every transcript line passes through
+the first, and the second waits for follow-ups, so agentloop.asgi sends them to
+plain ASGI apps (agentloop/runs/events_app.py, inbox_app.py) before Django sees them.
 """
 
 from django.urls import path
@@ -12,7 +13,6 @@ app_name = "runner_api"
 
 urlpatterns = [
     path("spec", runner_api.spec, name="spec"),
-    path("inbox", runner_api.inbox, name="inbox"),
     path("artifacts", runner_api.artifacts, name="artifacts"),
     path("heartbeat", runner_api.heartbeat, name="heartbeat"),
     path("status", runner_api.status, name="status"),
