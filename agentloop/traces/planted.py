@@ -62,7 +62,7 @@ key: class; component; where (dimension=value); since (relative to now)
   httpx.ConnectError (35% in eu-west, 0.4% elsewhere); attr:region=eu-west; always
 - reranker_latency: latency_regression; span rerank_docs 5x slower; -; now-2h
 - llm_rate_limit_burst: error_burst; llm plan_step openai.RateLimitError (429)
-  on 60% of calls; -; now-7h05 .. now-6h55
+  on 80% of calls; -; now-7h05 .. now-6h55
 - hallucination_free_tier: eval_failure; span compose_answer judged hallucinated
   (25% + 2% noise); attr:tier=free; always
 - retrieval_gap: retrieval_gap; retriever retrieve_kb returns no documents for
@@ -863,7 +863,7 @@ class _Generator:
         tool_result = json.dumps({"status": rng.choice(["shipped", "packed", "in_stock"])})
         for call in range(loops):
             failure = noise("plan_step") if call == 0 else None
-            if self.planted("llm_rate_limit_burst", start) and rng.random() < 0.6:
+            if self.planted("llm_rate_limit_burst", start) and rng.random() < 0.8:
                 failure = RATE_LIMIT
             elif call == 0 and rng.random() < 0.0005:
                 failure = RATE_LIMIT  # the odd 429 outside the burst
