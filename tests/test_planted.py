@@ -406,6 +406,8 @@ def test_a_wrong_dimension_is_found_but_counted_wrong(truth):
     # The same dimension in other spellings is right.
     issue["where"] = [{"dimension": "region", "value": "EU-West"}]
     assert _row(score(issues, truth), "tool_errors_eu_west")["dimension_ok"] is True
+    issue["where"] = [{"dimension": "resource:cloud.region", "value": "eu-west"}]
+    assert _row(score(issues, truth), "tool_errors_eu_west")["dimension_ok"] is True
     token = next(i for i in issues if i["fingerprint"] == "planted:token_blowup")
     token["where"] = [{"dimension": "model", "value": SONNET}]
     assert _row(score(issues, truth), "token_blowup")["dimension_ok"] is True

@@ -108,8 +108,9 @@ holds most of its evidence. Per planted class, with its best matching issue:
   severity is at least the class's `severity_floor` (medium or high).
 - dimension right: the class has a dimension and the issue's first `where`
   entry names it: the dimension compared after normalising (`attr:region`,
-  `region`, `attributes.region` are one; `model`, `llm.model_name` and
-  `attr:llm.model_name` are one) and the value compared as text, case-insensitively.
+  `region`, `attributes.region` and `resource:cloud.region` are one; `model`,
+  `llm.model_name` and `attr:llm.model_name` are one) and the value compared
+  as text, case-insensitively.
   Classes without a dimension are not counted.
 - onset right: the class has an onset and `since.onset` is within
   `onset_tolerance` (15 min) of it; for a burst, `since.onset` and `since.end`
@@ -1243,7 +1244,12 @@ def _insert(table: str, columns: tuple[str, ...], rows: list, time_positions: tu
 
 # -- scoring -------------------------------------------------------------------------
 
-_DIMENSION_ALIASES = {"model": "llm.model_name", "model_name": "llm.model_name"}
+# Spellings of one dimension: the resource's cloud.region is the span's region.
+_DIMENSION_ALIASES = {
+    "model": "llm.model_name",
+    "model_name": "llm.model_name",
+    "cloud.region": "region",
+}
 
 
 def normalise_dimension(dimension: str | None) -> str:
