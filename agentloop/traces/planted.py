@@ -670,7 +670,7 @@ class _Generator:
             yield batch
 
     # One trace: the request path, then the judge. Each step may fail the trace.
-    def _trace(self, start: datetime, out: Batch) -> None:  # noqa: C901 - one story, told in order
+    def _trace(self, start: datetime, out: Batch) -> None:
         rng = self.rng
         region, tier = _pick(rng, REGIONS), _pick(rng, TIERS)
         user = rng.choice(self.users)
@@ -683,7 +683,6 @@ class _Generator:
         base = {"session.id": session, "user.id": user, "region": region, "tier": tier}
         b = _TraceBuilder(rng, _hex(rng, 16), base, self.resources[region])
         noise_step = rng.choice(NOISE_STEPS) if rng.random() < 0.004 else None
-        slow = 1.0
 
         root = b.span("support_agent", "AGENT", None, start, 0, {"input.value": question})
         t = start + timedelta(milliseconds=rng.uniform(1, 4))
