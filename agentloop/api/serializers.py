@@ -140,3 +140,90 @@ class AnnotationBatchInputSerializer(serializers.Serializer):
     """For the schema: the many-at-once form of an annotation write."""
 
     data = AnnotationInputSerializer(many=True)
+
+
+# -- analytics (shapes of traces/analytics.aggregate; docs/api.md) -----------------
+
+
+class AnalyticsMetricsSerializer(serializers.Serializer):
+    """The metrics of one cell: the window, a group, a bucket or a baseline."""
+
+    spans = serializers.IntegerField()
+    traces = serializers.IntegerField(help_text="Distinct trace ids.")
+    errors = serializers.IntegerField(help_text="Spans with status_code ERROR.")
+    error_rate = serializers.FloatField(allow_null=True, help_text="errors / spans; null: no spans")
+    p50_ms = serializers.FloatField(allow_null=True)
+    p95_ms = serializers.FloatField(allow_null=True)
+    p99_ms = serializers.FloatField(
+        allow_null=True, help_text="Within `percentile_error` of the exact nearest-rank value."
+    )
+    max_ms = serializers.FloatField(allow_null=True, help_text="Exact.")
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+    cost = serializers.FloatField(
+        allow_null=True, help_text="Sum of `llm.cost.total` over LLM spans; null: none had one."
+    )
+
+
+class AnalyticsBucketSerializer(AnalyticsMetricsSerializer):
+    start = serializers.DateTimeField(help_text="The bucket's start; it lasts bucket_seconds.")
+
+
+class AnalyticsComparisonSerializer(serializers.Serializer):
+    span_rate_ratio = serializers.FloatField(
+        allow_null=True, help_text="Spans per second here / in the baseline."
+    )
+    error_rate_ratio = serializers.FloatField(allow_null=True)
+    error_rate_change = serializers.FloatField(allow_null=True, help_text="Absolute difference.")
+    p50_ratio = serializers.FloatField(allow_null=True)
+    p95_ratio = serializers.FloatField(allow_null=True)
+    p99_ratio = serializers.FloatField(allow_null=True)
+
+
+class AnalyticsCellSerializer(AnalyticsMetricsSerializer):
+    baseline = AnalyticsMetricsSerializer(required=False, help_text="With a baseline only.")
+    vs_baseline = AnalyticsComparisonSerializer(required=False, help_text="With a baseline only.")
+    buckets = AnalyticsBucketSerializer(
+        many=True, required=False, help_text="With bucket only: every bucket, empty ones too."
+    )
+
+
+class AnalyticsGroupSerializer(AnalyticsCellSerializer):
+    key = serializers.DictField(
+        child=serializers.CharField(allow_null=True),
+        allow_null=True,
+        help_text='{dimension: value}, e.g. {"name": "chat", "attr:region": "eu"}; '
+        "null value: the span has no such attribute / exception.",
+    )
+    share_of_spans = serializers.FloatField(allow_null=True)
+    share_of_errors = serializers.FloatField(allow_null=True)
+    rest_error_rate = serializers.FloatField(
+        allow_null=True, help_text="The error rate of the window's other spans."
+    )
+    error_rate_lift = serializers.FloatField(
+        allow_null=True, help_text="error_rate / rest_error_rate; null when the rest has none."
+    )
+
+
+class AnalyticsOtherSerializer(AnalyticsGroupSerializer):
+    groups = serializers.IntegerField(help_text="How many groups `other` adds up.")
+
+
+class AnalyticsWindowSerializer(serializers.Serializer):
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+
+
+class AnalyticsSerializer(serializers.Serializer):
+    window = AnalyticsWindowSerializer()
+    baseline_window = AnalyticsWindowSerializer(allow_null=True)
+    group_by = serializers.ListField(child=serializers.CharField())
+    bucket_seconds = serializers.IntegerField(allow_null=True)
+    percentile_error = serializers.FloatField(
+        help_text="Relative error bound of p50/p95/p99 (0.04: within 4 %)."
+    )
+    total = AnalyticsCellSerializer()
+    groups = AnalyticsGroupSerializer(many=True, help_text="The top `limit` groups by spans.")
+    other = AnalyticsOtherSerializer(allow_null=True, help_text="Every other group, added up.")
+    group_count = serializers.IntegerField(help_text="Distinct groups in the window.")

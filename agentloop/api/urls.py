@@ -10,6 +10,11 @@ urlpatterns = [
     path("projects/", views.ProjectListView.as_view(), name="api-projects"),
     path("projects/<int:project_id>/spans", views.SpanListView.as_view(), name="api-spans"),
     path(
+        "projects/<int:project_id>/analytics",
+        views.AnalyticsView.as_view(),
+        name="api-analytics",
+    ),
+    path(
         "projects/<int:project_id>/traces/<str:trace_id>",
         views.TraceDetailView.as_view(),
         name="api-trace",

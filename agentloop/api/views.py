@@ -26,6 +26,7 @@ from agentloop.api import schema as _schema  # noqa: F401  (registers auth schem
 from agentloop.api import serializers as s
 from agentloop.teams.access import get_project_for_user, projects_for_user
 from agentloop.teams.principals import KeyPrincipal
+from agentloop.traces.analytics import aggregate, parse_analytics_query
 from agentloop.traces.annotations import (
     MAX_BATCH,
     InvalidAnnotation,
@@ -117,6 +118,37 @@ SPAN_FILTER_PARAMETERS = [
     ),
     OpenApiParameter("session_id", str),
     OpenApiParameter("user_id", str),
+    OpenApiParameter("min_duration_ms", float, description="Spans that took at least this long."),
+    OpenApiParameter("max_duration_ms", float, description="Spans that took at most this long."),
+    OpenApiParameter(
+        "exception_type",
+        str,
+        description="Spans with an `exception` event of this `exception.type` (exact).",
+    ),
+]
+ANALYTICS_PARAMETERS = [
+    OpenApiParameter(
+        "group_by",
+        str,
+        many=True,
+        explode=True,
+        description="Up to two, repeatable: name, kind, status, model_name, session_id, "
+        "user_id, exception.type, or attr:<key> (also attributes.<key>; flat or nested).",
+    ),
+    OpenApiParameter("limit", int, description="Top groups by span count, 1–100 (default 20)."),
+    OpenApiParameter(
+        "bucket",
+        str,
+        description="Time buckets from the window's start, e.g. 5m, 1h, 1d (at most 500).",
+    ),
+    OpenApiParameter(
+        "baseline",
+        str,
+        description="`previous` (the window of the same length before) or a shift such as "
+        "`7d` (the same window 7 days earlier).",
+    ),
+    OpenApiParameter("baseline_start", OpenApiTypes.DATETIME),
+    OpenApiParameter("baseline_end", OpenApiTypes.DATETIME),
 ]
 
 
@@ -145,6 +177,23 @@ class SpanListView(ApiView):
         return Response(
             {"data": s.SpanSerializer(rows, many=True).data, "next_cursor": next_cursor}
         )
+
+
+class AnalyticsView(ApiView):
+    @extend_schema(
+        summary="Span metrics per group, time bucket and baseline",
+        description="Over the spans that started in [start, end) (default: the last 24 hours) "
+        "and match the span filters: spans, traces, errors, error rate, duration "
+        "p50/p95/p99, tokens and cost, per group (top `limit` plus `other`), per bucket, "
+        "and against a baseline window. docs/api.md has the details.",
+        parameters=[p for p in SPAN_FILTER_PARAMETERS if p.name not in ("trace_id",)]
+        + ANALYTICS_PARAMETERS,
+        responses=s.AnalyticsSerializer,
+    )
+    def get(self, request, project_id: int):
+        project = get_project_for_user(request.user, project_id, "view")
+        query = parse_analytics_query(request.query_params)
+        return Response(aggregate(project, query))
 
 
 class TraceDetailView(ApiView):

@@ -13,14 +13,14 @@ has no percentile aggregate).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import Avg, Count, F, FloatField, Func, Q, Sum
+from django.db.models import Avg, Count, Q, Sum
 
+from agentloop.traces.expressions import JSONNumber
 from agentloop.traces.models import SpanAnnotation, SpanKind, StatusCode
 from agentloop.traces.queries import SpanFilter, filter_spans
 
@@ -188,41 +188,6 @@ def _percentile_in_database(durations, fraction: float) -> Measurement:
     if not n:
         return Measurement(None, 0)
     return Measurement(float(value), n)
-
-
-class JSONNumber(Func):
-    """`json_field[key]` as a float where it is a JSON number; NULL otherwise.
-
-    Strings, booleans, nulls and absent keys are NULL, so Sum and Count skip
-    them (a bare cast would fail on PostgreSQL for "n/a" and count true as 1 on
-    SQLite). The key is one key, dots and all (`llm.cost.total` is not a path).
-    """
-
-    output_field = FloatField()
-
-    def __init__(self, json_field: str, key: str):
-        super().__init__(F(json_field))
-        self.key = key
-
-    def as_sql(self, compiler, connection, **extra):
-        raise NotImplementedError(f"JSONNumber has no SQL for {connection.vendor}")
-
-    def as_sqlite(self, compiler, connection, **extra):
-        column, params = compiler.compile(self.source_expressions[0])
-        path = "$." + json.dumps(self.key)  # a quoted key: its dots are not path steps
-        sql = (
-            f"CASE WHEN json_type({column}, %s) IN ('integer', 'real') "
-            f"THEN json_extract({column}, %s) END"
-        )
-        return sql, (*params, path, *params, path)
-
-    def as_postgresql(self, compiler, connection, **extra):
-        column, params = compiler.compile(self.source_expressions[0])
-        sql = (
-            f"CASE WHEN jsonb_typeof({column} -> %s) = 'number' "
-            f"THEN ({column} ->> %s)::double precision END"
-        )
-        return sql, (*params, self.key, *params, self.key)
 
 
 def _eval_metric(automation, spans) -> Measurement:

@@ -2,6 +2,7 @@
 
     agentloop-traces spans --status ERROR --since 24h --max 500
     agentloop-traces trace <trace_id>
+    agentloop-traces stats --group-by name --bucket 1h --since 24h --baseline previous
     agentloop-traces annotations --name correctness --label incorrect
     agentloop-traces label --span-id ab12... --trace-id ... --name correctness \
         --label incorrect --explanation "..."
@@ -49,6 +50,18 @@ SPAN_FILTERS = (
     ("attr", "attr"),
     ("session_id", "session_id"),
     ("user_id", "user_id"),
+    ("min_duration_ms", "min_duration_ms"),
+    ("max_duration_ms", "max_duration_ms"),
+    ("exception_type", "exception_type"),
+)
+# `stats` takes the span filters (but trace_id) and these (docs/api.md: analytics).
+STATS_PARAMS = tuple(item for item in SPAN_FILTERS if item[0] != "trace_id") + (
+    ("group_by", "group_by"),
+    ("bucket", "bucket"),
+    ("baseline", "baseline"),
+    ("baseline_start", "baseline_start"),
+    ("baseline_end", "baseline_end"),
+    ("limit", "limit"),
 )
 ANNOTATION_FILTERS = (
     ("name", "name"),
@@ -201,6 +214,30 @@ class TracesApi:
     def trace(self, trace_id: str) -> dict:
         return self.client.get(self.base + f"traces/{trace_id}")
 
+    def stats(self, params: dict | None = None) -> dict:
+        """GET analytics: params as in STATS_PARAMS (lists for group_by and attr)."""
+        return self.client.get(self.base + "analytics", query_pairs(params or {}, STATS_PARAMS))
+
+
+def fetch_stats(api: TracesApi, *, since: str | None = None, now=None, **params) -> dict:
+    """The project's span analytics (docs/api.md, `GET .../analytics`) as a dict.
+
+        fetch_stats(api, since="24h", group_by=["name", "attr:region"], bucket="1h",
+                    baseline="previous", status="ERROR", min_duration_ms=2000)
+
+    `params` are the endpoint's parameters (group_by and attr may be lists);
+    `since` is a duration back from `now` that sets `start`. An HTTP error
+    raises ApiError with the server's message (a 400 names the parameter).
+    """
+    if since is not None:
+        if params.get("start"):
+            raise CliError("give since or start, not both")
+        params["start"] = iso((now or datetime.now(UTC)) - parse_duration(since))
+    unknown = set(params) - {key for key, _ in STATS_PARAMS}
+    if unknown:
+        raise CliError(f"unknown stats parameter(s): {', '.join(sorted(unknown))}")
+    return api.stats(params)
+
 
 # -- proposing eval labels -------------------------------------------------------------
 
@@ -305,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     spans.add_argument("--session-id", dest="session_id")
     spans.add_argument("--user-id", dest="user_id")
+    _duration_and_exception_flags(spans)
     spans.add_argument("--limit", type=int, default=100, help="page size, 1-1000")
     spans.add_argument(
         "--max",
@@ -313,6 +351,46 @@ def build_parser() -> argparse.ArgumentParser:
         dest="max_items",
         help="stop after this many spans (follows cursors until then)",
     )
+
+    stats = sub.add_parser(
+        "stats",
+        help="span metrics per group, time bucket and baseline (a table; --json for all)",
+    )
+    stats.add_argument(
+        "--group-by",
+        dest="group_by",
+        action="append",
+        default=[],
+        metavar="DIM",
+        help="name, kind, status, model_name, session_id, user_id, exception.type or "
+        "attr:KEY (up to 2)",
+    )
+    stats.add_argument("--bucket", help="time buckets, e.g. 5m, 1h, 1d")
+    stats.add_argument("--since", help="window back from now, e.g. 1h, 24h, 7d (default 24h)")
+    stats.add_argument("--start", help="ISO 8601: window start")
+    stats.add_argument("--end", help="ISO 8601: window end (default now)")
+    stats.add_argument(
+        "--baseline", help="previous (the window before) or a shift like 7d (a week earlier)"
+    )
+    stats.add_argument("--baseline-start", dest="baseline_start")
+    stats.add_argument("--baseline-end", dest="baseline_end")
+    stats.add_argument("--limit", type=int, help="top groups, 1-100 (default 20)")
+    stats.add_argument("--kind")
+    stats.add_argument("--status", help="OK, ERROR or UNSET")
+    stats.add_argument("--name", help="exact span name")
+    stats.add_argument("--root", action="store_true", help="only root spans")
+    stats.add_argument(
+        "--eval",
+        "--annotation",
+        dest="annotation",
+        metavar="NAME[=LABEL]",
+        help="spans with this eval label, e.g. hallucination=hallucinated",
+    )
+    stats.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE")
+    stats.add_argument("--session-id", dest="session_id")
+    stats.add_argument("--user-id", dest="user_id")
+    _duration_and_exception_flags(stats)
+    stats.add_argument("--json", action="store_true", help="print the whole answer as JSON")
 
     trace = sub.add_parser("trace", help="one trace as a tree of spans (one JSON object)")
     trace.add_argument("trace_id")
@@ -337,6 +415,111 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--explanation", default="")
     label.add_argument("--file", help=f"where to write (default: ./{LABELS_FILE})")
     return parser
+
+
+def _duration_and_exception_flags(parser) -> None:
+    parser.add_argument("--min-duration-ms", dest="min_duration_ms", type=float)
+    parser.add_argument("--max-duration-ms", dest="max_duration_ms", type=float)
+    parser.add_argument(
+        "--exception-type", dest="exception_type", help="e.g. TimeoutError (exact exception.type)"
+    )
+
+
+def _eval_annotation(value: str | None) -> str | None:
+    """--eval NAME=LABEL (or NAME:LABEL, or NAME) as the API's annotation=NAME:LABEL."""
+    if not value:
+        return None
+    name, sep, label = value.replace("=", ":", 1).partition(":")
+    return f"{name}:{label}" if sep else name
+
+
+def _number(value, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _times(value) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def format_stats(result: dict) -> str:
+    """The analytics answer as a plain-text table for people and agents to read."""
+    window = result["window"]
+    lines = [f"window {window['start']} .. {window['end']}"]
+    if result.get("baseline_window"):
+        base = result["baseline_window"]
+        lines[0] += f"   baseline {base['start']} .. {base['end']}"
+    with_baseline = bool(result.get("baseline_window"))
+    header = ["group", "spans", "traces", "errors", "err%", "lift", "p50ms", "p95ms", "p99ms"]
+    header += ["tokens", "cost"]
+    if with_baseline:
+        header += ["base err%", "err x", "p95 x", "rate x"]
+    rows = []
+
+    def row(label: str, cell: dict) -> list[str]:
+        values = [
+            label,
+            _number(cell["spans"]),
+            _number(cell["traces"]),
+            _number(cell["errors"]),
+            _percent(cell["error_rate"]),
+            _times(cell.get("error_rate_lift")),
+            _number(cell["p50_ms"], 1),
+            _number(cell["p95_ms"], 1),
+            _number(cell["p99_ms"], 1),
+            _number(cell["total_tokens"]),
+            "-" if cell["cost"] is None else f"{cell['cost']:.4f}",
+        ]
+        if with_baseline:
+            versus = cell.get("vs_baseline") or {}
+            values += [
+                _percent((cell.get("baseline") or {}).get("error_rate")),
+                _times(versus.get("error_rate_ratio")),
+                _times(versus.get("p95_ratio")),
+                _times(versus.get("span_rate_ratio")),
+            ]
+        return values
+
+    rows.append(row("(all)", result["total"]))
+    for group in result["groups"]:
+        label = " ".join(f"{k}={'(none)' if v is None else v}" for k, v in group["key"].items())
+        rows.append(row(label, group))
+    if result.get("other"):
+        rows.append(row(f"(other: {result['other']['groups']} groups)", result["other"]))
+    lines += _table(header, rows)
+    buckets = result["total"].get("buckets")
+    if buckets:
+        lines += ["", f"buckets of {result['bucket_seconds']} s (all groups):"]
+        bucket_rows = [
+            [
+                b["start"],
+                _number(b["spans"]),
+                _number(b["errors"]),
+                _percent(b["error_rate"]),
+                _number(b["p95_ms"], 1),
+            ]
+            for b in buckets
+        ]
+        lines += _table(["start", "spans", "errors", "err%", "p95ms"], bucket_rows)
+    lines.append(f"(percentiles within {result['percentile_error'] * 100:g}% of exact)")
+    return "\n".join(lines) + "\n"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for values in [header, *rows]:
+        cells = [
+            str(v).ljust(widths[i]) if i == 0 else str(v).rjust(widths[i])
+            for i, v in enumerate(values)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return lines
 
 
 def _print_lines(items, out) -> None:
@@ -376,6 +559,14 @@ def run(
                     raise CliError("give --since or --start, not both")
                 filters["start"] = iso((now or datetime.now(UTC)) - parse_duration(args.since))
             _print_lines(api.spans(filters, limit=args.limit, max_items=args.max_items), out)
+        elif args.command == "stats":
+            params = {key: getattr(args, key, None) for key, _ in STATS_PARAMS}
+            params["annotation"] = _eval_annotation(args.annotation)
+            result = fetch_stats(api, since=args.since, now=now, **params)
+            if args.json:
+                _print_lines([result], out)
+            else:
+                out.write(format_stats(result))
         elif args.command == "annotations":
             _check_paging(args)
             filters = {key: getattr(args, key) for key, _ in ANNOTATION_FILTERS}

@@ -51,14 +51,47 @@ Filters: `--kind` (LLM, CHAIN, TOOL, AGENT, RETRIEVER, EMBEDDING, RERANKER,
 GUARDRAIL, EVALUATOR, UNKNOWN), `--status` (OK, ERROR, UNSET), `--name`,
 `--trace-id`, `--root`, `--start`/`--end` (ISO 8601) or `--since 30m|24h|7d`,
 `--annotation NAME[:LABEL]`, `--attr KEY=VALUE` (repeatable), `--session-id`,
-`--user-id`. `--limit` is the page size (1-1000); cursors are followed until
-`--max` spans (default 1000).
+`--user-id`, `--min-duration-ms`/`--max-duration-ms`, `--exception-type`
+(exact `exception.type` of an exception event). `--limit` is the page size
+(1-1000); cursors are followed until `--max` spans (default 1000).
 
 A span has `trace_id`, `span_id`, `parent_span_id`, `name`, `kind`,
 `status_code`, `status_message`, `start_time`, `end_time`, `duration_ms`,
 `attributes` (OpenInference: `input.value`, `output.value`, ...), `events`
 (exceptions: `exception.type`, `exception.message`), `model_name`, token counts
 and `annotations`.
+
+## Stats: where, since when, how much
+
+    agentloop-traces stats --since 24h --group-by name --baseline previous
+    agentloop-traces stats --since 24h --status ERROR --group-by exception.type
+    agentloop-traces stats --since 24h --group-by attr:region --bucket 1h
+    agentloop-traces stats --since 7d --group-by name --group-by model_name --bucket 1d \\
+        --eval hallucination=hallucinated --json
+
+Per group (top `--limit`, default 20, plus "other"): spans, traces, errors,
+error rate, `lift` (the group's error rate / the rest of the window's),
+p50/p95/p99 ms (within 4 %), tokens, cost. `--group-by` (up to two): `name`,
+`kind`, `status`, `model_name`, `session_id`, `user_id`, `exception.type`,
+`attr:KEY`. `--bucket 5m|1h|1d` adds a row per time bucket; `--baseline
+previous` (the window before) or `--baseline 7d` (a week earlier) adds the
+baseline's error rate and the ratios `err x`, `p95 x`, `rate x`. Takes the
+span filters above (and `--eval NAME[=LABEL]`). `--json` prints everything,
+including buckets per group.
+
+A method that works:
+1. How much: `stats --since 24h --baseline previous` — did the error rate,
+   p95 or volume move against the window before (or `--baseline 7d`)?
+2. Where: add `--group-by name`, then `--group-by exception.type`, then an
+   attribute (`attr:region`, `attr:user.tier`, `model_name`): look for a
+   group with a high `lift` and a large share of the errors, not just a high rate
+   on a handful of spans.
+3. Since when: `--bucket 1h` with the filters of that group (e.g. `--name X
+   --status ERROR`); the first bucket where it jumps is your start time.
+4. Evals: `--eval hallucination=hallucinated --group-by name`, to see whether
+   the failing evals concentrate in the same place.
+5. Then read a few concrete spans and traces of that group (`spans ...
+   --max 20`, `trace <id>`) and cite them as evidence.
 
 ## One trace as a tree
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 
@@ -21,6 +22,7 @@ from django.db.models.fields.json import KeyTransform
 from django.utils.dateparse import parse_date, parse_datetime
 
 from agentloop.traces import attribute_index
+from agentloop.traces.expressions import HasExceptionType
 from agentloop.traces.models import Span, SpanAnnotation, SpanKind, StatusCode
 
 DEFAULT_LIMIT = 100
@@ -51,6 +53,9 @@ class SpanFilter:
     attrs: list[tuple[str, str]] = field(default_factory=list)
     session_id: str | None = None
     user_id: str | None = None
+    min_duration_ms: float | None = None  # spans that took at least this long
+    max_duration_ms: float | None = None  # ... and at most this long
+    exception_type: str | None = None  # an `exception` event with this exception.type
 
     @property
     def is_empty(self) -> bool:
@@ -122,6 +127,18 @@ def _parse_bool(value: str | None, param: str) -> bool | None:
     raise InvalidFilter(f"{param}: must be true or false, not {value!r}")
 
 
+def _parse_duration_ms(value: str | None, param: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise InvalidFilter(f"{param}: must be a number of milliseconds, not {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise InvalidFilter(f"{param}: must be a number of milliseconds >= 0, not {value!r}")
+    return number
+
+
 def _parse_attr(value: str) -> tuple[str, str]:
     key, sep, wanted = value.partition("=")
     key = key.strip()
@@ -159,6 +176,19 @@ def parse_span_filter(params) -> SpanFilter:
     span_filter.attrs = [_parse_attr(v) for v in _getlist(params, "attr") if str(v).strip()]
     span_filter.session_id = _get(params, "session_id")
     span_filter.user_id = _get(params, "user_id")
+    span_filter.min_duration_ms = _parse_duration_ms(
+        _get(params, "min_duration_ms"), "min_duration_ms"
+    )
+    span_filter.max_duration_ms = _parse_duration_ms(
+        _get(params, "max_duration_ms"), "max_duration_ms"
+    )
+    if (
+        span_filter.min_duration_ms is not None
+        and span_filter.max_duration_ms is not None
+        and span_filter.max_duration_ms < span_filter.min_duration_ms
+    ):
+        raise InvalidFilter("max_duration_ms: must not be below min_duration_ms")
+    span_filter.exception_type = _get(params, "exception_type")
     return span_filter
 
 
@@ -304,6 +334,12 @@ def filter_spans(project, span_filter: SpanFilter | None = None) -> QuerySet[Spa
         if span_filter.annotation_label is not None:
             labels = labels.filter(label=span_filter.annotation_label)
         qs = qs.filter(Exists(labels))
+    if span_filter.min_duration_ms is not None:
+        qs = qs.filter(duration_ms__gte=span_filter.min_duration_ms)
+    if span_filter.max_duration_ms is not None:
+        qs = qs.filter(duration_ms__lte=span_filter.max_duration_ms)
+    if span_filter.exception_type:
+        qs = qs.filter(HasExceptionType(span_filter.exception_type))
     for condition, _ in attr_filters:
         qs = qs.filter(condition)
     return qs.order_by("-start_time", "-id")
