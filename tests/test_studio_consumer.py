@@ -184,8 +184,19 @@ async def test_a_ring_task_is_kept_until_done_and_survives_garbage_collection(ru
     assert consumers.background_tasks == set()
 
 
+async def connected_and_read(run):
+    """Until the consumer has done its first read (it reads after accepting, so
+    communicator.connect() returns before it): it then joins the poll set."""
+    for _ in range(10_000):  # yields to the loop; no clock involved
+        if run.pk in consumers.polls.runs:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the consumer never finished connecting")
+
+
 async def test_a_failing_ring_task_is_logged(run, alice, monkeypatch, caplog):
     ws = await connect(run, alice, after=3)
+    await connected_and_read(run)  # the broken render below must meet the ring's read only
 
     def broken_render(*args):
         raise RuntimeError("template exploded")
