@@ -18,9 +18,10 @@ the schema does not allow, is a protocol problem that fails the test on close.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import urllib.parse
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pydantic
@@ -398,6 +399,8 @@ class RunnerDouble:
             return self._page(self._filter_spans(query), query)
         if route == "annotations":
             return self._page(self._filter_annotations(query), query)
+        if route == "analytics":
+            return 200, self._analytics(query)
         if route.startswith("traces/"):
             return self._trace(route[len("traces/") :])
         return 404, {"detail": "Not found."}
@@ -459,7 +462,84 @@ class RunnerDouble:
             if not sep or not key:
                 raise BadFilter(f"attr: expected key=value, not {pair!r}")
             spans = [s for s in spans if str(s.get("attributes", {}).get(key)) == value]
+        for key in query.get("attr_missing", []):
+            spans = [s for s in spans if key not in s.get("attributes", {})]
+        if one("min_duration_ms"):
+            spans = [s for s in spans if s["duration_ms"] >= float(one("min_duration_ms"))]
+        if one("max_duration_ms"):
+            spans = [s for s in spans if s["duration_ms"] <= float(one("max_duration_ms"))]
+        if one("exception_type"):
+            spans = [s for s in spans if _exception_type(s) == one("exception_type")]
         return sorted(spans, key=lambda s: (s["start_time"], s["span_id"]), reverse=True)
+
+    def _analytics(self, query):
+        """GET analytics (docs/api.md), computed exactly in Python over the double's
+        spans: the reference the SQL engine is checked against (tests/test_analytics.py
+        uses it), and what the analyst reads in runner tests."""
+        now = datetime.now(UTC)
+        end = _time(query["end"][0], "end") if query.get("end") else now
+        start = _time(query["start"][0], "start") if query.get("start") else end - timedelta(days=1)
+        dimensions = query.get("group_by", [])
+        limit = int(query.get("limit", ["20"])[0])
+        bucket = _seconds(query["bucket"][0]) if query.get("bucket") else None
+        baseline = None
+        if query.get("baseline", [None])[0] == "previous":
+            baseline = (start - (end - start), start)
+        window_query = {k: v for k, v in query.items() if k not in ("start", "end")}
+
+        def spans_in(lo, hi):
+            return self._filter_spans({**window_query, "start": [_iso(lo)], "end": [_iso(hi)]})
+
+        def key_of(span):
+            return tuple(_dimension(span, d) for d in dimensions)
+
+        spans = spans_in(start, end)
+        counts = {}
+        for span in spans:
+            counts[key_of(span)] = counts.get(key_of(span), 0) + 1
+        top = sorted(counts, key=lambda k: (-counts[k], [str(v) for v in k]))[:limit]
+        origin = math.floor(start.timestamp())
+        n_buckets = math.ceil((end.timestamp() - origin) / bucket) if bucket else 0
+
+        def with_buckets(members):
+            metrics = _metrics(members)
+            if bucket:
+                metrics["buckets"] = [
+                    {
+                        "start": _iso(datetime.fromtimestamp(origin + i * bucket, tz=UTC)),
+                        **_metrics(
+                            [
+                                s
+                                for s in members
+                                if origin + i * bucket
+                                <= _time(s["start_time"], "start_time").timestamp()
+                                < origin + (i + 1) * bucket
+                            ]
+                        ),
+                    }
+                    for i in range(n_buckets)
+                ]
+            return metrics
+
+        before = spans_in(*baseline) if baseline else []
+        groups = []
+        for key in top:
+            members = [s for s in spans if key_of(s) == key]
+            group = {"key": dict(zip(dimensions, key, strict=True)), **with_buckets(members)}
+            if baseline:
+                group["baseline"] = _metrics([s for s in before if key_of(s) == key])
+            groups.append(group)
+        total = with_buckets(spans)
+        if baseline:
+            total["baseline"] = _metrics(before)
+        return {
+            "window": {"start": _iso(start), "end": _iso(end)},
+            "group_by": dimensions,
+            "bucket_seconds": bucket,
+            "total": total,
+            "groups": groups,
+            "group_count": len(counts),
+        }
 
     def _filter_annotations(self, query):
         rows = []
@@ -685,3 +765,61 @@ def synthetic_spans() -> list[dict]:
         )
     )
     return spans
+
+
+def _exception_type(span: dict) -> str | None:
+    for event in span.get("events") or []:
+        attributes = event.get("attributes") or {}
+        if event.get("name") == "exception" or "exception.type" in attributes:
+            return str(attributes.get("exception.type") or "")
+    return None
+
+
+def _dimension(span: dict, dimension: str):
+    if dimension.startswith("attr:"):
+        value = (span.get("attributes") or {}).get(dimension[5:])
+        return None if value is None else str(value)
+    if dimension == "exception.type":
+        return _exception_type(span)
+    return span.get({"status": "status_code", "model": "model_name"}.get(dimension, dimension))
+
+
+def _nearest_rank(values: list[float], fraction: float):
+    if not values:
+        return None
+    ordered = sorted(values)
+    return float(ordered[max(1, math.ceil(fraction * len(ordered))) - 1])
+
+
+def _metrics(spans: list[dict]) -> dict:
+    durations = [s["duration_ms"] for s in spans]
+    errors = sum(1 for s in spans if s["status_code"] == "ERROR")
+    costs = [
+        s["attributes"]["llm.cost.total"]
+        for s in spans
+        if s.get("kind") == "LLM"
+        and isinstance((s.get("attributes") or {}).get("llm.cost.total"), int | float)
+    ]
+    return {
+        "spans": len(spans),
+        "traces": len({s["trace_id"] for s in spans}),
+        "errors": errors,
+        "error_rate": round(errors / len(spans), 6) if spans else None,
+        "p50_ms": _nearest_rank(durations, 0.5),
+        "p95_ms": _nearest_rank(durations, 0.95),
+        "p99_ms": _nearest_rank(durations, 0.99),
+        "max_ms": max(durations) if durations else None,
+        "prompt_tokens": sum(s.get("prompt_tokens") or 0 for s in spans),
+        "completion_tokens": sum(s.get("completion_tokens") or 0 for s in spans),
+        "total_tokens": sum(s.get("total_tokens") or 0 for s in spans),
+        "cost": round(sum(costs), 6) if costs else None,
+    }
+
+
+def _seconds(interval: str) -> int:
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(interval[-1])
+    return int(interval[:-1]) * unit if unit else int(interval)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

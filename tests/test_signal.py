@@ -11,7 +11,6 @@ from django.urls import reverse
 from agentloop.automations import actions as automations
 from agentloop.automations.models import Automation, AutomationFire
 from agentloop.presets.models import AgentPreset
-from agentloop.runner.harnesses.analyst import AnalystHarness
 from agentloop.runs import actions
 from agentloop.runs.models import Artifact, Run
 from agentloop.signal import actions as signal
@@ -44,11 +43,28 @@ def error_span(trace: str, name: str = "chat", exc: str = "TimeoutError") -> dic
 
 
 def investigation(tmp_path, errors: list[dict]) -> str:
-    """investigation.md exactly as the analyst harness writes it."""
-    analyst = AnalystHarness({"project": {"name": "demo"}}, tmp_path, {}, sink=None)
-    window = {"start": "2026-03-02T11:00:00Z", "end": "2026-03-02T12:00:00Z"}
-    findings = analyst.error_findings(errors, window)
-    return analyst.report("look", NOW, NOW, errors, errors, findings, [])
+    """investigation.md in the shape the analyst writes it (Signal's markdown reader):
+    one finding per (span name, exception type), ranked by traces affected."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for span in errors:
+        exc = span["events"][0]["attributes"]["exception.type"]
+        groups.setdefault((span["name"], exc), []).append(span)
+    ranked = sorted(groups.items(), key=lambda item: -len(item[1]))
+    lines = ["# Investigation: demo", "", "## Overview", "", "- Window: …", "", "## Findings", ""]
+    for number, ((name, exc), spans) in enumerate(ranked, 1):
+        n = len(spans)
+        lines += [f"### {number}. `{name}` fails with {exc}", ""]
+        lines += [f"Affects {n} trace{'s' if n != 1 else ''} ({n} span{'s' if n != 1 else ''})."]
+        lines += [f"{n} ERROR spans named `{name}` raised {exc}.", "", "Evidence:", ""]
+        lines += [
+            f"- trace `{s['trace_id']}` — `agentloop-traces trace {s['trace_id']}`" for s in spans
+        ]
+        lines += [f"- reproduce: `agentloop-traces spans --status ERROR --name {name}`", ""]
+    lines += ["## What to look at", ""]
+    lines += [
+        f"{n}. Why `{name}` raises {exc}: read it." for n, ((name, exc), _) in enumerate(ranked, 1)
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def signal_run(project, text: str) -> Run:

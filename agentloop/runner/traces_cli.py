@@ -53,6 +53,7 @@ SPAN_FILTERS = (
     ("min_duration_ms", "min_duration_ms"),
     ("max_duration_ms", "max_duration_ms"),
     ("exception_type", "exception_type"),
+    ("attr_missing", "attr_missing"),
 )
 # `stats` takes the span filters (but trace_id) and these (docs/api.md: analytics).
 STATS_PARAMS = tuple(item for item in SPAN_FILTERS if item[0] != "trace_id") + (
@@ -422,6 +423,14 @@ def _duration_and_exception_flags(parser) -> None:
     parser.add_argument("--max-duration-ms", dest="max_duration_ms", type=float)
     parser.add_argument(
         "--exception-type", dest="exception_type", help="e.g. TimeoutError (exact exception.type)"
+    )
+    parser.add_argument(
+        "--attr-missing",
+        dest="attr_missing",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="spans without this attribute, e.g. retrieval.documents.0.document.id (repeatable)",
     )
 
 

@@ -75,6 +75,7 @@ COLUMN_DIMENSIONS = {
     "model_name": "model_name",
     "session_id": "session_id",
     "user_id": "user_id",
+    "trace_id": "trace_id",  # e.g. tool calls per trace and tool: loops
 }
 EXCEPTION_DIMENSION = "exception.type"
 

@@ -28,7 +28,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from agentloop.teams.models import Project
-from agentloop.traces import sqlite_wal
+from agentloop.traces import evaluations, sqlite_wal
 from agentloop.traces.models import Span, Trace
 from agentloop.traces.otlp import (
     PROJECT_NAME_ATTRIBUTE,
@@ -85,6 +85,9 @@ def ingest_export(project: Project, decoded: DecodedExport, now=None) -> IngestR
             with transaction.atomic():
                 _insert_spans(batch, now)
                 _upsert_traces(batch, now)
+                # An app's own judges (EVALUATOR spans) become annotations of what they judged.
+                for project_id, rows in batch:
+                    evaluations.store_verdicts(project_id, rows)
         if checkpointer is not None:
             checkpointer.committed()
     return IngestResult(accepted=accepted, rejected=rejected)

@@ -56,6 +56,7 @@ class SpanFilter:
     min_duration_ms: float | None = None  # spans that took at least this long
     max_duration_ms: float | None = None  # ... and at most this long
     exception_type: str | None = None  # an `exception` event with this exception.type
+    attrs_missing: list[str] = field(default_factory=list)  # spans without these attribute keys
 
     @property
     def is_empty(self) -> bool:
@@ -189,6 +190,9 @@ def parse_span_filter(params) -> SpanFilter:
     ):
         raise InvalidFilter("max_duration_ms: must not be below min_duration_ms")
     span_filter.exception_type = _get(params, "exception_type")
+    span_filter.attrs_missing = [
+        str(v).strip() for v in _getlist(params, "attr_missing") if str(v).strip()
+    ]
     return span_filter
 
 
@@ -286,6 +290,18 @@ def _attr_q(key: str, raw: str) -> Q:
     return q
 
 
+def _attr_missing_q(key: str) -> Q:
+    """Spans that have attribute `key` under none of the paths it may be stored at
+    (e.g. a retriever span without `retrieval.documents.0.document.id`: no documents)."""
+    q = Q()
+    for path in _key_paths(key):
+        expression = "attributes"
+        for part in path:
+            expression = KeyTransform(part, expression)
+        q &= Q(expression.get_lookup("isnull")(expression, True))
+    return q
+
+
 def filter_spans(project, span_filter: SpanFilter | None = None) -> QuerySet[Span]:
     """The project's spans matching `span_filter`, newest first (`-start_time`, `-id`).
 
@@ -342,6 +358,8 @@ def filter_spans(project, span_filter: SpanFilter | None = None) -> QuerySet[Spa
         qs = qs.filter(HasExceptionType(span_filter.exception_type))
     for condition, _ in attr_filters:
         qs = qs.filter(condition)
+    for key in span_filter.attrs_missing:
+        qs = qs.filter(_attr_missing_q(key))
     return qs.order_by("-start_time", "-id")
 
 

@@ -1,0 +1,90 @@
+"""Signal's method run in this process, on the database directly.
+
+In production Signal runs as a worker in a sandbox (the analyst harness) and
+asks the store over HTTP. This module asks the same questions of the same
+functions those HTTP answers come from (traces.analytics.aggregate, the span
+filters of traces.queries), without a server: for the recall benchmark
+(benches/bench_signal_recall.py) and tests of the method on realistic traffic.
+
+    issues = run_signal(project, now=now)      # [issue dict, ...] as Signal keeps them
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from agentloop.runner.signal_method import Method, Report, iso
+from agentloop.traces.analytics import aggregate, parse_analytics_query
+from agentloop.traces.models import Span, SpanAnnotation
+from agentloop.traces.queries import filter_spans, parse_span_filter
+
+WINDOW = timedelta(hours=24)
+SPAN_FIELDS = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "status_code",
+    "start_time",
+    "duration_ms",
+    "attributes",
+    "events",
+    "model_name",
+    "total_tokens",
+)
+
+
+def _json(value):
+    """As the HTTP answer would carry it: datetimes as ISO text."""
+    return json.loads(
+        json.dumps(value, default=lambda v: iso(v) if isinstance(v, datetime) else str(v))
+    )
+
+
+def _span_dict(span: Span, annotations=None) -> dict:
+    data = {name: getattr(span, name) for name in SPAN_FIELDS}
+    data["annotations"] = [
+        {"name": a.name, "label": a.label, "score": a.score} for a in (annotations or [])
+    ]
+    return data
+
+
+class LocalSource:
+    """The method's questions answered from the database (the API's own functions)."""
+
+    def __init__(self, project, now: datetime):
+        self.project, self.now = project, now
+
+    def stats(self, params: dict) -> dict:
+        return _json(aggregate(self.project, parse_analytics_query(params, now=self.now)))
+
+    def spans(self, params: dict, limit: int) -> list[dict]:
+        rows = filter_spans(self.project, parse_span_filter(params))[:limit]
+        return _json([_span_dict(span) for span in rows])
+
+    def annotations(self, params: dict, limit: int) -> list[dict]:
+        rows = SpanAnnotation.objects.filter(project=self.project).order_by("-id")[:limit]
+        return [{"name": a.name, "label": a.label, "score": a.score} for a in rows]
+
+    def trace(self, trace_id: str) -> dict:
+        spans = (
+            Span.objects.filter(project=self.project, trace_id=trace_id)
+            .prefetch_related("annotations")
+            .order_by("start_time", "span_id")
+        )
+        # Flat: the method reads a trace's spans, not its shape.
+        return {"root": None, "orphans": _json([_span_dict(s, s.annotations.all()) for s in spans])}
+
+
+def investigate(project, *, now: datetime | None = None, window: timedelta = WINDOW) -> Report:
+    now = now or timezone.now()
+    return Method(LocalSource(project, now), now - window, now).run()
+
+
+def run_signal(project, *, now: datetime | None = None) -> list[dict]:
+    """The issues Signal's method finds in the project's last 24 hours."""
+    return [issue.as_dict() for issue in investigate(project, now=now).issues]
