@@ -12,12 +12,18 @@ span count plus an "other" total; optional time buckets give the same metrics
 per bucket; an optional baseline window gives them again for comparison.
 docs/api.md documents the result; Signal's detectors read it over HTTP.
 
-Everything is computed by the database in a few GROUP BY passes whose results
-are bounded by (groups x buckets x histogram bins), never by the span count:
+Everything is computed by the database in one statement (_statement), whose
+answer is bounded by (groups x buckets x histogram bins), never by the span
+count: the matching spans of the window (and of the baseline) are read once
+into a materialised CTE of slim rows, then grouped there for
 
-1. the top groups by span count (only with group_by);
-2. per (group slot, bucket, duration bin): counts, errors, sums, min/max;
-3. per (group slot, bucket): distinct traces; and the same for the whole window.
+1. the top groups by span count (each span gets its group's slot, or "other");
+2. per (period, slot, bucket, duration bin): counts, errors, sums, min/max;
+3. distinct traces per (slot, bucket), slot, bucket and window.
+
+The filters are queries.filter_spans', so a filter means what it means in the
+span list, attribute index included. The time range uses the
+(project, start_time) index; nothing here needs an index of its own.
 
 Percentiles come from a log-scale duration histogram (expressions.DurationBin):
 the nearest-rank percentile is interpolated inside its bin between the bin's
