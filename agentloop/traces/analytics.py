@@ -21,6 +21,7 @@ into a materialised CTE of slim rows, then grouped there for
 2. per (period, slot, bucket, duration bin): counts, errors, sums, min/max;
 3. distinct traces per (slot, bucket), slot, bucket and window.
 
+It needs SQLite 3.38 (`->`; MATERIALIZED since 3.35) or PostgreSQL 12.
 The filters are queries.filter_spans', so a filter means what it means in the
 span list, attribute index included. The time range uses the
 (project, start_time) index; nothing here needs an index of its own.
