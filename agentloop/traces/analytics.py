@@ -62,6 +62,7 @@ from agentloop.traces.queries import (
     _key_paths,
     filter_spans,
     parse_span_filter,
+    parse_time,
 )
 
 DEFAULT_WINDOW = timedelta(hours=24)
@@ -212,8 +213,6 @@ def parse_analytics_query(params, *, now: datetime | None = None) -> AnalyticsQu
 
 
 def _parse_baseline(params, start: datetime, end: datetime):
-    from agentloop.traces.queries import parse_time
-
     shorthand = _get(params, "baseline")
     raw_start, raw_end = _get(params, "baseline_start"), _get(params, "baseline_end")
     if shorthand is not None and (raw_start or raw_end):
@@ -411,11 +410,13 @@ def _statement(windows: list[tuple[str, tuple]], limit: int) -> tuple[str, list]
     Reading a span row is what costs (its JSON columns make it wide); the
     aggregates of the materialised rows are cheap. Distinct traces do not add
     up across groups or buckets, so each level counts them, from `d`: the
-    distinct (period, slot, bucket, trace) rows, a fraction of the spans. The rows of the answer are
-    told apart by their first column (_HISTOGRAM, _TRACES_…, _TOP_KEY, _GROUP_COUNT).
+    distinct (period, slot, bucket, trace) rows, a fraction of the spans. The
+    rows of the answer are told apart by their first column (_HISTOGRAM,
+    _TRACES_…, _TOP_KEY, _GROUP_COUNT).
     """
+    names = ", ".join(f'"{column}"' for column in _ROW_COLUMNS)
     union = " UNION ALL ".join(
-        f"SELECT * FROM ({sql}) AS p{i}" for i, (sql, _) in enumerate(windows)
+        f"SELECT {names} FROM ({sql}) AS p{i}" for i, (sql, _) in enumerate(windows)
     )
     params: list = [p for _, window_params in windows for p in window_params]
 
