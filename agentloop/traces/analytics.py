@@ -70,6 +70,7 @@ DEFAULT_GROUP_LIMIT = 20
 MAX_GROUP_LIMIT = 100
 MAX_GROUP_BY = 2
 MAX_BUCKETS = 500
+MAX_INTERVAL_SECONDS = 3650 * 86400  # of a bucket or a baseline shift: ten years
 PERCENTILES = {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}
 PERCENTILE_ERROR = round(DURATION_GAMMA - 1, 6)  # relative, of p50/p95/p99
 COST_ATTRIBUTE = "llm.cost.total"  # OpenInference: a call's cost in USD, on LLM spans
@@ -144,6 +145,8 @@ def parse_interval(value: str, param: str) -> int:
     seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds < 1:
         raise InvalidFilter(f"{param}: must be at least 1s, not {value!r}")
+    if seconds > MAX_INTERVAL_SECONDS:
+        raise InvalidFilter(f"{param}: at most 3650d, not {value!r}")
     return seconds
 
 
@@ -218,10 +221,13 @@ def _parse_baseline(params, start: datetime, end: datetime):
     if shorthand is not None and (raw_start or raw_end):
         raise InvalidFilter("baseline: give baseline or baseline_start/baseline_end, not both")
     if shorthand is not None:
-        if shorthand.lower() == "previous":
-            return start - (end - start), start
-        shift = timedelta(seconds=parse_interval(shorthand, "baseline"))
-        return start - shift, end - shift
+        try:
+            if shorthand.lower() == "previous":
+                return start - (end - start), start
+            shift = timedelta(seconds=parse_interval(shorthand, "baseline"))
+            return start - shift, end - shift
+        except OverflowError:
+            raise InvalidFilter(f"baseline: {shorthand} would start before year 1") from None
     if raw_start is None and raw_end is None:
         return None
     if raw_start is None or raw_end is None:
