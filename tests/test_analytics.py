@@ -352,6 +352,8 @@ def test_the_default_window_is_the_last_24_hours(project):
         ({"min_duration_ms": "fast"}, "min_duration_ms: must be a number"),
         ({"min_duration_ms": "10", "max_duration_ms": "5"}, "max_duration_ms: must not be below"),
         ({"start": "2026-03-02T00:00:00Z"}, "start: must be before end"),
+        ({"bucket": "99999d"}, "bucket: at most 3650d"),
+        ({"start": "0001-01-02", "baseline": "previous"}, "baseline: previous would start before"),
     ],
 )
 def test_bad_parameters_are_named(params, message):

@@ -80,6 +80,28 @@ def test_every_span_filter_maps_to_its_query_parameter(double):
     }
 
 
+def test_the_duration_and_exception_filters_map_to_their_parameters(double):
+    code, _ = cli(
+        double,
+        "spans",
+        "--min-duration-ms",
+        "2000",
+        "--max-duration-ms",
+        "9000.5",
+        "--exception-type",
+        "TimeoutError",
+    )
+
+    assert code == 0
+    [request] = double.requests_to("GET", "/spans")
+    assert request["query"] == {
+        "min_duration_ms": ["2000.0"],
+        "max_duration_ms": ["9000.5"],
+        "exception_type": ["TimeoutError"],
+        "limit": ["100"],
+    }
+
+
 def test_since_sets_start_back_from_now(double):
     now = datetime(2025, 3, 2, 12, 0, tzinfo=UTC)
     code, spans = cli(double, "spans", "--since", "24h", "--status", "ERROR", now=now)

@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from agentloop.runner.client import HttpClient
-from agentloop.runner.traces_cli import TracesApi, build_parser, fetch_stats, run
+from agentloop.runner.traces_cli import CliError, TracesApi, build_parser, fetch_stats, run
 from agentloop.runner.workspace import SKILL_MD
 from agentloop.runs.models import Run, ServiceKey
 from agentloop.traces.models import SpanAnnotation
@@ -171,3 +171,10 @@ def test_every_stats_command_the_skill_teaches_parses():
     for argv in commands:
         args = build_parser().parse_args(argv)
         assert args.command == "stats"
+
+
+def test_fetch_stats_refuses_a_parameter_the_endpoint_does_not_take():
+    api = TracesApi(HttpClient("http://127.0.0.1:9", "al_sk_unused"), "7")
+
+    with pytest.raises(CliError, match="unknown stats parameter\\(s\\): group"):
+        fetch_stats(api, group="name")  # group_by is meant; nothing is sent
