@@ -110,6 +110,14 @@ def child(traces: int, clean_traces: int, seed: int, detector: str, *, index: bo
             f"load {mode}: {t.traces:,} traces, {t.spans:,} spans, {t.annotations:,} "
             f"annotations in {seconds:.1f} s ({t.spans / seconds:,.0f} spans/s)"
         )
+    # The worker refreshes the planner's statistics hourly; a database that grew from
+    # nothing in the last minute would otherwise be planned as the empty one it was.
+    from agentloop.traces.maintenance import refresh_planner_statistics
+
+    refresh_planner_statistics()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
     connection.close()  # a fresh connection for the detector, as the app's
 
     truth = truths[PLANTED]

@@ -42,6 +42,7 @@ next run's sighting of the same failure updates the same issue.
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 import statistics
@@ -51,7 +52,8 @@ from datetime import UTC, datetime, timedelta
 
 WINDOW_BUCKETS = 48  # time buckets per window (30 min over 24 h)
 FINE_FACTOR = 6  # a burst's or an onset's edges are read again in buckets this much finer
-MAX_DIMENSIONS = 6
+MAX_DIMENSIONS = 4
+WORTH_A_LOOK = 0.002  # an error rate below this, over the whole window, is background
 DIMENSION_SAMPLE = 400
 DIMENSION_MAX_VALUES = 12
 MIN_ERRORS = 3
@@ -251,10 +253,15 @@ class Method:
         return {"start": iso(start or self.start), "end": iso(end or self.end)}
 
     def stats(self, what: str, **params) -> dict:
+        """One aggregate question; the same question twice is asked once."""
         query = {**self.window(), **params}
-        self.queries += 1
-        self.on_query(what)
-        return self.source.stats(query)
+        key = json.dumps(query, sort_keys=True)
+        cache = self.__dict__.setdefault("_answers", {})
+        if key not in cache:
+            self.queries += 1
+            self.on_query(what)
+            cache[key] = self.source.stats(query)
+        return cache[key]
 
     def spans(self, what: str, limit: int, **params) -> list[dict]:
         query = {**self.window(), **params}
@@ -265,15 +272,17 @@ class Method:
     # -- the whole ---------------------------------------------------------------------
 
     def run(self) -> Report:
-        overview = self.stats("the window against the one before", baseline="previous")
-        totals = overview["total"]
-        baseline_totals = totals.get("baseline") or {}
+        # One pass over the window (and the one before) answers the overview, and
+        # each component's spans, errors, latency and tokens over time.
         components = self.stats(
-            "spans, errors and latency per component",
+            "spans, errors, latency and tokens per component over time",
             group_by=["kind", "name"],
+            bucket=_interval(self.bucket_seconds),
             limit=100,
             baseline="previous",
         )
+        totals = components["total"]
+        baseline_totals = totals.get("baseline") or {}
         for group in components["groups"]:
             kind, name = group["key"]["kind"], group["key"]["name"]
             self.kinds.setdefault(name, kind)
@@ -334,8 +343,14 @@ class Method:
                 continue
             if not 2 <= len(counter) <= DIMENSION_MAX_VALUES:
                 continue
-            candidates.append((-present, name))
-        cache[key] = [f"attr:{name}" for _, name in sorted(candidates)[:MAX_DIMENSIONS]]
+            candidates.append((-present, -len(counter), name))
+        kept: list[str] = []
+        for _, _, name in sorted(candidates):
+            # A key whose value another kept key decides (llm.provider by llm.model_name)
+            # breaks nothing down further.
+            if not any(_determines(sample, other, name) for other in kept):
+                kept.append(name)
+        cache[key] = [f"attr:{name}" for name in kept[:MAX_DIMENSIONS]]
         return cache[key]
 
     def concentration(self, filters: dict, failing: dict | None = None) -> list[dict]:
@@ -504,7 +519,9 @@ class Method:
             )
             issue.exception = exc
             issue.is_error = True
-            if group["spans"] >= 2 * MIN_ERRORS and not issue.is_root_copy:
+            # Scattered background errors (a rate under WORTH_A_LOOK) get no breakdown.
+            worth_a_look = group["spans"] >= 2 * MIN_ERRORS and rate >= WORTH_A_LOOK
+            if worth_a_look and not issue.is_root_copy:
                 own = {"name": name, "status": "ERROR"}
                 if exc != "an error":
                     own["exception_type"] = exc
@@ -566,17 +583,8 @@ class Method:
         )
 
     def latency_issues(self) -> list[Issue]:
-        bucket = _interval(self.bucket_seconds)
-        result = self.stats(
-            "latency per span name over time",
-            group_by=["name"],
-            bucket=bucket,
-            limit=50,
-            baseline="previous",
-        )
         issues = []
-        for group in result["groups"]:
-            name = group["key"]["name"]
+        for (_, name), group in self.components.items():
             if group["spans"] < MIN_SPANS_LATENCY or group.get("p50_ms") is None:
                 continue
             baseline = group.get("baseline") or {}
@@ -678,15 +686,30 @@ class Method:
         return best
 
     def token_issues(self) -> list[Issue]:
-        bucket = _interval(self.bucket_seconds)
-        result = self.stats(
-            "tokens and cost per LLM span name and model over time",
-            kind="LLM",
-            group_by=["name", "model_name"],
-            bucket=bucket,
-            limit=50,
-            baseline="previous",
-        )
+        """Per LLM span name whose tokens per call rose (from the components' buckets),
+        which model it is, and since when."""
+        risen = []
+        for (kind, name), group in self.components.items():
+            if kind != "LLM" or not group.get("total_tokens"):
+                continue
+            series = [b for b in group.get("buckets") or [] if b.get("spans", 0) >= 3]
+            per_call = [b["total_tokens"] / b["spans"] for b in series]
+            if len(per_call) >= 6:
+                early = statistics.median(per_call[: max(3, len(per_call) // 4)])
+                if early and max(per_call) >= 1.3 * early:  # worth breaking down by model
+                    risen.append(name)
+        groups = []
+        for name in risen:
+            groups += self.stats(
+                f"tokens and cost of `{name}` per model over time",
+                kind="LLM",
+                name=name,
+                group_by=["name", "model_name"],
+                bucket=_interval(self.bucket_seconds),
+                limit=20,
+                baseline="previous",
+            )["groups"]
+        result = {"groups": groups}
         models_per_name = Counter(g["key"]["name"] for g in result["groups"])
         issues = []
         for group in result["groups"]:
@@ -1502,6 +1525,17 @@ def severity_of(issue: Issue, totals: dict) -> str:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _determines(sample: list[dict], a: str, b: str) -> bool:
+    """Whether, on these spans, the value of attribute `a` always decides `b`'s."""
+    seen: dict = {}
+    for span in sample:
+        attributes = span.get("attributes") or {}
+        if a in attributes and b in attributes:
+            if seen.setdefault(str(attributes[a]), str(attributes[b])) != str(attributes[b]):
+                return False
+    return bool(seen)
 
 
 def _skip_key(key: str) -> bool:

@@ -41,10 +41,11 @@ from agentloop.teams.access import get_project_for_user, get_space_for_user
 
 PRESET_NAME = "Signal (built-in)"
 SIGNAL_PROMPT = (
-    "You are Signal. Investigate this project's recent traces: find errors, latency "
-    "outliers and failing eval labels, rank them by the number of traces affected, give "
-    "evidence (trace ids and the span filters that reproduce them) and propose a fix. "
-    "Write artifacts/investigation.md and propose eval labels for failed LLM calls."
+    "You are Signal. Investigate this project's traces of the last 24 hours against the 24 "
+    "hours before: what fails (errors, latency, tokens and cost, evals, retrievals, tool "
+    "calls), where it concentrates, since when, and how much; rank the issues by severity, "
+    "give evidence that shows each issue and no other, and propose a fix naming the "
+    "component. Write artifacts/signal-issues.json and artifacts/investigation.md."
 )
 ROLES = {
     "cadence": dict(trigger="cron", cron_expression="*/10 * * * *"),
@@ -66,10 +67,49 @@ CLAUDE_PROMPT = (
     SIGNAL_PROMPT
     + """
 
-How to work:
-- Read the project's traces with the `agentloop-traces` command (run `agentloop-traces
-  --help`): `spans --status ERROR`, `trace <id>`, `annotations --name correctness`.
-- Write artifacts/investigation.md in exactly this shape (Signal reads it):
+How to work (the agentloop-traces skill has the commands):
+1. How much, against before: `agentloop-traces stats --since 24h --group-by kind
+   --group-by name --baseline previous --bucket 30m --json`. Rates, p50/p95 and tokens per
+   component, now and in the 24 h before.
+2. What fails: `stats --status ERROR --group-by name --group-by exception.type
+   --baseline previous`. A root span (AGENT/CHAIN) failing with its child's exception is
+   the child's issue, not another one.
+3. Where: for each failure, `stats --name <span> --group-by attr:<key>` for the keys its
+   spans carry (region, tier, model, prompt template version...; `spans --name <span>
+   --max 50` shows them). A value holding most of the failures at several times the rest's
+   rate is where it concentrates.
+4. Since when: `stats --name <span> --bucket 30m` (with `--status ERROR` or
+   `--exception-type`): a rise that stays is an onset, a rise that falls back a burst with
+   a start and an end. Latency (p50 per bucket) and tokens per call the same way.
+5. Evals: `annotations --max 500` lists the app's evals; `stats --eval NAME=LABEL
+   --group-by name` and `--group-by attr:<key>` find where they fail. Retrievers whose spans
+   lack `retrieval.documents.0.document.id` returned nothing
+   (`spans --kind RETRIEVER --attr-missing retrieval.documents.0.document.id`): check whether
+   those traces fail an eval after.
+6. Evidence: for each issue, traces (`trace <id>`) that show that issue and no other.
+
+Severity: high or medium only for what rose against before, started or burst, concentrates
+in a dimension, or fails a quarter of its calls; a low rate spread everywhere and flat in
+time is the app's background (low). Say "nothing notable" when nothing is above low.
+
+Write artifacts/signal-issues.json — Signal keeps what is in it, across runs, by
+fingerprint:
+
+  {"issues": [{"fingerprint": "error:<span>:<exception>@attr:<key>=<value>",
+    "class": "error_concentration|error_onset|error_burst|latency_regression|token_blowup|
+              eval_failure|retrieval_gap|tool_loop|prompt_regression|errors",
+    "title": "...", "severity": "high|medium|low",
+    "component": {"kind": "tool|llm|retriever|span|prompt", "name": "<span name>"},
+    "where": [{"dimension": "attr:<key>", "value": "...", "share": 0.9, "lift": 12.0}],
+    "since": {"onset": "<ISO time or null>", "end": "<ISO time or null>"},
+    "how_much": {"rate": 0.31, "baseline_rate": 0.004, "affected_traces": 130,
+                 "share_of_traffic": 0.05, "spans": 140},
+    "evidence": ["<32-hex trace id>", ...],
+    "proposed_fix": "<what to change, naming the component>",
+    "overview": "<a few lines>", "reproduce": "agentloop-traces spans ..."}]}
+
+The fingerprint names what failed and where, never counts or times. Also write
+artifacts/investigation.md for people, in this shape:
 
   # Investigation: <project>
 
@@ -82,28 +122,24 @@ How to work:
   ### 1. `<span name>` fails with <ExceptionType>
 
   Affects <N> traces (<M> spans).
-  <what happens, in a few lines>
+  <what happens, where, since when, how much>
 
   Evidence:
 
   - trace `<32-hex trace id>` — `agentloop-traces trace <trace id>`
   - reproduce: `agentloop-traces spans --status ERROR --name <span name>`
 
-  (more findings as ### 2., ### 3., ranked by traces affected; titles of other
-  findings start with "eval " for failing eval labels, contain "slow" for latency
-  and "token" for token use)
-
   ## What to look at
 
   1. <the proposed fix for finding 1>
-  2. <the proposed fix for finding 2>
 
-- Propose eval labels for failed LLM calls with `agentloop-traces label --span-id ...
-  --trace-id ... --name correctness --label incorrect --explanation "..."`; people
-  review them before they are applied.
-- If the workspace is a checkout of a repository, fix the top finding there with a
-  small, focused change: it is pushed as a branch that a person reviews. Leave the
-  repository untouched when you are not sure of the fix.
+- Propose eval labels for what the evidence shows (a failed LLM call: correctness=incorrect;
+  an answer made from an empty retrieval: hallucination=hallucinated) with
+  `agentloop-traces label --span-id ... --trace-id ... --name ... --label ...
+  --explanation "<why>"`; people review them before they are applied.
+- If the workspace is a checkout of a repository, fix the top issue there with a small,
+  focused change: it is pushed as a branch that a person reviews. Leave the repository
+  untouched when you are not sure of the fix.
 """
 )
 ANALYST = "analyst"
