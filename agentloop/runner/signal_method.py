@@ -53,6 +53,7 @@ from datetime import UTC, datetime, timedelta
 WINDOW_BUCKETS = 48  # time buckets per window (30 min over 24 h)
 FINE_FACTOR = 6  # a burst's or an onset's edges are read again in buckets this much finer
 MAX_DIMENSIONS = 4
+SERIES_SECONDS = 3600  # buckets of the per-name series (latency, tokens)
 WORTH_A_LOOK = 0.002  # an error rate below this, over the whole window, is background
 DIMENSION_SAMPLE = 400
 DIMENSION_MAX_VALUES = 12
@@ -275,12 +276,20 @@ class Method:
         # One pass over the window (and the one before) answers the overview, and
         # each component's spans, errors, latency and tokens over time.
         components = self.stats(
-            "spans, errors, latency and tokens per component over time",
+            "spans, errors, latency and tokens per component",
             group_by=["kind", "name"],
-            bucket=_interval(self.bucket_seconds),
             limit=100,
             baseline="previous",
         )
+        # Each span name over time, in hours (the edges are read again finer where a
+        # rise is found): latency and tokens per call.
+        over_time = self.stats(
+            "latency and tokens per span name over time",
+            group_by=["name"],
+            bucket=_interval(max(self.bucket_seconds, SERIES_SECONDS)),
+            limit=100,
+        )
+        self.series = {g["key"]["name"]: g.get("buckets") or [] for g in over_time["groups"]}
         totals = components["total"]
         baseline_totals = totals.get("baseline") or {}
         for group in components["groups"]:
@@ -353,7 +362,9 @@ class Method:
         cache[key] = [f"attr:{name}" for name in kept[:MAX_DIMENSIONS]]
         return cache[key]
 
-    def concentration(self, filters: dict, failing: dict | None = None) -> list[dict]:
+    def concentration(
+        self, filters: dict, failing: dict | None = None, *, dominant: bool = False
+    ) -> list[dict]:
         """The dimension value where failures concentrate among the spans of `filters`:
         [{"dimension", "value", "share", "lift"}] (the strongest), or [].
 
@@ -361,7 +372,8 @@ class Method:
         failing eval label, an empty retrieval) among the spans of `filters`.
         `share` is the value's part of the failures; `lift` how many times its
         failure rate is the rest's. A value must hold at least half of the
-        failures, at three times the rest's rate."""
+        failures, at three times the rest's rate. `dominant`: the failing spans are
+        nearly all the population's errors, so its error counts stand for them."""
         best = None
         component = {k: filters[k] for k in ("name", "kind") if k in filters}
         for dimension in self.discover_dimensions(**component):
@@ -372,7 +384,7 @@ class Method:
                 limit=DIMENSION_MAX_VALUES + 4,
                 **filters,
             )
-            if failing is None:
+            if failing is None or dominant:
                 rows = [
                     (g["key"][label], g.get("errors") or 0, g["spans"])
                     for g in population["groups"]
@@ -525,7 +537,8 @@ class Method:
                 own = {"name": name, "status": "ERROR"}
                 if exc != "an error":
                     own["exception_type"] = exc
-                issue.where = self.concentration({"name": name}, failing=own)
+                dominant = group["spans"] >= 0.85 * (totals.get("errors") or 0)
+                issue.where = self.concentration({"name": name}, failing=own, dominant=dominant)
                 if issue.where:
                     w = issue.where[0]
                     issue.fingerprint += f"@{w['dimension']}={w['value']}"
@@ -588,7 +601,7 @@ class Method:
             if group["spans"] < MIN_SPANS_LATENCY or group.get("p50_ms") is None:
                 continue
             baseline = group.get("baseline") or {}
-            series = [b for b in group.get("buckets") or [] if b.get("spans", 0) >= 3]
+            series = [b for b in self.series.get(name, []) if b.get("spans", 0) >= 3]
             if len(series) < 6:
                 continue
             ref = baseline.get("p50_ms") if (baseline.get("spans") or 0) >= 30 else None
@@ -607,14 +620,12 @@ class Method:
             traces = sum(b.get("traces", 0) for b in after)
             kind = self.kinds.get(name, "")
             # The edge, read again in finer buckets.
+            step = timedelta(seconds=max(self.bucket_seconds, SERIES_SECONDS))
             fine = self.stats(
                 f"latency of `{name}` around its rise",
                 bucket=_interval(max(60, self.bucket_seconds // FINE_FACTOR)),
                 name=name,
-                **self.window(
-                    max(self.start, onset - timedelta(seconds=self.bucket_seconds)),
-                    min(self.end, onset + timedelta(seconds=self.bucket_seconds)),
-                ),
+                **self.window(max(self.start, onset - step), min(self.end, onset + step)),
             )["total"]["buckets"]
             for point in fine:
                 if (point.get("spans") or 0) >= 2 and (point.get("p50_ms") or 0) >= threshold:
@@ -692,7 +703,7 @@ class Method:
         for (kind, name), group in self.components.items():
             if kind != "LLM" or not group.get("total_tokens"):
                 continue
-            series = [b for b in group.get("buckets") or [] if b.get("spans", 0) >= 3]
+            series = [b for b in self.series.get(name, []) if b.get("spans", 0) >= 3]
             per_call = [b["total_tokens"] / b["spans"] for b in series]
             if len(per_call) >= 6:
                 early = statistics.median(per_call[: max(3, len(per_call) // 4)])
