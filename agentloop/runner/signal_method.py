@@ -46,13 +46,27 @@ import json
 import math
 import shlex
 import statistics
+import threading
 from collections import Counter, OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 WINDOW_BUCKETS = 48  # time buckets per window (30 min over 24 h)
 FINE_FACTOR = 6  # a burst's or an onset's edges are read again in buckets this much finer
 MAX_DIMENSIONS = 4
+ERROR_GROUPS = {
+    "status": "ERROR",
+    "group_by": ["name", "exception.type"],
+    "limit": 50,
+    "baseline": "previous",
+}
+ROOT_ERROR_GROUPS = {
+    "status": "ERROR",
+    "root": "true",
+    "group_by": ["name", "exception.type"],
+    "limit": 50,
+}
 SERIES_SECONDS = 3600  # buckets of the per-name series (latency, tokens)
 WORTH_A_LOOK = 0.002  # an error rate below this, over the whole window, is background
 DIMENSION_SAMPLE = 400
@@ -247,6 +261,8 @@ class Method:
         self.kinds: dict[str, str] = {}  # span name -> kind
         self.components: dict[tuple[str, str], dict] = {}
         self.trace_spans: dict[str, list[dict]] = {}  # the traces read for evidence
+        self._answers: dict[str, dict] = {}
+        self._lock = threading.Lock()
 
     # -- asking ------------------------------------------------------------------------
 
@@ -257,12 +273,27 @@ class Method:
         """One aggregate question; the same question twice is asked once."""
         query = {**self.window(), **params}
         key = json.dumps(query, sort_keys=True)
-        cache = self.__dict__.setdefault("_answers", {})
-        if key not in cache:
-            self.queries += 1
-            self.on_query(what)
-            cache[key] = self.source.stats(query)
-        return cache[key]
+        with self._lock:
+            answer = self._answers.get(key)
+            if answer is None:
+                self.queries += 1
+                self.on_query(what)
+        if answer is None:
+            answer = self.source.stats(query)
+            with self._lock:
+                self._answers[key] = answer
+        return answer
+
+    def prefetch(self, questions: list[tuple[str, dict]]) -> None:
+        """Ask these at once, `source.parallel` at a time (the answers wait in the cache
+        for the code that reads them in order). A source that cannot take questions
+        from several threads (one database transaction) has parallel = 1: no-op."""
+        workers = getattr(self.source, "parallel", 1)
+        if workers <= 1 or len(questions) <= 1:
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for future in [pool.submit(self.stats, what, **params) for what, params in questions]:
+                future.result()
 
     def spans(self, what: str, limit: int, **params) -> list[dict]:
         query = {**self.window(), **params}
@@ -273,6 +304,21 @@ class Method:
     # -- the whole ---------------------------------------------------------------------
 
     def run(self) -> Report:
+        self.prefetch(
+            [
+                ("", dict(group_by=["kind", "name"], limit=100, baseline="previous")),
+                (
+                    "",
+                    dict(
+                        group_by=["name"],
+                        bucket=_interval(max(self.bucket_seconds, SERIES_SECONDS)),
+                        limit=100,
+                    ),
+                ),  # fmt: skip
+                ("", ERROR_GROUPS),
+                ("", ROOT_ERROR_GROUPS),
+            ]
+        )
         # One pass over the window (and the one before) answers the overview, and
         # each component's spans, errors, latency and tokens over time.
         components = self.stats(
@@ -376,7 +422,13 @@ class Method:
         nearly all the population's errors, so its error counts stand for them."""
         best = None
         component = {k: filters[k] for k in ("name", "kind") if k in filters}
-        for dimension in self.discover_dimensions(**component):
+        dimensions = self.discover_dimensions(**component)
+        limit = DIMENSION_MAX_VALUES + 4
+        questions = [("", {"group_by": [d], "limit": limit, **filters}) for d in dimensions]
+        if failing is not None and not dominant:
+            questions += [("", {"group_by": [d], "limit": limit, **failing}) for d in dimensions]
+        self.prefetch(questions)
+        for dimension in dimensions:
             label = _label(dimension)
             population = self.stats(
                 f"{describe(filters)} by {dimension}",
@@ -456,6 +508,9 @@ class Method:
         return ("onset", refined[0]) if refined else found
 
     def _series(self, filters, failing, bucket, start, end) -> list[Point]:
+        window = self.window(start, end)
+        if failing is not None:
+            self.prefetch([("", {"bucket": bucket, **window, **f}) for f in (filters, failing)])
         everything = self.stats(
             f"{describe(filters)} over time", bucket=bucket, **self.window(start, end), **filters
         )["total"]["buckets"]
@@ -480,20 +535,8 @@ class Method:
         return group, group.get("baseline") or {}
 
     def error_issues(self) -> list[Issue]:
-        errors = self.stats(
-            "ERROR spans per span name and exception type",
-            status="ERROR",
-            group_by=["name", "exception.type"],
-            limit=50,
-            baseline="previous",
-        )
-        roots = self.stats(
-            "ERROR root spans per span name and exception type",
-            status="ERROR",
-            root="true",
-            group_by=["name", "exception.type"],
-            limit=50,
-        )
+        errors = self.stats("ERROR spans per span name and exception type", **ERROR_GROUPS)
+        roots = self.stats("ERROR root spans per span name and exception type", **ROOT_ERROR_GROUPS)
         root_keys = {(g["key"]["name"], g["key"]["exception.type"]) for g in roots["groups"]}
         issues = []
         for group in errors["groups"]:
@@ -1053,7 +1096,8 @@ class Method:
             and start + timedelta(minutes=30) < parse_time(other.since["onset"]) < end
         ]
         if onsets:
-            end = min(onsets)
+            # An onset is found to within a fine bucket: keep clear of where it may be.
+            end = min(onsets) - ONSET_MARGIN
         return (start, end)
 
     def assign_evidence(self, issues: list[Issue]) -> None:
@@ -1134,6 +1178,7 @@ def shows(issue: Issue, spans: list[dict]) -> bool:
         return False
     onset = parse_time(issue.since.get("onset")) if issue.cls in TIMED_CLASSES else None
     if onset is not None:
+        onset -= ONSET_MARGIN  # the true onset may lie a fine bucket earlier
         mine = [s for s in mine if (parse_time(s.get("start_time")) or onset) >= onset]
     if issue.cls == "latency_regression":
         return bool(mine)
@@ -1169,6 +1214,7 @@ def shows(issue: Issue, spans: list[dict]) -> bool:
 
 
 TIMED_CLASSES = {"latency_regression", "token_blowup"}
+ONSET_MARGIN = timedelta(minutes=15)
 MAX_TRACES_READ = 300
 
 

@@ -12,8 +12,10 @@ filters of traces.queries), without a server: for the recall benchmark
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime, timedelta
 
+from django.db import connection
 from django.utils import timezone
 
 from agentloop.runner.signal_method import Method, Report, iso
@@ -22,6 +24,7 @@ from agentloop.traces.models import Span, SpanAnnotation
 from agentloop.traces.queries import filter_spans, parse_span_filter
 
 WINDOW = timedelta(hours=24)
+PARALLEL = 3  # questions at once: what the analyst asks the web process with
 SPAN_FIELDS = (
     "trace_id",
     "span_id",
@@ -54,13 +57,21 @@ def _span_dict(span: Span, annotations=None) -> dict:
 
 
 class LocalSource:
-    """The method's questions answered from the database (the API's own functions)."""
+    """The method's questions answered from the database (the API's own functions).
 
-    def __init__(self, project, now: datetime):
-        self.project, self.now = project, now
+    `parallel` > 1 asks independent questions from that many threads, each on a
+    connection of its own, so it needs committed data (not a test's transaction).
+    """
+
+    def __init__(self, project, now: datetime, parallel: int = 1):
+        self.project, self.now, self.parallel = project, now, parallel
 
     def stats(self, params: dict) -> dict:
-        return _json(aggregate(self.project, parse_analytics_query(params, now=self.now)))
+        try:
+            return _json(aggregate(self.project, parse_analytics_query(params, now=self.now)))
+        finally:
+            if threading.current_thread() is not threading.main_thread():
+                connection.close()  # a worker thread's connection goes with its question
 
     def spans(self, params: dict, limit: int) -> list[dict]:
         rows = filter_spans(self.project, parse_span_filter(params))[:limit]
@@ -80,11 +91,14 @@ class LocalSource:
         return {"root": None, "orphans": _json([_span_dict(s, s.annotations.all()) for s in spans])}
 
 
-def investigate(project, *, now: datetime | None = None, window: timedelta = WINDOW) -> Report:
+def investigate(
+    project, *, now: datetime | None = None, window: timedelta = WINDOW, parallel: int = 1
+) -> Report:
     now = now or timezone.now()
-    return Method(LocalSource(project, now), now - window, now).run()
+    return Method(LocalSource(project, now, parallel), now - window, now).run()
 
 
-def run_signal(project, *, now: datetime | None = None) -> list[dict]:
-    """The issues Signal's method finds in the project's last 24 hours."""
-    return [issue.as_dict() for issue in investigate(project, now=now).issues]
+def run_signal(project, *, now: datetime | None = None, parallel: int = PARALLEL) -> list[dict]:
+    """The issues Signal's method finds in the project's last 24 hours (committed data:
+    it asks from several threads, as the analyst does over HTTP)."""
+    return [issue.as_dict() for issue in investigate(project, now=now, parallel=parallel).issues]

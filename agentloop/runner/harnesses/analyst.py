@@ -56,6 +56,8 @@ class Stopped(Exception):
 class _Source:
     """The method's questions, asked over HTTP and shown in the transcript."""
 
+    parallel = 3  # independent questions at once (the web process answers each on a thread)
+
     def __init__(self, harness: AnalystHarness, api: TracesApi):
         self.harness, self.api = harness, api
 
@@ -131,6 +133,7 @@ class AnalystHarness(Harness):
         self._calls = 0
         self._messages = 0
         self._stage = ""
+        self._lock = threading.Lock()
 
     def stop(self) -> None:
         self._stopped.set()
@@ -160,8 +163,9 @@ class AnalystHarness(Harness):
         """Ask the store one question the way the CLI would, showing the command and a summary."""
         if self._stopped.is_set():
             raise Stopped()
-        self._calls += 1
-        call_id = f"analyst-{self._calls}"
+        with self._lock:  # the method may ask from several threads
+            self._calls += 1
+            call_id = f"analyst-{self._calls}"
         command = _command(verb, params)
         self.sink.emit(
             "tool_call",
