@@ -142,7 +142,8 @@ def test_a_session_from_the_studio_form_to_view_traces(
     investigation = Artifact.objects.get(run=run, kind="investigation")
     artifacts.locator("summary", has_text="investigation").click()
     first_line = investigation.content.strip().splitlines()[0].lstrip("# ").strip()
-    expect(artifacts.locator(".tx-markdown")).to_contain_text(first_line)
+    shown = artifacts.locator("details", has_text="investigation").locator(".tx-markdown")
+    expect(shown.first).to_contain_text(first_line)
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED, run.exit_reason
     take_screenshot(page, "studio-session")
