@@ -93,16 +93,20 @@ def test_the_transcript_shows_each_question_as_a_tool_call_and_result(tmp_path):
     # What the transcript claims is what was asked of the API.
     stats = [c for c in calls if c["input"]["command"].startswith("agentloop-traces stats")]
     assert len(stats) == len(double.requests_to("GET", "/analytics"))
-    first = double.requests_to("GET", "/analytics")[0]["query"]
-    assert first["baseline"] == ["previous"] and first["start"] == [WINDOW["start"]]
+    asked = [r["query"] for r in double.requests_to("GET", "/analytics")]
+    components = next(q for q in asked if q.get("group_by") == ["kind", "name"])
+    assert components["baseline"] == ["previous"] and components["start"] == [WINDOW["start"]]
 
 
 def test_the_default_window_is_the_last_24_hours(tmp_path):
     now = datetime(2025, 3, 1, 12, 30, tzinfo=UTC)
     _, _, double = analyse(tmp_path, spec={}, now=now)
 
-    query = double.requests_to("GET", "/analytics")[0]["query"]
-    assert query["start"] == ["2025-02-28T12:30:00Z"] and query["end"] == ["2025-03-01T12:30:00Z"]
+    for request in double.requests_to("GET", "/analytics"):  # every question, the same window
+        query = request["query"]
+        if "bucket" not in query or query.get("group_by"):
+            assert query["start"] == ["2025-02-28T12:30:00Z"]
+            assert query["end"] == ["2025-03-01T12:30:00Z"]
 
 
 def test_a_quiet_project_gets_a_short_report_and_no_label_file(tmp_path):

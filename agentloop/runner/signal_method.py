@@ -980,7 +980,14 @@ class Method:
                     ties.append((overlap, other, len(failing)))
             tied_eval = None
             if ties:
-                overlap, other, n_failing = max(ties, key=lambda t: t[0])
+                # The eval that fails most more often after an empty retrieval than
+                # anywhere else (its rate there over its rate overall), not merely the
+                # commonest one.
+                sampled = len(empty_traces)
+                overlap, other, n_failing = max(
+                    ties,
+                    key=lambda t: (t[0] / sampled) / max(t[1].how_much.get("rate") or 0, 1e-6),
+                )
                 tied_eval = getattr(other, "eval", None)
                 tied = (
                     f" {overlap} of the {len(empty_traces)} traces sampled with an empty "
