@@ -953,16 +953,18 @@ class Method:
             b_rate = b_empty / baseline["spans"] if baseline.get("spans") else None
             if rate < 0.01:
                 continue
-            empty_traces = {
-                s.get("trace_id")
-                for s in self.spans(
-                    f"traces where `{name}` returned nothing",
-                    500,
-                    kind="RETRIEVER",
-                    name=name,
-                    attr_missing=DOCUMENT_KEY,
-                )  # fmt: skip
-            }
+            empty_sample = self.spans(
+                f"traces where `{name}` returned nothing",
+                500,
+                kind="RETRIEVER",
+                name=name,
+                attr_missing=DOCUMENT_KEY,
+            )
+            empty_traces = {s.get("trace_id") for s in empty_sample}
+            # The evals' failures in the same stretch of time as that sample (the
+            # newest of each would barely overlap on a busy project).
+            times = [parse_time(s["start_time"]) for s in empty_sample if s.get("start_time")]
+            stretch = self.window(min(times), max(times) + timedelta(seconds=1)) if times else {}
             tied = ""
             eval_failures = [i for i in found if i.cls == "eval_failure"]
             ties = []
@@ -971,9 +973,10 @@ class Method:
                     s.get("trace_id")
                     for s in self.spans(
                         f"traces failing {other.filters['annotation']}",
-                        500,
+                        5000,
                         annotation=other.filters["annotation"],
-                    )  # fmt: skip
+                        **stretch,
+                    )
                 }
                 overlap = len(empty_traces & failing)
                 if failing and overlap >= max(2, 0.3 * len(empty_traces)):
