@@ -133,13 +133,12 @@ def test_an_api_failure_fails_the_turn_with_the_reason(tmp_path):
         "analyst could not read the traces: HTTP 403: You do not have permission."
     )
     errors = [p for kind, p in sink.events if kind == "tool_result" and p["is_error"]]
-    assert errors == [
-        {
-            "tool_call_id": "analyst-1",
-            "is_error": True,
-            "output": "HTTP 403: You do not have permission.",
-        }
+    # Questions go out a few at a time: the refused one is whichever reached it first.
+    assert [(p["is_error"], p["output"]) for p in errors] == [
+        (True, "HTTP 403: You do not have permission.")
     ]
+    calls = {p["id"] for kind, p in sink.events if kind == "tool_call"}
+    assert errors[0]["tool_call_id"] in calls
     assert not (tmp_path / "artifacts/investigation.md").exists()
 
 
