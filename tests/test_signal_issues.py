@@ -289,3 +289,21 @@ def test_propose_a_fix_needs_a_repository_and_claude_code(
     assert response["Location"] == reverse("studio-session", kwargs={"code": run.code})
     assert run.config["repository"]["url"] == "https://github.com/acme/shop.git"
     assert run.config["harness"] == "claude-code" and "Fix this issue" in run.prompt
+
+
+@pytest.mark.parametrize("role,status", USE_ROLES)
+def test_propose_a_fix_is_for_members(
+    project, issue, alice, bob, users, client_for, settings, role, status
+):
+    settings.AGENTLOOP_ANTHROPIC_API_KEY = "sk-ant-test"
+    signal.use_harness(bob, project, signal.CLAUDE_CODE)
+    skill = github_skill(project.space, alice)
+    signal.attach_repository(alice, project, skill.pk, "https://github.com/acme/shop.git", "main")
+    before = Run.objects.count()
+
+    response = client_for(users[role]).post(
+        reverse("signal-issue-propose-fix", args=[project.pk, issue.pk])
+    )
+
+    assert response.status_code == status
+    assert Run.objects.count() == before + (1 if role in ("owner", "member") else 0)
