@@ -11,54 +11,38 @@ AUTOMATIONS_SCHEDULE = "agentloop.automations.tick"
 SIGNAL_SCHEDULE = "agentloop.signal.collect"
 PLANNER_STATISTICS_SCHEDULE = "agentloop.traces.planner_statistics"
 
+# name -> (task, every: "minute" | "hour")
+SCHEDULES = {
+    # q2 schedules at most once a minute; reconcile_loop ticks every 15 s.
+    RECONCILE_SCHEDULE: ("agentloop.runs.tasks.reconcile_loop", "minute"),
+    # The fire key in the database keeps a fire to one run even if two clusters tick at once.
+    AUTOMATIONS_SCHEDULE: ("agentloop.automations.actions.tick_task", "minute"),
+    # Turns finished Signal runs into issues. Its own schedule, so a slow or broken
+    # collection never holds up the automations tick (and Signal depends on
+    # automations, not the other way round).
+    SIGNAL_SCHEDULE: ("agentloop.signal.issues.collect_task", "minute"),
+    # SQLite's planner statistics: `serve` gathers them at start, but a project that
+    # grows from nothing after that would be planned as the empty one it was.
+    # ~10 ms at 1M spans.
+    PLANNER_STATISTICS_SCHEDULE: (
+        "agentloop.traces.maintenance.refresh_planner_statistics",
+        "hour",
+    ),
+}
+
 
 def install_schedules() -> bool:
     """Create or update the schedules; True if the reconcile one was created."""
     from django_q.models import Schedule
 
-    _, created = Schedule.objects.update_or_create(
-        name=RECONCILE_SCHEDULE,
-        defaults={
-            # q2 schedules at most once a minute; reconcile_loop ticks every 15 s.
-            "func": "agentloop.runs.tasks.reconcile_loop",
-            "schedule_type": Schedule.MINUTES,
-            "minutes": 1,
-            "repeats": -1,
-        },
-    )
-    # Automations (agentloop.automations.actions.tick): every minute; the fire key in the
-    # database keeps a fire to one run even if two clusters tick at once.
-    Schedule.objects.update_or_create(
-        name=AUTOMATIONS_SCHEDULE,
-        defaults={
-            "func": "agentloop.automations.actions.tick_task",
-            "schedule_type": Schedule.MINUTES,
-            "minutes": 1,
-            "repeats": -1,
-        },
-    )
-    # Signal (agentloop.signal.issues.collect_task): turns the investigations
-    # of finished Signal runs into issues. Its own schedule, so a slow or broken
-    # collection never holds up the automations tick (and Signal depends on
-    # automations, not the other way round).
-    Schedule.objects.update_or_create(
-        name=SIGNAL_SCHEDULE,
-        defaults={
-            "func": "agentloop.signal.issues.collect_task",
-            "schedule_type": Schedule.MINUTES,
-            "minutes": 1,
-            "repeats": -1,
-        },
-    )
-    # SQLite's planner statistics (agentloop.traces.maintenance): `serve`
-    # gathers them at start, but a project that grows from nothing after that
-    # would be planned as the empty one it was. Hourly; ~10 ms at 1M spans.
-    Schedule.objects.update_or_create(
-        name=PLANNER_STATISTICS_SCHEDULE,
-        defaults={
-            "func": "agentloop.traces.maintenance.refresh_planner_statistics",
-            "schedule_type": Schedule.HOURLY,
-            "repeats": -1,
-        },
-    )
-    return created
+    created = {}
+    for name, (func, every) in SCHEDULES.items():
+        timing = (
+            {"schedule_type": Schedule.MINUTES, "minutes": 1}
+            if every == "minute"
+            else {"schedule_type": Schedule.HOURLY}
+        )
+        _, created[name] = Schedule.objects.update_or_create(
+            name=name, defaults={"func": func, "repeats": -1, **timing}
+        )
+    return created[RECONCILE_SCHEDULE]
