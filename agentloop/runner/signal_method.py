@@ -484,7 +484,7 @@ class Method:
 
     # -- shape in time ---------------------------------------------------------------------
 
-    def shape(self, filters: dict, *, failing: dict | None = None, reference=None):
+    def shape(self, filters: dict, *, failing: dict | None = None):
         """Since when: ("onset", at) when the rate rose and stayed up, ("burst", start,
         end) when it rose and fell back, or None. With `failing`, the rate is
         failing spans (those filters) over all spans of `filters`; else errors.
@@ -586,10 +586,9 @@ class Method:
                     w = issue.where[0]
                     issue.fingerprint += f"@{w['dimension']}={w['value']}"
                     issue.filters["attr"] = [f"{_attr_key(w['dimension'])}={w['value']}"]
-                reference = b_rate if b_rate is not None and b_spans >= 50 else None
                 # The component's own errors first (a dimension value that appeared
                 # mid-window, like a prompt version rolled out, shows as an onset there).
-                found = self.shape({"name": name}, failing=own, reference=reference)
+                found = self.shape({"name": name}, failing=own)
                 if found is None and issue.where:
                     where = _attr_filter(issue.where)
                     found = self.shape({"name": name, **where}, failing={**own, **where})
@@ -901,7 +900,6 @@ class Method:
                                 "name": name,
                                 **_attr_filter(issue.where),
                             },  # fmt: skip
-                            reference=b_rate if b_judged >= 50 else None,
                         )
                         _apply_shape(issue, found, self.bucket_seconds)
                         self._rate_in_window(
@@ -1021,7 +1019,6 @@ class Method:
             found_shape = self.shape(
                 {"kind": "RETRIEVER", "name": name},
                 failing={"kind": "RETRIEVER", "name": name, "attr_missing": DOCUMENT_KEY},
-                reference=b_rate if (baseline.get("spans") or 0) >= 50 else None,
             )
             _apply_shape(issue, found_shape, self.bucket_seconds)
             self._rate_in_window(
@@ -1242,41 +1239,6 @@ class Point:
     @property
     def rate(self) -> float | None:
         return self.failing / self.count if self.count else None
-
-    def elevated(self, reference: float) -> bool:
-        """Clearly above the normal rate: several times it, and more failures than chance
-        gives at the normal rate (a Poisson tail below CHANCE)."""
-        if self.count == 0 or self.failing < 2:
-            return False
-        if self.rate < max(3 * reference, reference + 0.03):
-            return False
-        expected = max(reference * self.count, 0.05)
-        return poisson_tail(self.failing, expected) < CHANCE
-
-
-CHANCE = 0.0005  # how unlikely at the normal rate a bucket's failures must be to count
-
-
-def poisson_tail(k: int, expected: float) -> float:
-    """P(X >= k) for X ~ Poisson(expected): how likely so many failures are by chance."""
-    if expected >= 50:  # the normal approximation, with continuity correction
-        return 0.5 * math.erfc((k - 0.5 - expected) / math.sqrt(2 * expected))
-    term = math.exp(-expected)
-    below = 0.0
-    for i in range(k):
-        below += term
-        term *= expected / (i + 1)
-    return max(0.0, 1.0 - below)
-
-
-def series_reference(series: list[Point]) -> float:
-    """The normal rate: the median of the buckets' rates (robust to a burst, and to an
-    onset in the later part of the window; the baseline window, when there is one,
-    is the better reference and callers pass it)."""
-    rates = [p.rate for p in series if p.rate is not None]
-    if not rates:
-        return 0.0
-    return statistics.median(rates)
 
 
 SHAPE_EVIDENCE = 10.0  # log-likelihood ratio a change must reach (p well below 1e-4)
