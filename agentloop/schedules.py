@@ -10,6 +10,7 @@ RECONCILE_SCHEDULE = "agentloop.runs.reconcile"
 AUTOMATIONS_SCHEDULE = "agentloop.automations.tick"
 SIGNAL_SCHEDULE = "agentloop.signal.collect"
 PLANNER_STATISTICS_SCHEDULE = "agentloop.traces.planner_statistics"
+ROLLUPS_SCHEDULE = "agentloop.traces.rollups"
 
 # name -> (task, every: "minute" | "hour")
 SCHEDULES = {
@@ -24,6 +25,9 @@ SCHEDULES = {
     # SQLite's planner statistics: `serve` gathers them at start, but a project that
     # grows from nothing after that would be planned as the empty one it was.
     # ~10 ms at 1M spans.
+    # Rolls new spans up into the totals analytics reads long windows from; until
+    # it has, analytics reads those spans themselves, so a late tick costs time only.
+    ROLLUPS_SCHEDULE: ("agentloop.traces.rollups.catch_up", "minute"),
     PLANNER_STATISTICS_SCHEDULE: (
         "agentloop.traces.maintenance.refresh_planner_statistics",
         "hour",

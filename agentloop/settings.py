@@ -162,6 +162,10 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True  # serve straight from static/ without collectstatic
 MEDIA_ROOT = VAR_DIR / "media"
 
+# Analytics over long windows reads the worker's span rollups (traces/rollups.py);
+# off: every answer reads the spans (same numbers, slower).
+ANALYTICS_ROLLUPS = env_bool("AGENTLOOP_ANALYTICS_ROLLUPS", True)
+
 # Where sandboxes reach the web process (runner API, span API, LLM gateway).
 AGENTLOOP_PUBLIC_URL = env_str("AGENTLOOP_PUBLIC_URL", "http://127.0.0.1:8000")
 # Pull requests (agentloop/runs/github.py): GitHub Enterprise is https://<host>/api/v3.

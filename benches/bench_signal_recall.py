@@ -118,6 +118,14 @@ def child(traces: int, clean_traces: int, seed: int, detector: str, *, index: bo
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")
+    # What the worker does every minute behind ingest: analytics over the window
+    # then reads totals per hour and five minutes (agentloop/traces/rollups.py).
+    from agentloop.traces import rollups
+
+    started = time.monotonic()
+    rolled = rollups.catch_up(seconds=float("inf"))
+    seconds = time.monotonic() - started
+    print(f"rollups: {rolled:,} spans in {seconds:.1f} s ({rolled / seconds:,.0f} spans/s)")
     connection.close()  # a fresh connection for the detector, as the app's
 
     truth = truths[PLANTED]

@@ -143,6 +143,14 @@ def is_failing_label(label: str | None, score=None) -> bool:
 # -- time --------------------------------------------------------------------------------------
 
 
+def window_ending(end: datetime, length: timedelta) -> tuple[datetime, datetime]:
+    """The window of `length` before `end`, its start moved back to a whole hour:
+    its buckets then start on the hours the store keeps totals for, which answer
+    them without reading every span (traces/rollups.py). It covers at most an
+    hour more than asked."""
+    return (end - length).replace(minute=0, second=0, microsecond=0), end
+
+
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -255,7 +263,10 @@ class Method:
         self.start, self.end = start, end
         self.length = end - start
         self.baseline = (start - self.length, start)
-        self.bucket_seconds = max(60, int(self.length.total_seconds() // WINDOW_BUCKETS))
+        seconds = int(self.length.total_seconds() // WINDOW_BUCKETS)
+        # Whole five minutes where it can: the store's rollups are kept per five
+        # minutes and per hour, and buckets on their edges are answered from them.
+        self.bucket_seconds = max(60, seconds - seconds % 300 if seconds >= 300 else seconds)
         self.on_query = on_query or (lambda text: None)
         self.queries = 0
         self.kinds: dict[str, str] = {}  # span name -> kind

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from django.db import connection
 from django.utils import timezone
 
-from agentloop.runner.signal_method import Method, Report, iso
+from agentloop.runner.signal_method import Method, Report, iso, window_ending
 from agentloop.traces.analytics import aggregate, parse_analytics_query
 from agentloop.traces.models import Span, SpanAnnotation
 from agentloop.traces.queries import filter_spans, parse_span_filter
@@ -95,7 +95,8 @@ def investigate(
     project, *, now: datetime | None = None, window: timedelta = WINDOW, parallel: int = 1
 ) -> Report:
     now = now or timezone.now()
-    return Method(LocalSource(project, now, parallel), now - window, now).run()
+    start, end = window_ending(now, window)
+    return Method(LocalSource(project, now, parallel), start, end).run()
 
 
 def run_signal(project, *, now: datetime | None = None, parallel: int = PARALLEL) -> list[dict]:

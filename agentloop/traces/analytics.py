@@ -40,20 +40,22 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, F, FloatField, IntegerField, TextField, Value, When
+from django.db.models import Case, F, IntegerField, Q, TextField, Value, When
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
+from agentloop.traces import rollups
 from agentloop.traces.expressions import (
     DURATION_GAMMA,
     AttributeValue,
     DurationBin,
     ExceptionType,
-    JSONNumber,
     TimeBucket,
+    llm_cost,
 )
-from agentloop.traces.models import SpanKind, StatusCode
+from agentloop.traces.models import Span, SpanRollup, StatusCode
 from agentloop.traces.queries import (
     InvalidFilter,
     SpanFilter,
@@ -73,7 +75,6 @@ MAX_BUCKETS = 500
 MAX_INTERVAL_SECONDS = 3650 * 86400  # of a bucket or a baseline shift: ten years
 PERCENTILES = {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}
 PERCENTILE_ERROR = round(DURATION_GAMMA - 1, 6)  # relative, of p50/p95/p99
-COST_ATTRIBUTE = "llm.cost.total"  # OpenInference: a call's cost in USD, on LLM spans
 OTHER_SLOT = -1
 
 # group_by spellings of the promoted columns -> (label in results, column)
@@ -368,18 +369,13 @@ _ROW_COLUMNS = (
 )
 
 
-def _cost_expression():
-    # Only LLM spans: a root span may carry its children's total too.
-    return Case(
-        When(kind=SpanKind.LLM, then=JSONNumber("attributes", COST_ATTRIBUTE)),
-        output_field=FloatField(),
-    )
-
-
-def _window_rows(project, query: AnalyticsQuery, period: int, start, end, bucket):
-    """SQL (and params) of one row per matching span of [start, end): its period,
-    group key values, bucket, duration bin and what the metrics add up."""
+def _window_rows(project, query: AnalyticsQuery, period: int, start, end, bucket, only=None):
+    """SQL (and params) of one row per matching span of [start, end) (and of the
+    Q `only`): its period, group key values, bucket, duration bin and what the
+    metrics add up."""
     spans = filter_spans(project, replace(query.span_filter, start=start, end=end)).order_by()
+    if only is not None:
+        spans = spans.filter(only)
     keys = {}
     for i in range(MAX_GROUP_BY):
         if i < len(query.group_by):
@@ -404,13 +400,15 @@ def _window_rows(project, query: AnalyticsQuery, period: int, start, end, bucket
         a_prompt=F("prompt_tokens"),
         a_completion=F("completion_tokens"),
         a_total=F("total_tokens"),
-        a_cost=_cost_expression(),
+        a_cost=llm_cost(),
         a_duration=F("duration_ms"),
     )
     return spans.values(*_ROW_COLUMNS).query.sql_with_params()
 
 
-def _statement(windows: list[tuple[str, tuple]], limit: int) -> tuple[str, list]:
+def _statement(
+    windows: list[tuple[str, tuple]], limit: int, every_period: bool = False
+) -> tuple[str, list]:
     """One statement for the whole answer: the matching spans are read once
     (`w`, materialised), and every aggregate is a GROUP BY over those slim rows.
 
@@ -449,7 +447,7 @@ def _statement(windows: list[tuple[str, tuple]], limit: int) -> tuple[str, list]
 WITH w (period, g0, g1, bucket, bin, trace, err, prompt, completion, total, cost, duration)
   AS MATERIALIZED ({union}),
 top AS (
-  SELECT g0, g1, COUNT(*) AS n FROM w WHERE period = {_CURRENT}
+  SELECT g0, g1, COUNT(*) AS n FROM w {"" if every_period else f"WHERE period = {_CURRENT}"}
   GROUP BY g0, g1 ORDER BY n DESC, g0, g1 LIMIT %s),
 ranked AS (
   SELECT g0, g1, n, ROW_NUMBER() OVER (ORDER BY n DESC, g0, g1) - 1 AS slot FROM top),
@@ -481,7 +479,16 @@ class _Measured:
 
 
 def _measure(project, query: AnalyticsQuery, bucket) -> tuple[dict, list, int]:
-    """{period: _Measured}, the top keys (raw, by slot) and the number of groups."""
+    """{period: _Measured}, the top keys (raw, by slot) and the number of groups:
+    from the rollups and the spans they do not cover where the query allows
+    (rollups.py), else from the spans."""
+    plan = _rollup_plan(project, query)
+    if plan is not None:
+        return _measure_mixed(project, query, bucket, plan)
+    return _measure_spans(project, query, bucket)
+
+
+def _measure_spans(project, query: AnalyticsQuery, bucket) -> tuple[dict, list, int]:
     windows = [_window_rows(project, query, _CURRENT, query.start, query.end, bucket)]
     if query.baseline:
         b_start, b_end = query.baseline
@@ -535,6 +542,342 @@ def _measure(project, query: AnalyticsQuery, bucket) -> tuple[dict, list, int]:
             into.overall.merge(totals)
     keys = [top[slot] for slot in sorted(top)]
     return measured, keys, group_count
+
+
+# -- from rollups ------------------------------------------------------------------------
+
+ROLLUP_MIN_WINDOW = timedelta(hours=1)  # a shorter window reads its spans
+MAX_RAW_RANGES = 200  # edges read from spans; more, and the whole query does
+_ALL_GROUPS = 10_000_000
+
+
+@dataclass
+class _RollupPlan:
+    scope: int  # of the rows per group
+    total_scope: int  # of the rows of all groups together
+    dimension: Dimension | None  # the attribute grouped by, if any
+    grains: tuple[int, ...]
+    filters: dict  # SpanRollup field -> value, of the query's kind, name and status
+
+
+def _rollup_plan(project, query: AnalyticsQuery) -> _RollupPlan | None:
+    """How rollups answer `query`, or None when they cannot (or need not): the
+    filters must be kind, name and status only; the groups columns of those or
+    one attribute the project's rollups split by; the window an hour or more."""
+    if query.end - query.start < ROLLUP_MIN_WINDOW or not settings.ANALYTICS_ROLLUPS:
+        return None
+    sf = query.span_filter
+    if replace(sf, kind=None, status=None, name=None, start=None, end=None) != SpanFilter():
+        return None
+    columns = {d.column for d in query.group_by if d.column}
+    attributes = [d for d in query.group_by if d.attribute]
+    if any(not d.column and not d.attribute for d in query.group_by):  # exception.type
+        return None
+    if columns - {"kind", "name", "status_code"} or len(attributes) > 1:
+        return None
+    if not rollups.is_ready(project):
+        return None
+    filters = {
+        field: value
+        for field, value in (("kind", sf.kind), ("name", sf.name), ("status_code", sf.status))
+        if value
+    }
+    used = columns | set(filters)
+    scope = rollups.scope_of("kind" in used, "name" in used, "status_code" in used)
+    total_scope = rollups.scope_of("kind" in filters, "name" in filters, "status_code" in filters)
+    dimension = attributes[0] if attributes else None
+    grains = rollups.GRAINS
+    if dimension is not None:
+        if scope not in rollups.DIMENSION_SCOPES or not rollups.splits_by(
+            project, dimension.attribute
+        ):
+            return None
+        grains = (rollups.DIMENSION_GRAIN,)
+    return _RollupPlan(scope, total_scope, dimension, grains, filters)
+
+
+def _seconds_up(moment: datetime) -> int:
+    whole = int(moment.replace(microsecond=0).timestamp())
+    return whole + (1 if moment.microsecond else 0)
+
+
+def _seconds_down(moment: datetime) -> int:
+    return int(moment.replace(microsecond=0).timestamp())
+
+
+def _at(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def _split(x: datetime, y: datetime, grains: tuple[int, ...]):
+    """[x, y) as whole intervals [(grain, at)] of the coarsest grains that fit,
+    and the rest as [(start, end)] to read from spans."""
+    if x >= y:
+        return [], []
+    if not grains:
+        return [], [(x, y)]
+    grain = grains[0]
+    first = -(-_seconds_up(x) // grain) * grain
+    last = _seconds_down(y) // grain * grain
+    if first >= last:
+        return _split(x, y, grains[1:])
+    left_cells, left_raw = _split(x, _at(first), grains[1:])
+    right_cells, right_raw = _split(_at(last), y, grains[1:])
+    cells = [(grain, at) for at in range(first, last, grain)]
+    return left_cells + cells + right_cells, left_raw + right_raw
+
+
+def _pieces(start, end, bucket):
+    """{(grain, at): bucket index} of the rollup intervals covering [start, end)
+    (bucket by bucket), and the ranges left to read from spans."""
+    intervals = [(start, end, 0)]
+    if bucket is not None:
+        origin, seconds = bucket
+        intervals = [
+            (max(start, _at(origin + i * seconds)), min(end, _at(origin + (i + 1) * seconds)), i)
+            for i in range(_bucket_count(start, end, seconds))
+        ]
+    return intervals
+
+
+@dataclass
+class _ByKey:
+    """The metrics of one period by group key (raw keys, as the statement's)."""
+
+    cells: dict = field(default_factory=dict)  # (key, bucket) -> _Totals
+    by_key: dict = field(default_factory=dict)  # key -> _Totals over the window
+    by_bucket: dict = field(default_factory=dict)  # bucket -> _Totals of all groups
+    overall: _Totals = field(default_factory=_Totals)
+
+    def merge(self, other: _ByKey) -> None:
+        for mine, theirs in (
+            (self.cells, other.cells),
+            (self.by_key, other.by_key),
+            (self.by_bucket, other.by_bucket),
+        ):
+            for key, totals in theirs.items():
+                _add_totals(mine.setdefault(key, _Totals()), totals)
+        _add_totals(self.overall, other.overall)
+
+
+def _add_totals(into: _Totals, other: _Totals) -> None:
+    into.merge(other)  # spans, through the histogram, and the sums
+    into.traces += other.traces
+
+
+def _add_row(into: _Totals, row) -> None:
+    into.spans += row.spans
+    into.errors += row.errors
+    into.prompt_tokens += row.prompt_tokens
+    into.completion_tokens += row.completion_tokens
+    into.total_tokens += row.total_tokens
+    into.cost += row.cost
+    into.cost_spans += row.cost_spans
+    into.traces += row.traces
+    for index, spans, low, high in json.loads(row.histogram):
+        cell = into.bins.get(index)
+        if cell is None:
+            into.bins[index] = [spans, low, high]
+        else:
+            cell[0] += spans
+            cell[1] = min(cell[1], low)
+            cell[2] = max(cell[2], high)
+
+
+def _minus(whole: _Totals, part: _Totals) -> _Totals:
+    """What `whole` holds beyond `part` (spans without the attribute); a bin's
+    bounds stay the whole's, so its values are within the bin's 4 %. Distinct
+    traces do not subtract: the whole's count is the bound taken (every trace
+    of the whole may have a span without the attribute)."""
+    rest = _Totals(
+        spans=whole.spans - part.spans,
+        errors=whole.errors - part.errors,
+        prompt_tokens=whole.prompt_tokens - part.prompt_tokens,
+        completion_tokens=whole.completion_tokens - part.completion_tokens,
+        total_tokens=whole.total_tokens - part.total_tokens,
+        cost=whole.cost - part.cost,
+        cost_spans=whole.cost_spans - part.cost_spans,
+        traces=whole.traces,
+    )
+    for index, (spans, low, high) in whole.bins.items():
+        left = spans - part.bins.get(index, [0])[0]
+        if left > 0:
+            rest.bins[index] = [left, low, high]
+    return rest
+
+
+def _from_rollups(project, query, plan: _RollupPlan, cells: dict) -> _ByKey:
+    """The rollup rows of these intervals ({(grain, at): bucket}) by group key."""
+    measured = _ByKey()
+    if not cells:
+        return measured
+    grouped = bool(query.group_by)
+    dimension = plan.dimension
+    base: dict = {}  # (column key, bucket) -> _Totals of every span, for the absent value
+    present: dict = {}  # (column key, bucket) -> _Totals of spans with the attribute
+    by_grain: dict[int, list[int]] = {}
+    for grain, at in cells:
+        by_grain.setdefault(grain, []).append(at)
+
+    def rows(scope, dim_keys):
+        for grain, ats in by_grain.items():
+            yield from SpanRollup.objects.filter(
+                project=project,
+                grain=grain,
+                scope=scope,
+                dim_key__in=dim_keys,
+                at__gte=min(ats),
+                at__lte=max(ats),
+                **plan.filters,
+            ).only(
+                "grain", "at", "kind", "name", "status_code", "dim_key", "dim_value",
+                "spans", "errors", "prompt_tokens", "completion_tokens", "total_tokens",
+                "cost", "cost_spans", "traces", "histogram",
+            )  # fmt: skip
+
+    def key_of(row, value) -> tuple:
+        parts = [value if d.attribute else getattr(row, d.column) for d in query.group_by]
+        return tuple(parts + [""] * (MAX_GROUP_BY - len(parts)))
+
+    for row in rows(plan.total_scope, [""]):
+        bucket = cells.get((row.grain, row.at))
+        if bucket is None:
+            continue
+        _add_row(measured.by_bucket.setdefault(bucket, _Totals()), row)
+        _add_row(measured.overall, row)
+        if not grouped:
+            _add_row(measured.by_key.setdefault(("", ""), _Totals()), row)
+            _add_row(measured.cells.setdefault((("", ""), bucket), _Totals()), row)
+    if not grouped:
+        return measured
+    dim_keys = ["", dimension.attribute] if dimension else [""]
+    for row in rows(plan.scope, dim_keys):
+        bucket = cells.get((row.grain, row.at))
+        if bucket is None:
+            continue
+        if dimension is not None:
+            columns = key_of(row, None)
+            target = present if row.dim_key else base
+            _add_row(target.setdefault((columns, bucket), _Totals()), row)
+            if not row.dim_key:
+                continue
+        key = key_of(row, row.dim_value)
+        _add_row(measured.by_key.setdefault(key, _Totals()), row)
+        _add_row(measured.cells.setdefault((key, bucket), _Totals()), row)
+    for (columns, bucket), whole in base.items():
+        absent = _minus(whole, present.get((columns, bucket), _Totals()))
+        if absent.spans <= 0:
+            continue
+        key = tuple(_NULL_KEY if part is None else part for part in columns)
+        _add_totals(measured.by_key.setdefault(key, _Totals()), absent)
+        _add_totals(measured.cells.setdefault((key, bucket), _Totals()), absent)
+    return measured
+
+
+def _from_spans(windows: list, grouped: bool) -> dict[int, _ByKey]:
+    """The statement over these span windows, by period and group key."""
+    measured = {_CURRENT: _ByKey(), _BASELINE: _ByKey()}
+    if not windows:
+        return measured
+    sql, params = _statement(windows, _ALL_GROUPS if grouped else 1, every_period=True)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL jit = off")  # as in _measure_spans
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    keys = {row[2]: (row[14], row[15]) for row in rows if row[0] == _TOP_KEY}
+    by_slot: dict = {_CURRENT: {}, _BASELINE: {}}
+    for kind, period, slot, at, bin_, count, *rest in rows:
+        into = measured[period]
+        count = int(count or 0)
+        if kind == _HISTOGRAM:
+            values = (
+                count, int(rest[0] or 0), int(rest[1] or 0), int(rest[2] or 0),
+                int(rest[3] or 0), float(rest[4] or 0.0), int(rest[5] or 0),
+                bin_, float(rest[6]), float(rest[7]),
+            )  # fmt: skip
+            key = keys.get(slot, ("", ""))
+            by_slot[period].setdefault(key, _Totals()).add(*values)
+            into.cells.setdefault((key, at), _Totals()).add(*values)
+            into.by_bucket.setdefault(at, _Totals()).add(*values)
+        elif kind == _TRACES_CELL:
+            into.cells.setdefault((keys.get(slot, ("", "")), at), _Totals()).traces = count
+        elif kind == _TRACES_SLOT:
+            by_slot[period].setdefault(keys.get(slot, ("", "")), _Totals()).traces = count
+        elif kind == _TRACES_BUCKET:
+            into.by_bucket.setdefault(at, _Totals()).traces = count
+        elif kind == _TRACES_ALL:
+            into.overall.traces = count
+    for period, into in measured.items():
+        into.by_key = by_slot[period]
+        for totals in into.by_key.values():
+            into.overall.merge(totals)
+    return measured
+
+
+def _measure_mixed(project, query: AnalyticsQuery, bucket, plan: _RollupPlan):
+    """As _measure_spans, from the rollups of the whole intervals in the window and
+    from the spans of its edges and of the spans the rollups do not hold yet."""
+    grouped = bool(query.group_by)
+    periods = [(_CURRENT, query.start, query.end, bucket)]
+    if query.baseline:
+        periods.append((_BASELINE, *query.baseline, None))
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            # The mark and the rows it vouches for are read in one snapshot, so a
+            # batch the roller commits meanwhile is counted once, not twice.
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        state = rollups.mark()
+        tail = rollups.tail_q(state)
+        tail_ids = Q(id__in=Span.objects.filter(tail).values("id"))
+        windows, from_rollups = [], {}
+        for period, start, end, period_bucket in periods:
+            cells, ranges = {}, []
+            for lo, hi, index in _pieces(start, end, period_bucket):
+                got, left = _split(lo, hi, plan.grains)
+                cells.update(dict.fromkeys(got, index))
+                ranges += left
+            if len(ranges) > MAX_RAW_RANGES:
+                return _measure_spans(project, query, bucket)
+            from_rollups[period] = cells
+            if ranges:
+                edges = Q()
+                for lo, hi in ranges:
+                    edges |= Q(start_time__gte=lo, start_time__lt=hi)
+                windows.append(
+                    _window_rows(project, query, period, start, end, period_bucket, edges & ~tail)
+                )
+            windows.append(
+                _window_rows(project, query, period, start, end, period_bucket, tail_ids)
+            )
+        measured = _from_spans(windows, grouped)
+        for period, cells in from_rollups.items():
+            measured[period].merge(_from_rollups(project, query, plan, cells))
+    return _slotted(measured, query.limit if grouped else 1)
+
+
+def _slotted(measured: dict[int, _ByKey], limit: int):
+    """By-key metrics as _measure_spans answers them: the top `limit` keys by
+    current spans get slots 0.., the rest share OTHER_SLOT."""
+    current = measured[_CURRENT]
+    ranked = sorted(
+        (key for key, totals in current.by_key.items() if totals.spans),
+        key=lambda key: (-current.by_key[key].spans, key),
+    )
+    top = ranked[:limit]
+    slot_of = {key: slot for slot, key in enumerate(top)}
+    result = {}
+    for period, by_key in measured.items():
+        into = _Measured(by_bucket=by_key.by_bucket, overall=by_key.overall)
+        for key, totals in by_key.by_key.items():
+            _add_totals(into.by_slot.setdefault(slot_of.get(key, OTHER_SLOT), _Totals()), totals)
+        for (key, at), totals in by_key.cells.items():
+            slot = slot_of.get(key, OTHER_SLOT)
+            _add_totals(into.cells.setdefault((slot, at), _Totals()), totals)
+        result[period] = into
+    return result, top, len(ranked)
 
 
 def _compare(current: dict, baseline: dict, current_seconds: float, baseline_seconds: float):

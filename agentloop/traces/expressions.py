@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 
-from django.db.models import BooleanField, F, FloatField, Func, IntegerField, TextField
+from django.db.models import BooleanField, Case, F, FloatField, Func, IntegerField, TextField, When
 
 # Duration histogram: bin i holds durations in [GAMMA**i, GAMMA**(i+1)) microseconds,
 # so any value read from a bin is within GAMMA - 1 (4 %) of every duration in it.
@@ -226,3 +226,15 @@ def bin_bounds(index: int) -> tuple[float, float]:
     if index == ZERO_BIN:
         return 0.0, 0.001
     return DURATION_GAMMA**index / 1000.0, DURATION_GAMMA ** (index + 1) / 1000.0
+
+
+COST_ATTRIBUTE = "llm.cost.total"  # OpenInference: a call's cost in USD, on LLM spans
+
+
+def llm_cost():
+    """A span's cost for sums: `llm.cost.total` of LLM spans only (a root span may
+    carry its children's total too)."""
+    return Case(
+        When(kind="LLM", then=JSONNumber("attributes", COST_ATTRIBUTE)),
+        output_field=FloatField(),
+    )

@@ -198,3 +198,110 @@ class SpanAnnotation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}={self.label or self.score}"
+
+
+class SpanRollup(models.Model):
+    """What the spans of one interval add up to, for analytics over long windows
+    (rollups.py writes these behind ingest; analytics.py reads them).
+
+    One row per (interval, scope, dimension value): `scope` says which of
+    kind, name and status the row is split by (the others are "" and the row
+    counts every value of them); `dim_key` "" is the row of all spans of the
+    scope, else the row of the spans whose attribute `dim_key` has the value
+    `dim_value` (its JSON text, as analytics groups it). `histogram` holds the
+    duration bins as JSON [[bin, spans, min_ms, max_ms], ...], so percentiles
+    come out as they do from spans. `traces` counts distinct traces per rolled-up
+    batch: a trace whose spans were rolled up in two batches, or fall in two
+    intervals, counts twice when rows are added up.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    grain = models.PositiveIntegerField(help_text="interval length in seconds")
+    at = models.BigIntegerField(help_text="interval start, Unix seconds")
+    scope = models.PositiveSmallIntegerField()
+    kind = models.CharField(max_length=16, blank=True, default="")
+    name = models.CharField(max_length=500, blank=True, default="")
+    status_code = models.CharField(max_length=8, blank=True, default="")
+    dim_key = models.CharField(max_length=200, blank=True, default="")
+    dim_value = models.CharField(max_length=200, blank=True, default="")
+    spans = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    cost = models.FloatField(default=0.0)
+    cost_spans = models.BigIntegerField(default=0)
+    traces = models.BigIntegerField(default=0)
+    histogram = models.TextField(default="[]")
+
+    class Meta:
+        constraints = [
+            # Its index serves the reads: one project, grain, dimension and scope
+            # over a range of intervals.
+            models.UniqueConstraint(
+                fields=[
+                    "project",
+                    "grain",
+                    "dim_key",
+                    "scope",
+                    "at",
+                    "kind",
+                    "name",
+                    "status_code",
+                    "dim_value",
+                ],
+                name="rollup_unique_cell",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.grain}s@{self.at} scope {self.scope} {self.dim_key}={self.dim_value}"
+
+
+class RollupDimension(models.Model):
+    """An attribute key a project's rollups are split by: one whose every value
+    so far is a short string, integer or boolean, and that has taken few values
+    (`overflow` once it took too many or another kind of value: then it is no
+    longer rolled up and its rows are gone)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=200)
+    values = models.JSONField(default=list)
+    overflow = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "key"], name="rollup_dimension_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({'overflow' if self.overflow else len(self.values)})"
+
+
+class RollupProject(models.Model):
+    """A project whose spans are rolled up (one with enough spans for it to pay:
+    rollups.MIN_SPANS). Its spans up to `backfill_below` that were stored before
+    it qualified are rolled up in batches (`backfilled_through`); analytics reads
+    its rollups once `ready`."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="+")
+    backfill_below = models.BigIntegerField()
+    backfill_skip = models.JSONField(default=list)  # the mark's holes then: the roller's
+    backfilled_through = models.BigIntegerField(default=0)
+    ready = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"{self.project_id}: {'ready' if self.ready else 'backfilling'}"
+
+
+class RollupMark(models.Model):
+    """How far rollups have got (one row): every span with id <= through_id is
+    rolled up, except those in `holes` ([[low, high, first_seen], ...]: ids not
+    yet committed when the mark passed them)."""
+
+    through_id = models.BigIntegerField(default=0)
+    holes = models.JSONField(default=list)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"through {self.through_id}"

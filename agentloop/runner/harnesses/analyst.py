@@ -33,6 +33,7 @@ from agentloop.runner.signal_method import (
     Report,
     iso,
     parse_time,
+    window_ending,
 )
 from agentloop.runner.traces_cli import (
     LABELS_FILE,
@@ -147,7 +148,8 @@ class AnalystHarness(Harness):
         start = parse_time(window.get("start"))
         if start is None:
             hours = self.spec.get("window_hours")
-            start = end - (timedelta(hours=float(hours)) if hours else DEFAULT_WINDOW)
+            length = timedelta(hours=float(hours)) if hours else DEFAULT_WINDOW
+            start, end = window_ending(end, length)
         return start, end
 
     # -- the transcript --------------------------------------------------------------
@@ -208,8 +210,8 @@ class AnalystHarness(Harness):
         start, end = self.window()
         hours = (end - start).total_seconds() / 3600
         self.say(
-            f"Looking at the last {hours:g} h ({iso(start)} to {iso(end)}) against the "
-            f"{hours:g} h before: errors, latency, tokens and cost, evals, retrievals and "
+            f"Looking at the last {hours:.3g} h ({iso(start)} to {iso(end)}) against the "
+            f"{hours:.3g} h before: errors, latency, tokens and cost, evals, retrievals and "
             "tool calls, where they concentrate and since when."
         )
         source = _Source(self, api)

@@ -1,0 +1,583 @@
+"""Totals of spans per hour and per five minutes, kept behind ingest, so analytics
+over a long window reads a few thousand rows instead of every span.
+
+    roll_up_new_spans()        # one batch past the mark; the number of spans rolled up
+    catch_up(seconds=50)       # batches until caught up (the worker's schedule)
+    rebuild(project=None)      # forget and roll everything up again
+
+A SpanRollup row (models.py) holds what the spans of one interval add up to —
+spans, errors, tokens, cost, distinct traces, the duration histogram — for one
+*scope* (split by any of kind, name and status) and optionally one attribute
+value. analytics.py answers a query from these rows where it can
+(`analytics._measure`): for the whole intervals inside its window, from the
+spans this module has rolled up; the window's edges and any span past the mark
+it reads from the spans, so answers are the same either way (but `traces`,
+which rows add up approximately: see SpanRollup).
+
+Which attributes: every top-level attribute key whose values are all short
+strings, integers or booleans and that has taken at most MAX_VALUES values
+(`region`, `tier`, `llm.model_name`, a prompt template version, ...), up to
+MAX_DIMENSIONS keys a project (RollupDimension). A key that later takes a long,
+fractional or structured value, or too many values, overflows: its rows are
+deleted and queries by it read spans again. Attribute rows exist at the hour
+grain, for components (kind and name) and for all spans.
+
+The mark (RollupMark): every span with id <= through_id is rolled up, but the
+ids in `holes`. SQLite has one writer, so ids commit in order and there are no
+holes. On PostgreSQL a transaction can commit ids below ids already committed;
+the gaps the mark passes are remembered as holes and their spans rolled up
+when they appear (a hole is forgotten after HOLE_SECONDS: a transaction that
+writes spans for longer than that would leave them out of the rollups).
+Deleting spans does not change rollups: a project's rows go with the project,
+and `forget_before` drops the rows of intervals that retention emptied.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from django.db import connection, transaction
+from django.db.models import Case, F, IntegerField, Q, Value, When
+
+from agentloop.traces.expressions import AttributeValue, DurationBin, TimeBucket, llm_cost
+from agentloop.traces.models import (
+    RollupDimension,
+    RollupMark,
+    RollupProject,
+    Span,
+    SpanRollup,
+    StatusCode,
+)
+from agentloop.traces.queries import _key_paths
+
+FINE_GRAIN, HOUR_GRAIN = 300, 3600
+GRAINS = (HOUR_GRAIN, FINE_GRAIN)  # coarsest first
+DIMENSION_GRAIN = HOUR_GRAIN  # attribute rows exist at this grain only
+SCOPE_KIND, SCOPE_NAME, SCOPE_STATUS = 1, 2, 4
+# A name is read with its kind, so there is no scope of name without kind.
+SCOPES = (0, SCOPE_KIND, SCOPE_KIND | SCOPE_NAME, SCOPE_STATUS, SCOPE_KIND | SCOPE_STATUS, 7)
+DIMENSION_SCOPES = (0, SCOPE_KIND | SCOPE_NAME)  # all spans; one component
+MAX_DIMENSIONS = 32  # attribute keys rolled up per project
+MAX_VALUES = 50  # values a key may take before it overflows
+MAX_VALUE_TEXT = 60  # characters of a string value
+BATCH = 20_000  # spans per transaction
+# A project is rolled up once it holds this many spans: below, its analytics read
+# the spans fast enough, and its rows would outnumber its spans (a sparse hour
+# gives nearly a row per span and dimension).
+MIN_SPANS = 100_000
+HOLE_SECONDS = 600
+MAX_HOLES = 1000
+_PG_LOCK = 0x616C_726F_6C6C  # pg advisory lock: one roller at a time
+
+_SCOPE_COLUMNS = ((SCOPE_KIND, "kind"), (SCOPE_NAME, "name"), (SCOPE_STATUS, "st"))
+
+
+def scope_of(kind: bool, name: bool, status: bool) -> int:
+    """The scope whose rows are split by these columns (a name brings its kind)."""
+    return (
+        (SCOPE_KIND if kind or name else 0)
+        | (SCOPE_NAME if name else 0)
+        | (SCOPE_STATUS if status else 0)
+    )
+
+
+# Keys that name one thing each, hold text or numbers to sum, or repeat a column:
+# nothing to break spans down by.
+_SKIP_PARTS = {
+    "id", "input", "output", "message", "messages", "content", "text", "prompt",
+    "documents", "document", "query", "url", "token_count", "cost", "score",
+    "explanation", "exception", "timestamp", "template", "variables", "arguments",
+    "invocation_parameters", "embeddings",
+}  # fmt: skip
+_SKIP_PREFIXES = ("eval.", "evaluation.", "openinference.span.kind", "session.", "user.")
+
+
+def worth_splitting(key: str) -> bool:
+    """Whether rollups may split by this attribute key (its values also decide)."""
+    parts = key.lower().replace("-", "_").split(".")
+    if key.startswith(_SKIP_PREFIXES) or parts[-1].endswith("_id"):
+        return False
+    return not any(p in _SKIP_PARTS or p.isdigit() for p in parts)
+
+
+def splits_by(project, key: str) -> bool:
+    """Whether the project's rollups have rows by this attribute key."""
+    return RollupDimension.objects.filter(project=project, key=key, overflow=False).exists()
+
+
+# -- the mark ---------------------------------------------------------------------------
+
+
+def mark() -> RollupMark:
+    """The mark as it stands (through_id 0: nothing rolled up yet)."""
+    return RollupMark.objects.order_by("pk").first() or RollupMark()
+
+
+def tail_q(state: RollupMark) -> Q:
+    """The spans not in the rollups: past the mark, or in one of its holes."""
+    q = Q(id__gt=state.through_id)
+    for low, high, _seen in state.holes:
+        q |= Q(id__gte=low, id__lte=high)
+    return q
+
+
+def _claim_mark() -> RollupMark | None:
+    """The mark, locked for this transaction; None if another roller holds it."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_PG_LOCK])
+            if not cursor.fetchone()[0]:
+                return None
+    state = RollupMark.objects.order_by("pk").first()
+    if state is None:
+        state = RollupMark.objects.create()
+    return state
+
+
+def _without(holes: list, found: list[int]) -> list:
+    """The holes with these ids taken out (a range may split in two)."""
+    result = []
+    found = sorted(found)
+    for low, high, seen in holes:
+        start = low
+        for span_id in found:
+            if span_id < start or span_id > high:
+                continue
+            if span_id > start:
+                result.append([start, span_id - 1, seen])
+            start = span_id + 1
+        if start <= high:
+            result.append([start, high, seen])
+    return result
+
+
+def _gaps(after: int, ids: list[int], now: float) -> list:
+    holes, expected = [], after + 1
+    for span_id in ids:
+        if span_id > expected:
+            holes.append([expected, span_id - 1, now])
+        expected = span_id + 1
+    return holes
+
+
+# -- rolling up -----------------------------------------------------------------------------
+
+
+def roll_up_new_spans(limit: int = BATCH) -> int:
+    """Roll up the next `limit` spans past the mark (and any that appeared in its
+    holes), and one batch of a project that is being backfilled, in one
+    transaction with the mark; the number of spans read."""
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            # Every statement below sees the same spans: one that commits meanwhile
+            # is a hole now and rolled up once it is seen, never twice.
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        state = _claim_mark()
+        if state is None:
+            return 0
+        now = time.time()
+        ids = list(
+            Span.objects.filter(id__gt=state.through_id)
+            .order_by("id")
+            .values_list("id", flat=True)[:limit]
+        )
+        holes = [h for h in state.holes if now - h[2] < HOLE_SECONDS]
+        in_holes: list[int] = []
+        if holes:
+            hole_q = Q()
+            for low, high, _seen in holes:
+                hole_q |= Q(id__gte=low, id__lte=high)
+            in_holes = list(Span.objects.filter(hole_q).values_list("id", flat=True))
+            holes = _without(holes, in_holes)
+        if ids and connection.vendor == "postgresql":
+            holes += _gaps(state.through_id, ids, now)
+        holes = holes[-MAX_HOLES:]
+        if ids or in_holes:
+            chunk = Q(id__in=in_holes)
+            if ids:
+                chunk |= Q(id__gt=state.through_id, id__lte=ids[-1])
+            projects = (
+                Span.objects.filter(chunk).order_by().values_list("project_id", flat=True)
+            ).distinct()
+            for project_id in list(projects):
+                if _rolled_up(project_id, state):
+                    _roll_up(project_id, chunk)
+        backfilled = _backfill_one_batch(limit)
+        if ids or holes != state.holes:
+            state.through_id = ids[-1] if ids else state.through_id
+            state.holes = holes
+            state.save()
+    return len(ids) + len(in_holes) + backfilled
+
+
+def _rolled_up(project_id: int, state: RollupMark) -> bool:
+    """Whether the project's spans are rolled up: it was, or it has just reached
+    MIN_SPANS (then its older spans, up to the mark, are backfilled)."""
+    if RollupProject.objects.filter(project_id=project_id).exists():
+        return True
+    if Span.objects.filter(project_id=project_id).count() < MIN_SPANS:
+        return False
+    RollupProject.objects.create(
+        project_id=project_id,
+        backfill_below=state.through_id + 1,
+        backfill_skip=state.holes,
+    )
+    return True
+
+
+def _backfill_one_batch(limit: int) -> int:
+    """Roll up one batch of a qualifying project's older spans; when none is left
+    it is ready. The spans it skips (the mark's holes) the roller adds itself."""
+    pending = RollupProject.objects.filter(ready=False).order_by("pk").first()
+    if pending is None:
+        return 0
+    skip = Q()
+    for low, high, _seen in pending.backfill_skip:
+        skip |= Q(id__gte=low, id__lte=high)
+    ids = list(
+        Span.objects.filter(
+            project_id=pending.project_id,
+            id__gt=pending.backfilled_through,
+            id__lt=pending.backfill_below,
+        )
+        .exclude(skip)
+        .order_by("id")
+        .values_list("id", flat=True)[:limit]
+    )
+    if not ids:
+        pending.ready = True
+        pending.save(update_fields=["ready"])
+        return 1  # a step taken: catch_up goes on
+    _roll_up(
+        pending.project_id,
+        Q(id__gt=pending.backfilled_through, id__lte=ids[-1]) & ~skip,
+    )
+    pending.backfilled_through = ids[-1]
+    pending.save(update_fields=["backfilled_through"])
+    return len(ids)
+
+
+def is_ready(project) -> bool:
+    """Whether analytics may read the project's rollups."""
+    return RollupProject.objects.filter(project=project, ready=True).exists()
+
+
+def catch_up(seconds: float = 50.0, limit: int = BATCH) -> int:
+    """Roll up batches until none is left or `seconds` have passed (the worker's
+    minutely schedule; the rest waits for the next minute). Spans rolled up."""
+    deadline = time.monotonic() + seconds
+    total = 0
+    while time.monotonic() < deadline:
+        done = roll_up_new_spans(limit)
+        total += done
+        if not done:
+            break
+    return total
+
+
+def rebuild_forget() -> None:
+    """Forget every rollup and the mark: the next batches start from the first span."""
+    with transaction.atomic():
+        SpanRollup.objects.all().delete()
+        RollupDimension.objects.all().delete()
+        RollupProject.objects.all().delete()
+        RollupMark.objects.all().delete()
+
+
+def rebuild(project=None) -> int:
+    """Forget the rollups (of one project, or all) and roll every span up again
+    (a project: its rows go, and the roller backfills it as a new one)."""
+    if project is None:
+        rebuild_forget()
+    else:
+        with transaction.atomic():
+            RollupProject.objects.filter(project=project).delete()
+            SpanRollup.objects.filter(project=project).delete()
+            RollupDimension.objects.filter(project=project).delete()
+    return catch_up(seconds=float("inf"))
+
+
+def forget_before(project, moment) -> int:
+    """Drop the project's rows of intervals that end at or before `moment` (after
+    retention deleted their spans). The number of rows dropped."""
+    cutoff = int(moment.timestamp())
+    deleted = 0
+    for grain in GRAINS:
+        deleted += SpanRollup.objects.filter(
+            project=project, grain=grain, at__lte=cutoff - grain
+        ).delete()[0]
+    return deleted
+
+
+@dataclass
+class _Cell:
+    spans: int = 0
+    errors: int = 0
+    prompt: int = 0
+    completion: int = 0
+    total: int = 0
+    cost: float = 0.0
+    cost_spans: int = 0
+    traces: int = 0
+    bins: dict = field(default_factory=dict)  # bin -> [spans, min_ms, max_ms]
+
+    def add_bin(self, index, spans, low, high):
+        cell = self.bins.get(index)
+        if cell is None:
+            self.bins[index] = [spans, low, high]
+        else:
+            cell[0] += spans
+            cell[1] = min(cell[1], low)
+            cell[2] = max(cell[2], high)
+
+    def merge_row(self, row: SpanRollup) -> None:
+        self.spans += row.spans
+        self.errors += row.errors
+        self.prompt += row.prompt_tokens
+        self.completion += row.completion_tokens
+        self.total += row.total_tokens
+        self.cost += row.cost
+        self.cost_spans += row.cost_spans
+        self.traces += row.traces
+        for index, spans, low, high in json.loads(row.histogram):
+            self.add_bin(index, spans, low, high)
+
+    def histogram(self) -> str:
+        return json.dumps([[i, *self.bins[i]] for i in sorted(self.bins)], separators=(",", ":"))
+
+
+def _roll_up(project_id: int, chunk: Q) -> None:
+    """Add the spans of `chunk` in this project to its rollup rows."""
+    spans = Span.objects.filter(chunk, project_id=project_id).order_by()
+    keys = _dimensions(project_id, spans)
+    rows = _slim_rows(spans, keys)
+    cells: dict[tuple, _Cell] = defaultdict(_Cell)
+    with connection.cursor() as cursor:
+        sql, params = _histogram_statement(rows, keys)
+        cursor.execute(sql, params)
+        for key, index, n, errors, prompt, completion, total, cost, cost_n, low, high in (
+            (tuple(r[:8]), *r[8:]) for r in cursor.fetchall()
+        ):
+            cell = cells[key]
+            cell.spans += n
+            cell.errors += errors or 0
+            cell.prompt += prompt or 0
+            cell.completion += completion or 0
+            cell.total += total or 0
+            cell.cost += cost or 0.0
+            cell.cost_spans += cost_n or 0
+            cell.add_bin(index, n, low, high)
+        sql, params = _traces_statement(rows, keys)
+        cursor.execute(sql, params)
+        for *key, traces in cursor.fetchall():
+            cells[tuple(key)].traces += traces
+    cells = _drop_overflowing(project_id, cells, keys)
+    _store(project_id, cells)
+
+
+def _dimensions(project_id: int, spans) -> list[str]:
+    """The attribute keys to split this chunk by: the project's, updated with the
+    keys this chunk shows (new good ones join; one with a bad value overflows)."""
+    known = {d.key: d for d in RollupDimension.objects.filter(project_id=project_id)}
+    ids_sql, ids_params = spans.values("id").query.sql_with_params()
+    if connection.vendor == "postgresql":
+        sql = f"""
+SELECT j.key, SUM(CASE
+    WHEN jsonb_typeof(j.value) = 'string' AND length(j.value #>> '{{}}') <= %s THEN 0
+    WHEN jsonb_typeof(j.value) = 'boolean' THEN 0
+    WHEN jsonb_typeof(j.value) = 'number' AND j.value::text ~ '^-?[0-9]+$' THEN 0
+    ELSE 1 END), COUNT(DISTINCT j.value), COUNT(*)
+FROM traces_span s CROSS JOIN LATERAL jsonb_each(s.attributes) AS j
+WHERE s.id IN ({ids_sql}) GROUP BY j.key ORDER BY COUNT(*) DESC, j.key"""
+    else:
+        sql = f"""
+SELECT j.key, SUM(CASE
+    WHEN j.type = 'text' AND length(j.value) <= %s THEN 0
+    WHEN j.type IN ('integer', 'true', 'false') THEN 0
+    ELSE 1 END), COUNT(DISTINCT j.value), COUNT(*)
+FROM traces_span s, json_each(s.attributes) AS j
+WHERE s.id IN ({ids_sql}) GROUP BY j.key ORDER BY COUNT(*) DESC, j.key"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [MAX_VALUE_TEXT, *ids_params])
+        seen = cursor.fetchall()
+    tracked = [k for k, d in known.items() if not d.overflow]
+    # The commonest keys first: when MAX_DIMENSIONS are taken, the rarer stay out.
+    for key, bad, distinct, _present in seen:
+        dimension = known.get(key)
+        if dimension is not None and dimension.overflow:
+            continue
+        too_many = bool(bad) or distinct > MAX_VALUES or len(key) > 200 or not worth_splitting(key)
+        if dimension is None:
+            if not too_many and len(tracked) >= MAX_DIMENSIONS:
+                too_many = True
+            known[key] = RollupDimension.objects.create(
+                project_id=project_id, key=key, overflow=too_many
+            )
+            if not too_many:
+                tracked.append(key)
+        elif too_many:
+            _overflow(dimension)
+            tracked.remove(key)
+    return sorted(tracked)
+
+
+def _overflow(dimension: RollupDimension) -> None:
+    dimension.overflow = True
+    dimension.values = []
+    dimension.save(update_fields=["overflow", "values"])
+    SpanRollup.objects.filter(project_id=dimension.project_id, dim_key=dimension.key).delete()
+
+
+def _drop_overflowing(project_id: int, cells: dict, keys: list[str]) -> dict:
+    """Record each key's values; a key past MAX_VALUES overflows and its cells go."""
+    values: dict[str, set] = defaultdict(set)
+    for key in cells:
+        if key[6]:
+            values[key[6]].add(key[7])
+    gone = set()
+    for dimension in RollupDimension.objects.filter(project_id=project_id, key__in=list(values)):
+        merged = set(dimension.values) | values[dimension.key]
+        if len(merged) > MAX_VALUES:
+            _overflow(dimension)
+            gone.add(dimension.key)
+        elif len(merged) != len(dimension.values):
+            dimension.values = sorted(merged)
+            dimension.save(update_fields=["values"])
+    if not gone:
+        return cells
+    return {key: cell for key, cell in cells.items() if key[6] not in gone}
+
+
+def _slim_rows(spans, keys: list[str]) -> tuple[str, tuple]:
+    """SQL of one slim row per span: its intervals, columns and dimension values."""
+    annotations = {
+        "r_hour": TimeBucket(0, HOUR_GRAIN),
+        "r_fine": TimeBucket(0, FINE_GRAIN),
+        "r_kind": F("kind"),
+        "r_name": F("name"),
+        "r_status": F("status_code"),
+        "r_trace": F("trace_id"),
+        "r_bin": DurationBin(),
+        "r_error": Case(
+            When(status_code=StatusCode.ERROR, then=Value(1)),
+            default=Value(0),
+            output_field=IntegerField(),
+        ),
+        "r_prompt": F("prompt_tokens"),
+        "r_completion": F("completion_tokens"),
+        "r_total": F("total_tokens"),
+        "r_cost": llm_cost(),
+        "r_duration": F("duration_ms"),
+    }
+    for i, key in enumerate(keys):
+        annotations[f"r_v{i}"] = AttributeValue(_key_paths(key))
+    return spans.annotate(**annotations).values(*annotations).query.sql_with_params()
+
+
+_ROW_NAMES = "hour, fine, kind, name, st, trace, bin, err, prompt, completion, total, cost, dur"
+
+
+def _selects(keys: list[str], with_bins: bool) -> tuple[list[str], list]:
+    """One SELECT per (grain, scope) and per (dimension, scope) over the slim rows."""
+    selects, params = [], []
+    measures = (
+        "bin, COUNT(*), SUM(err), SUM(prompt), SUM(completion), SUM(total), SUM(cost), "
+        "COUNT(cost), MIN(dur), MAX(dur)"
+        if with_bins
+        else "COUNT(DISTINCT trace)"
+    )
+
+    def select(grain_column, grain, scope, dim_key, dim_column):
+        columns = [f"{column}" if scope & bit else "''" for bit, column in _SCOPE_COLUMNS]
+        group = [grain_column] + [c for (bit, c) in _SCOPE_COLUMNS if scope & bit]
+        if dim_column:
+            group.append(dim_column)
+        if with_bins:
+            group.append("bin")
+        value = dim_column or "''"
+        sql = (
+            f"SELECT {grain}, {grain_column} * {grain}, {scope}, {', '.join(columns)}, "
+            f"CAST(%s AS TEXT), {value}, {measures} FROM c"
+            + (f" WHERE {dim_column} IS NOT NULL" if dim_column else "")
+            + f" GROUP BY {', '.join(group)}"
+        )
+        selects.append(sql)
+        params.append(dim_key)
+
+    for grain, column in ((HOUR_GRAIN, "hour"), (FINE_GRAIN, "fine")):
+        for scope in SCOPES:
+            select(column, grain, scope, "", None)
+    for i, key in enumerate(keys):
+        for scope in DIMENSION_SCOPES:
+            select("hour", DIMENSION_GRAIN, scope, key, f"v{i}")
+    return selects, params
+
+
+def _statement(rows, keys, with_bins):
+    sql, params = rows
+    names = _ROW_NAMES + "".join(f", v{i}" for i in range(len(keys)))
+    selects, select_params = _selects(keys, with_bins)
+    # The grain comes first in every row; the cell's key is its first eight columns.
+    body = " UNION ALL ".join(selects)
+    statement = f"WITH c ({names}) AS MATERIALIZED ({sql}) {body}"
+    return statement, [*params, *select_params]
+
+
+def _histogram_statement(rows, keys):
+    return _statement(rows, keys, with_bins=True)
+
+
+def _traces_statement(rows, keys):
+    return _statement(rows, keys, with_bins=False)
+
+
+_KEY_FIELDS = ("grain", "at", "scope", "kind", "name", "status_code", "dim_key", "dim_value")
+
+
+def _store(project_id: int, cells: dict[tuple, _Cell]) -> None:
+    """Add the cells to the rows already there: the rows of the same cells are
+    read, merged, deleted and written again (the mark's lock keeps out any other
+    writer)."""
+    if not cells:
+        return
+    by_grain: dict[int, set[int]] = defaultdict(set)
+    for key in cells:
+        by_grain[key[0]].add(key[1])
+    existing = []
+    for grain, ats in by_grain.items():
+        existing += SpanRollup.objects.filter(
+            project_id=project_id, grain=grain, at__gte=min(ats), at__lte=max(ats)
+        )
+    stale = []
+    for row in existing:
+        key = tuple(getattr(row, name) for name in _KEY_FIELDS)
+        cell = cells.get(key)
+        if cell is not None:
+            cell.merge_row(row)
+            stale.append(row.pk)
+    for start in range(0, len(stale), 500):
+        SpanRollup.objects.filter(pk__in=stale[start : start + 500]).delete()
+    SpanRollup.objects.bulk_create(
+        [
+            SpanRollup(
+                project_id=project_id,
+                **dict(zip(_KEY_FIELDS, key, strict=True)),
+                spans=cell.spans,
+                errors=cell.errors,
+                prompt_tokens=cell.prompt,
+                completion_tokens=cell.completion,
+                total_tokens=cell.total,
+                cost=cell.cost,
+                cost_spans=cell.cost_spans,
+                traces=cell.traces,
+                histogram=cell.histogram(),
+            )
+            for key, cell in cells.items()
+        ],
+        batch_size=1000,
+    )
