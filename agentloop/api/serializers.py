@@ -227,3 +227,7 @@ class AnalyticsSerializer(serializers.Serializer):
     groups = AnalyticsGroupSerializer(many=True, help_text="The top `limit` groups by spans.")
     other = AnalyticsOtherSerializer(allow_null=True, help_text="Every other group, added up.")
     group_count = serializers.IntegerField(help_text="Distinct groups in the window.")
+    from_rollups = serializers.BooleanField(
+        help_text="Whole intervals were read from the span rollups: `traces` may count a "
+        "trace once per interval it has spans in (spans and the other metrics are exact)."
+    )

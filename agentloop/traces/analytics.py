@@ -478,8 +478,9 @@ class _Measured:
     overall: _Totals = field(default_factory=_Totals)
 
 
-def _measure(project, query: AnalyticsQuery, bucket) -> tuple[dict, list, int]:
-    """{period: _Measured}, the top keys (raw, by slot) and the number of groups:
+def _measure(project, query: AnalyticsQuery, bucket) -> tuple[dict, list, int, bool]:
+    """{period: _Measured}, the top keys (raw, by slot), the number of groups and
+    whether rollups answered:
     from the rollups and the spans they do not cover where the query allows
     (rollups.py), else from the spans."""
     plan = _rollup_plan(project, query)
@@ -488,7 +489,7 @@ def _measure(project, query: AnalyticsQuery, bucket) -> tuple[dict, list, int]:
     return _measure_spans(project, query, bucket)
 
 
-def _measure_spans(project, query: AnalyticsQuery, bucket) -> tuple[dict, list, int]:
+def _measure_spans(project, query: AnalyticsQuery, bucket) -> tuple[dict, list, int, bool]:
     windows = [_window_rows(project, query, _CURRENT, query.start, query.end, bucket)]
     if query.baseline:
         b_start, b_end = query.baseline
@@ -541,7 +542,7 @@ def _measure_spans(project, query: AnalyticsQuery, bucket) -> tuple[dict, list, 
         for totals in into.by_slot.values():
             into.overall.merge(totals)
     keys = [top[slot] for slot in sorted(top)]
-    return measured, keys, group_count
+    return measured, keys, group_count, False
 
 
 # -- from rollups ------------------------------------------------------------------------
@@ -774,8 +775,10 @@ def _from_rollups(project, query, plan: _RollupPlan, cells: dict) -> _ByKey:
     return measured
 
 
-def _from_spans(windows: list, grouped: bool) -> dict[int, _ByKey]:
-    """The statement over these span windows, by period and group key."""
+def _from_spans(windows: list, query: AnalyticsQuery) -> dict[int, _ByKey]:
+    """The statement over these span windows, by period and group key (attribute
+    values in rollups.canonical's spelling, as the rollups keep them)."""
+    grouped = bool(query.group_by)
     measured = {_CURRENT: _ByKey(), _BASELINE: _ByKey()}
     if not windows:
         return measured
@@ -785,7 +788,14 @@ def _from_spans(windows: list, grouped: bool) -> dict[int, _ByKey]:
             cursor.execute("SET LOCAL jit = off")  # as in _measure_spans
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    keys = {row[2]: (row[14], row[15]) for row in rows if row[0] == _TOP_KEY}
+    attribute = [bool(d.attribute) for d in query.group_by] + [False] * MAX_GROUP_BY
+
+    def canonical(i, raw):
+        return rollups.canonical(raw) if attribute[i] and raw != _NULL_KEY else raw
+
+    keys = {
+        row[2]: (canonical(0, row[14]), canonical(1, row[15])) for row in rows if row[0] == _TOP_KEY
+    }
     by_slot: dict = {_CURRENT: {}, _BASELINE: {}}
     for kind, period, slot, at, bin_, count, *rest in rows:
         into = measured[period]
@@ -852,7 +862,7 @@ def _measure_mixed(project, query: AnalyticsQuery, bucket, plan: _RollupPlan):
             windows.append(
                 _window_rows(project, query, period, start, end, period_bucket, tail_ids)
             )
-        measured = _from_spans(windows, grouped)
+        measured = _from_spans(windows, query)
         for period, cells in from_rollups.items():
             measured[period].merge(_from_rollups(project, query, plan, cells))
     return _slotted(measured, query.limit if grouped else 1)
@@ -877,7 +887,7 @@ def _slotted(measured: dict[int, _ByKey], limit: int):
             slot = slot_of.get(key, OTHER_SLOT)
             _add_totals(into.cells.setdefault((slot, at), _Totals()), totals)
         result[period] = into
-    return result, top, len(ranked)
+    return result, top, len(ranked), True
 
 
 def _compare(current: dict, baseline: dict, current_seconds: float, baseline_seconds: float):
@@ -910,7 +920,7 @@ def aggregate(project, query: AnalyticsQuery) -> dict:
             datetime.fromtimestamp(origin + i * query.bucket_seconds, tz=UTC)
             for i in range(_bucket_count(query.start, query.end, query.bucket_seconds))
         ]
-    periods, top, group_count = _measure(project, query, bucket)
+    periods, top, group_count, from_rollups = _measure(project, query, bucket)
     measured = periods[_CURRENT]
     baseline = periods[_BASELINE] if query.baseline else None
     total = measured.overall.metrics()
@@ -956,6 +966,8 @@ def aggregate(project, query: AnalyticsQuery) -> dict:
         "groups": [],
         "other": None,
         "group_count": group_count if grouped else 0,
+        # Whole intervals came from the rollups: `traces` may count a trace twice.
+        "from_rollups": from_rollups,
     }
     if baseline is not None:
         b_total = baseline.overall.metrics()

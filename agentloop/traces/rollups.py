@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from django.db import connection, transaction
 from django.db.models import Case, F, IntegerField, Q, Value, When
 
-from agentloop.traces.expressions import AttributeValue, DurationBin, TimeBucket, llm_cost
+from agentloop.traces.expressions import DurationBin, TimeBucket, llm_cost
 from agentloop.traces.models import (
     RollupDimension,
     RollupMark,
@@ -51,7 +51,6 @@ from agentloop.traces.models import (
     SpanRollup,
     StatusCode,
 )
-from agentloop.traces.queries import _key_paths
 
 FINE_GRAIN, HOUR_GRAIN = 300, 3600
 GRAINS = (HOUR_GRAIN, FINE_GRAIN)  # coarsest first
@@ -355,29 +354,39 @@ def _roll_up(project_id: int, chunk: Q) -> None:
     """Add the spans of `chunk` in this project to its rollup rows."""
     spans = Span.objects.filter(chunk, project_id=project_id).order_by()
     keys = _dimensions(project_id, spans)
-    rows = _slim_rows(spans, keys)
     cells: dict[tuple, _Cell] = defaultdict(_Cell)
+    sql, params = _statement(spans, keys)
     with connection.cursor() as cursor:
-        sql, params = _histogram_statement(rows, keys)
         cursor.execute(sql, params)
-        for key, index, n, errors, prompt, completion, total, cost, cost_n, low, high in (
-            (tuple(r[:8]), *r[8:]) for r in cursor.fetchall()
-        ):
-            cell = cells[key]
-            cell.spans += n
-            cell.errors += errors or 0
-            cell.prompt += prompt or 0
-            cell.completion += completion or 0
-            cell.total += total or 0
-            cell.cost += cost or 0.0
-            cell.cost_spans += cost_n or 0
-            cell.add_bin(index, n, low, high)
-        sql, params = _traces_statement(rows, keys)
-        cursor.execute(sql, params)
-        for *key, traces in cursor.fetchall():
-            cells[tuple(key)].traces += traces
+        rows = cursor.fetchall()
+    for row in rows:
+        key = (*row[1:7], row[7], canonical(row[8]) if row[7] else "")
+        cell = cells[key]
+        if row[0] == _TRACES:
+            cell.traces += row[9]
+            continue
+        index, n, errors, prompt, completion, total, cost, cost_n, low, high = row[9:]
+        cell.spans += n
+        cell.errors += errors or 0
+        cell.prompt += prompt or 0
+        cell.completion += completion or 0
+        cell.total += total or 0
+        cell.cost += cost or 0.0
+        cell.cost_spans += cost_n or 0
+        cell.add_bin(index, n, low, high)
     cells = _drop_overflowing(project_id, cells, keys)
     _store(project_id, cells)
+
+
+def canonical(value_json: str | None) -> str | None:
+    """An attribute value's JSON text in one spelling (the databases and SQLite's
+    `->` and json_each spell non-ASCII strings differently)."""
+    if value_json is None:
+        return None
+    try:
+        return json.dumps(json.loads(value_json), separators=(",", ":"))
+    except ValueError:
+        return value_json
 
 
 def _dimensions(project_id: int, spans) -> list[str]:
@@ -391,7 +400,8 @@ SELECT j.key, SUM(CASE
     WHEN jsonb_typeof(j.value) = 'string' AND length(j.value #>> '{{}}') <= %s THEN 0
     WHEN jsonb_typeof(j.value) = 'boolean' THEN 0
     WHEN jsonb_typeof(j.value) = 'number' AND j.value::text ~ '^-?[0-9]+$' THEN 0
-    ELSE 1 END), COUNT(DISTINCT j.value), COUNT(*)
+    ELSE 1 END), COUNT(DISTINCT j.value), COUNT(*),
+    SUM(CASE WHEN jsonb_typeof(j.value) = 'object' THEN 1 ELSE 0 END)
 FROM traces_span s CROSS JOIN LATERAL jsonb_each(s.attributes) AS j
 WHERE s.id IN ({ids_sql}) GROUP BY j.key ORDER BY COUNT(*) DESC, j.key"""
     else:
@@ -399,19 +409,29 @@ WHERE s.id IN ({ids_sql}) GROUP BY j.key ORDER BY COUNT(*) DESC, j.key"""
 SELECT j.key, SUM(CASE
     WHEN j.type = 'text' AND length(j.value) <= %s THEN 0
     WHEN j.type IN ('integer', 'true', 'false') THEN 0
-    ELSE 1 END), COUNT(DISTINCT j.value), COUNT(*)
+    ELSE 1 END), COUNT(DISTINCT j.value), COUNT(*),
+    SUM(CASE WHEN j.type = 'object' THEN 1 ELSE 0 END)
 FROM traces_span s, json_each(s.attributes) AS j
 WHERE s.id IN ({ids_sql}) GROUP BY j.key ORDER BY COUNT(*) DESC, j.key"""
     with connection.cursor() as cursor:
         cursor.execute(sql, [MAX_VALUE_TEXT, *ids_params])
         seen = cursor.fetchall()
     tracked = [k for k, d in known.items() if not d.overflow]
+    # A key under an object ({"llm": {"model_name": ...}}) is matched nested too by
+    # analytics (queries._key_paths); its flat rows alone would miss those spans.
+    nested = tuple(f"{key}." for key, *_, objects in seen if objects)
     # The commonest keys first: when MAX_DIMENSIONS are taken, the rarer stay out.
-    for key, bad, distinct, _present in seen:
+    for key, bad, distinct, _present, _objects in seen:
         dimension = known.get(key)
         if dimension is not None and dimension.overflow:
             continue
-        too_many = bool(bad) or distinct > MAX_VALUES or len(key) > 200 or not worth_splitting(key)
+        too_many = (
+            bool(bad)
+            or distinct > MAX_VALUES
+            or len(key) > 200
+            or not worth_splitting(key)
+            or key.startswith(nested or ("\0",))
+        )
         if dimension is None:
             if not too_many and len(tracked) >= MAX_DIMENSIONS:
                 too_many = True
@@ -423,6 +443,9 @@ WHERE s.id IN ({ids_sql}) GROUP BY j.key ORDER BY COUNT(*) DESC, j.key"""
         elif too_many:
             _overflow(dimension)
             tracked.remove(key)
+    for key in [k for k in tracked if nested and k.startswith(nested)]:
+        _overflow(known[key])
+        tracked.remove(key)
     return sorted(tracked)
 
 
@@ -453,9 +476,10 @@ def _drop_overflowing(project_id: int, cells: dict, keys: list[str]) -> dict:
     return {key: cell for key, cell in cells.items() if key[6] not in gone}
 
 
-def _slim_rows(spans, keys: list[str]) -> tuple[str, tuple]:
-    """SQL of one slim row per span: its intervals, columns and dimension values."""
+def _slim_rows(spans) -> tuple[str, tuple]:
+    """SQL of one slim row per span: its intervals, columns and what adds up."""
     annotations = {
+        "r_id": F("id"),
         "r_hour": TimeBucket(0, HOUR_GRAIN),
         "r_fine": TimeBucket(0, FINE_GRAIN),
         "r_kind": F("kind"),
@@ -474,66 +498,72 @@ def _slim_rows(spans, keys: list[str]) -> tuple[str, tuple]:
         "r_cost": llm_cost(),
         "r_duration": F("duration_ms"),
     }
-    for i, key in enumerate(keys):
-        annotations[f"r_v{i}"] = AttributeValue(_key_paths(key))
     return spans.annotate(**annotations).values(*annotations).query.sql_with_params()
 
 
-_ROW_NAMES = "hour, fine, kind, name, st, trace, bin, err, prompt, completion, total, cost, dur"
+_ROW_NAMES = "id, hour, fine, kind, name, st, trace, bin, err, prompt, completion, total, cost, dur"
+_HISTOGRAM, _TRACES = "h", "t"
 
 
-def _selects(keys: list[str], with_bins: bool) -> tuple[list[str], list]:
-    """One SELECT per (grain, scope) and per (dimension, scope) over the slim rows."""
-    selects, params = [], []
-    measures = (
-        "bin, COUNT(*), SUM(err), SUM(prompt), SUM(completion), SUM(total), SUM(cost), "
-        "COUNT(cost), MIN(dur), MAX(dur)"
-        if with_bins
-        else "COUNT(DISTINCT trace)"
-    )
-
-    def select(grain_column, grain, scope, dim_key, dim_column):
-        columns = [f"{column}" if scope & bit else "''" for bit, column in _SCOPE_COLUMNS]
-        group = [grain_column] + [c for (bit, c) in _SCOPE_COLUMNS if scope & bit]
-        if dim_column:
-            group.append(dim_column)
-        if with_bins:
-            group.append("bin")
-        value = dim_column or "''"
+def _dimension_rows(keys: list[str]) -> tuple[str, list]:
+    """SQL of one row per (span, tracked key it has): the span's slim row, the key
+    and the value's JSON text. The attributes are parsed once per span."""
+    marks = ", ".join(["%s"] * len(keys))
+    if connection.vendor == "postgresql":
         sql = (
-            f"SELECT {grain}, {grain_column} * {grain}, {scope}, {', '.join(columns)}, "
-            f"CAST(%s AS TEXT), {value}, {measures} FROM c"
-            + (f" WHERE {dim_column} IS NOT NULL" if dim_column else "")
-            + f" GROUP BY {', '.join(group)}"
+            "SELECT c.*, j.key AS dk, j.value::text AS dv FROM c JOIN traces_span s "
+            "ON s.id = c.id CROSS JOIN LATERAL jsonb_each(s.attributes) AS j "
+            f"WHERE j.key IN ({marks})"
         )
-        selects.append(sql)
-        params.append(dim_key)
-
-    for grain, column in ((HOUR_GRAIN, "hour"), (FINE_GRAIN, "fine")):
-        for scope in SCOPES:
-            select(column, grain, scope, "", None)
-    for i, key in enumerate(keys):
-        for scope in DIMENSION_SCOPES:
-            select("hour", DIMENSION_GRAIN, scope, key, f"v{i}")
-    return selects, params
+    else:
+        sql = (
+            "SELECT c.*, j.key AS dk, CASE j.type WHEN 'text' THEN json_quote(j.value) "
+            "WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST(j.value AS TEXT) END "
+            "AS dv FROM c JOIN traces_span s ON s.id = c.id, json_each(s.attributes) AS j "
+            f"WHERE j.key IN ({marks})"
+        )
+    return sql, list(keys)
 
 
-def _statement(rows, keys, with_bins):
-    sql, params = rows
-    names = _ROW_NAMES + "".join(f", v{i}" for i in range(len(keys)))
-    selects, select_params = _selects(keys, with_bins)
-    # The grain comes first in every row; the cell's key is its first eight columns.
-    body = " UNION ALL ".join(selects)
-    statement = f"WITH c ({names}) AS MATERIALIZED ({sql}) {body}"
-    return statement, [*params, *select_params]
+def _statement(spans, keys: list[str]) -> tuple[str, list]:
+    """One statement: per (grain, scope) and per (attribute, scope), the histogram
+    rows (per duration bin) and the distinct traces of each cell, over the slim
+    rows materialised once. Rows: kind, grain, at, scope, kind, name, status,
+    dim_key, dim_value, then the bin's measures or the traces."""
+    rows_sql, rows_params = _slim_rows(spans)
+    selects = []
+    measures = {
+        _HISTOGRAM: "bin, COUNT(*), SUM(err), SUM(prompt), SUM(completion), SUM(total), "
+        "SUM(cost), COUNT(cost), MIN(dur), MAX(dur)",
+        _TRACES: "COUNT(DISTINCT trace), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL",
+    }
 
+    def select(kind, source, grain_column, grain, scope, dimension):
+        columns = [column if scope & bit else "''" for bit, column in _SCOPE_COLUMNS]
+        group = [grain_column] + [c for (bit, c) in _SCOPE_COLUMNS if scope & bit]
+        group += ["dk", "dv"] if dimension else []
+        group += ["bin"] if kind == _HISTOGRAM else []
+        dim = "dk, dv" if dimension else "'', ''"
+        selects.append(
+            f"SELECT '{kind}', {grain}, {grain_column} * {grain}, {scope}, "
+            f"{', '.join(columns)}, {dim}, {measures[kind]} FROM {source} "
+            f"GROUP BY {', '.join(group)}"
+        )
 
-def _histogram_statement(rows, keys):
-    return _statement(rows, keys, with_bins=True)
-
-
-def _traces_statement(rows, keys):
-    return _statement(rows, keys, with_bins=False)
+    for kind in (_HISTOGRAM, _TRACES):
+        for grain, column in ((HOUR_GRAIN, "hour"), (FINE_GRAIN, "fine")):
+            for scope in SCOPES:
+                select(kind, "c", column, grain, scope, False)
+        if keys:
+            for scope in DIMENSION_SCOPES:
+                select(kind, "cd", "hour", DIMENSION_GRAIN, scope, True)
+    ctes = f"c ({_ROW_NAMES}) AS MATERIALIZED ({rows_sql})"
+    params = [*rows_params]
+    if keys:
+        dim_sql, dim_params = _dimension_rows(keys)
+        ctes += f", cd AS MATERIALIZED ({dim_sql})"
+        params += dim_params
+    return f"WITH {ctes} " + " UNION ALL ".join(selects), params
 
 
 _KEY_FIELDS = ("grain", "at", "scope", "kind", "name", "status_code", "dim_key", "dim_value")
