@@ -71,7 +71,6 @@ HOLE_SECONDS = 600
 MAX_HOLES = 1000
 _PG_LOCK = 0x616C_726F_6C6C  # pg advisory lock: one roller at a time
 
-_SCOPE_COLUMNS = ((SCOPE_KIND, "kind"), (SCOPE_NAME, "name"), (SCOPE_STATUS, "st"))
 
 
 def scope_of(kind: bool, name: bool, status: bool) -> int:
@@ -351,31 +350,169 @@ class _Cell:
 
 
 def _roll_up(project_id: int, chunk: Q) -> None:
-    """Add the spans of `chunk` in this project to its rollup rows."""
+    """Add the spans of `chunk` in this project to its rollup rows.
+
+    The database hands over one slim row per span and one (span, key, value) row
+    per tracked attribute it has; the cells are added up here: first per finest
+    cell (five minutes, kind, name, status; an hour, kind, name, attribute value),
+    then each scope from those, so a span costs one dictionary update."""
     spans = Span.objects.filter(chunk, project_id=project_id).order_by()
     keys = _dimensions(project_id, spans)
-    cells: dict[tuple, _Cell] = defaultdict(_Cell)
-    sql, params = _statement(spans, keys)
+    sql, params = _slim_rows(spans)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    for row in rows:
-        key = (*row[1:7], row[7], canonical(row[8]) if row[7] else "")
-        cell = cells[key]
-        if row[0] == _TRACES:
-            cell.traces += row[9]
-            continue
-        index, n, errors, prompt, completion, total, cost, cost_n, low, high = row[9:]
-        cell.spans += n
-        cell.errors += errors or 0
-        cell.prompt += prompt or 0
-        cell.completion += completion or 0
-        cell.total += total or 0
-        cell.cost += cost or 0.0
-        cell.cost_spans += cost_n or 0
-        cell.add_bin(index, n, low, high)
-    cells = _drop_overflowing(project_id, cells, keys)
-    _store(project_id, cells)
+        slim = cursor.fetchall()
+        values = []
+        if keys:
+            cursor.execute(*_dimension_rows(spans, keys))
+            values = cursor.fetchall()
+    finest: dict[tuple, _Partial] = {}
+    by_id = {}
+    for (
+        span_id,
+        fine,
+        kind,
+        name,
+        status,
+        trace,
+        index,
+        err,
+        prompt,
+        completion,
+        total,
+        cost,
+        dur,
+    ) in slim:
+        by_id[span_id] = (
+            fine,
+            kind,
+            name,
+            status,
+            trace,
+            index,
+            err,
+            prompt,
+            completion,
+            total,
+            cost,
+            dur,
+        )
+        key = (fine, kind, name, status)
+        part = finest.get(key)
+        if part is None:
+            part = finest[key] = _Partial()
+        part.add(trace, index, err, prompt, completion, total, cost, dur)
+    by_value: dict[tuple, _Partial] = {}
+    for span_id, dim_key, dim_value in values:
+        fine, kind, name, _status, trace, index, err, prompt, completion, total, cost, dur = by_id[
+            span_id
+        ]
+        key = (fine * FINE_GRAIN // HOUR_GRAIN, kind, name, dim_key, canonical(dim_value))
+        part = by_value.get(key)
+        if part is None:
+            part = by_value[key] = _Partial()
+        part.add(trace, index, err, prompt, completion, total, cost, dur)
+    cells: dict[tuple, _Partial] = {}
+
+    def into(key, part):
+        cell = cells.get(key)
+        if cell is None:
+            cells[key] = cell = _Partial()
+        cell.merge(part)
+
+    for (fine, kind, name, status), part in finest.items():
+        for grain, at in (
+            (FINE_GRAIN, fine * FINE_GRAIN),
+            (HOUR_GRAIN, fine * FINE_GRAIN // HOUR_GRAIN * HOUR_GRAIN),
+        ):
+            for scope in SCOPES:
+                into(
+                    (
+                        grain, at, scope,
+                        kind if scope & SCOPE_KIND else "",
+                        name if scope & SCOPE_NAME else "",
+                        status if scope & SCOPE_STATUS else "",
+                        "", "",
+                    ),
+                    part,
+                )  # fmt: skip
+    for (hour, kind, name, dim_key, dim_value), part in by_value.items():
+        for scope in DIMENSION_SCOPES:
+            into(
+                (
+                    DIMENSION_GRAIN, hour * HOUR_GRAIN, scope,
+                    kind if scope & SCOPE_KIND else "",
+                    name if scope & SCOPE_NAME else "",
+                    "", dim_key, dim_value,
+                ),
+                part,
+            )  # fmt: skip
+    result = {key: part.cell() for key, part in cells.items()}
+    _store(project_id, _drop_overflowing(project_id, result, keys))
+
+
+class _Partial:
+    """A cell being added up: its sums, histogram and the set of its traces."""
+
+    __slots__ = ("spans", "errors", "prompt", "completion", "total", "cost", "cost_spans",
+                 "bins", "traces")  # fmt: skip
+
+    def __init__(self):
+        self.spans = self.errors = self.prompt = self.completion = self.total = 0
+        self.cost, self.cost_spans = 0.0, 0
+        self.bins: dict = {}
+        self.traces: set = set()
+
+    def add(self, trace, index, err, prompt, completion, total, cost, dur):
+        self.spans += 1
+        self.errors += err
+        self.prompt += prompt or 0
+        self.completion += completion or 0
+        self.total += total or 0
+        if cost is not None:
+            self.cost += cost
+            self.cost_spans += 1
+        self.traces.add(trace)
+        cell = self.bins.get(index)
+        if cell is None:
+            self.bins[index] = [1, dur, dur]
+        else:
+            cell[0] += 1
+            if dur < cell[1]:
+                cell[1] = dur
+            elif dur > cell[2]:
+                cell[2] = dur
+
+    def merge(self, other: _Partial) -> None:
+        self.spans += other.spans
+        self.errors += other.errors
+        self.prompt += other.prompt
+        self.completion += other.completion
+        self.total += other.total
+        self.cost += other.cost
+        self.cost_spans += other.cost_spans
+        self.traces |= other.traces
+        for index, (n, low, high) in other.bins.items():
+            cell = self.bins.get(index)
+            if cell is None:
+                self.bins[index] = [n, low, high]
+            else:
+                cell[0] += n
+                cell[1] = min(cell[1], low)
+                cell[2] = max(cell[2], high)
+
+    def cell(self) -> _Cell:
+        return _Cell(
+            spans=self.spans,
+            errors=self.errors,
+            prompt=self.prompt,
+            completion=self.completion,
+            total=self.total,
+            cost=self.cost,
+            cost_spans=self.cost_spans,
+            traces=len(self.traces),
+            bins=self.bins,
+        )
 
 
 def canonical(value_json: str | None) -> str | None:
@@ -477,10 +614,9 @@ def _drop_overflowing(project_id: int, cells: dict, keys: list[str]) -> dict:
 
 
 def _slim_rows(spans) -> tuple[str, tuple]:
-    """SQL of one slim row per span: its intervals, columns and what adds up."""
+    """SQL of one slim row per span: its five minutes, columns and what adds up."""
     annotations = {
         "r_id": F("id"),
-        "r_hour": TimeBucket(0, HOUR_GRAIN),
         "r_fine": TimeBucket(0, FINE_GRAIN),
         "r_kind": F("kind"),
         "r_name": F("name"),
@@ -501,69 +637,25 @@ def _slim_rows(spans) -> tuple[str, tuple]:
     return spans.annotate(**annotations).values(*annotations).query.sql_with_params()
 
 
-_ROW_NAMES = "id, hour, fine, kind, name, st, trace, bin, err, prompt, completion, total, cost, dur"
-_HISTOGRAM, _TRACES = "h", "t"
-
-
-def _dimension_rows(keys: list[str]) -> tuple[str, list]:
-    """SQL of one row per (span, tracked key it has): the span's slim row, the key
-    and the value's JSON text. The attributes are parsed once per span."""
+def _dimension_rows(spans, keys: list[str]) -> tuple[str, list]:
+    """SQL of one (span id, key, value's JSON text) row per tracked key a span
+    has; its attributes are parsed once."""
+    ids_sql, ids_params = spans.values("id").query.sql_with_params()
     marks = ", ".join(["%s"] * len(keys))
     if connection.vendor == "postgresql":
         sql = (
-            "SELECT c.*, j.key AS dk, j.value::text AS dv FROM c JOIN traces_span s "
-            "ON s.id = c.id CROSS JOIN LATERAL jsonb_each(s.attributes) AS j "
-            f"WHERE j.key IN ({marks})"
+            "SELECT s.id, j.key, j.value::text FROM traces_span s "
+            "CROSS JOIN LATERAL jsonb_each(s.attributes) AS j "
+            f"WHERE s.id IN ({ids_sql}) AND j.key IN ({marks})"
         )
     else:
         sql = (
-            "SELECT c.*, j.key AS dk, CASE j.type WHEN 'text' THEN json_quote(j.value) "
+            "SELECT s.id, j.key, CASE j.type WHEN 'text' THEN json_quote(j.value) "
             "WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST(j.value AS TEXT) END "
-            "AS dv FROM c JOIN traces_span s ON s.id = c.id, json_each(s.attributes) AS j "
-            f"WHERE j.key IN ({marks})"
+            f"FROM traces_span s, json_each(s.attributes) AS j "
+            f"WHERE s.id IN ({ids_sql}) AND j.key IN ({marks})"
         )
-    return sql, list(keys)
-
-
-def _statement(spans, keys: list[str]) -> tuple[str, list]:
-    """One statement: per (grain, scope) and per (attribute, scope), the histogram
-    rows (per duration bin) and the distinct traces of each cell, over the slim
-    rows materialised once. Rows: kind, grain, at, scope, kind, name, status,
-    dim_key, dim_value, then the bin's measures or the traces."""
-    rows_sql, rows_params = _slim_rows(spans)
-    selects = []
-    measures = {
-        _HISTOGRAM: "bin, COUNT(*), SUM(err), SUM(prompt), SUM(completion), SUM(total), "
-        "SUM(cost), COUNT(cost), MIN(dur), MAX(dur)",
-        _TRACES: "COUNT(DISTINCT trace), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL",
-    }
-
-    def select(kind, source, grain_column, grain, scope, dimension):
-        columns = [column if scope & bit else "''" for bit, column in _SCOPE_COLUMNS]
-        group = [grain_column] + [c for (bit, c) in _SCOPE_COLUMNS if scope & bit]
-        group += ["dk", "dv"] if dimension else []
-        group += ["bin"] if kind == _HISTOGRAM else []
-        dim = "dk, dv" if dimension else "'', ''"
-        selects.append(
-            f"SELECT '{kind}', {grain}, {grain_column} * {grain}, {scope}, "
-            f"{', '.join(columns)}, {dim}, {measures[kind]} FROM {source} "
-            f"GROUP BY {', '.join(group)}"
-        )
-
-    for kind in (_HISTOGRAM, _TRACES):
-        for grain, column in ((HOUR_GRAIN, "hour"), (FINE_GRAIN, "fine")):
-            for scope in SCOPES:
-                select(kind, "c", column, grain, scope, False)
-        if keys:
-            for scope in DIMENSION_SCOPES:
-                select(kind, "cd", "hour", DIMENSION_GRAIN, scope, True)
-    ctes = f"c ({_ROW_NAMES}) AS MATERIALIZED ({rows_sql})"
-    params = [*rows_params]
-    if keys:
-        dim_sql, dim_params = _dimension_rows(keys)
-        ctes += f", cd AS MATERIALIZED ({dim_sql})"
-        params += dim_params
-    return f"WITH {ctes} " + " UNION ALL ".join(selects), params
+    return sql, [*ids_params, *keys]
 
 
 _KEY_FIELDS = ("grain", "at", "scope", "kind", "name", "status_code", "dim_key", "dim_value")
