@@ -98,14 +98,16 @@ def test_the_transcript_shows_each_question_as_a_tool_call_and_result(tmp_path):
     assert components["baseline"] == ["previous"] and components["start"] == [WINDOW["start"]]
 
 
-def test_the_default_window_is_the_last_24_hours(tmp_path):
+def test_the_default_window_is_the_last_24_hours_from_a_whole_hour(tmp_path):
     now = datetime(2025, 3, 1, 12, 30, tzinfo=UTC)
     _, _, double = analyse(tmp_path, spec={}, now=now)
 
-    for request in double.requests_to("GET", "/analytics"):  # every question, the same window
+    # Every question, the same window: its start on the hour, so the store's hourly
+    # rollups answer its buckets (traces/rollups.py).
+    for request in double.requests_to("GET", "/analytics"):
         query = request["query"]
         if "bucket" not in query or query.get("group_by"):
-            assert query["start"] == ["2025-02-28T12:30:00Z"]
+            assert query["start"] == ["2025-02-28T12:00:00Z"]
             assert query["end"] == ["2025-03-01T12:30:00Z"]
 
 
