@@ -253,6 +253,8 @@ class SpanRollup(models.Model):
                 name="rollup_unique_cell",
             )
         ]
+        # The roller reads the rows of the intervals a batch touched, every scope.
+        indexes = [models.Index(fields=["project", "grain", "at"], name="rollup_interval")]
 
     def __str__(self) -> str:
         return f"{self.grain}s@{self.at} scope {self.scope} {self.dim_key}={self.dim_value}"
