@@ -1,0 +1,200 @@
+"""The runner image, run from the Kubernetes provider's own Pod manifest, against a live server.
+
+Opt-in (`make test-images` builds the images, then runs this): podman plays the
+Secret and Pod that KubernetesProvider renders for a real run (tests/podman_pods.py),
+the runner inside the image reaches daphne serving agentloop.asgi in this process,
+and the run goes end to end: an analyst run to success, and a Claude Code run (the
+image's pinned CLI) through the LLM gateway to the scripted model, then stopped.
+
+AGENTLOOP_TEST_RUNNER_IMAGE names the image (make test-images: localhost/agentloop-runner:dev).
+With AGENTLOOP_IMAGE_TIMINGS=<file>, pod start → first event times are appended to it
+as JSON lines (benches/bench_pod_start.py reads them; docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from agentloop.runs import actions
+from agentloop.runs.models import TERMINAL, Artifact, RunStatus, ServiceKey
+from agentloop.runs.reconciler import reconcile
+from agentloop.sandboxes.registry import override_provider
+from tests.e2e_support import run_now, wait_for
+from tests.fake_anthropic import text, tool_use
+from tests.podman_pods import PODMAN, PodmanPodProvider
+from tests.span_factory import make_span
+
+pytest_plugins = ["tests.gateway_server"]
+
+IMAGE = os.environ.get("AGENTLOOP_TEST_RUNNER_IMAGE", "")
+pytestmark = [
+    pytest.mark.images,
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        not IMAGE or PODMAN is None,
+        reason="opt-in: `make test-images` (podman, AGENTLOOP_TEST_RUNNER_IMAGE)",
+    ),
+]
+
+
+@pytest.fixture
+def pods():
+    provider = PodmanPodProvider(image=IMAGE, stop_grace_seconds=5)
+    if subprocess.run([PODMAN, "image", "exists", IMAGE], env=provider.env).returncode != 0:
+        pytest.fail(f"image {IMAGE} is not built (make images)")
+    with override_provider("podman", provider):
+        yield provider
+    for code in list(provider.played):
+        provider.cleanup(provider.handle_for(code))
+    provider.close()
+
+
+def log_of(pods, run) -> str:
+    return pods.read_log(pods.handle_for(str(run.code)))[-4000:]
+
+
+def record_timings(pods, run, harness: str) -> None:
+    """Seconds from `podman kube play` to the first event the runner caused, and to the
+    first agent event; appended to AGENTLOOP_IMAGE_TIMINGS when set."""
+    played = pods.played_at[str(run.code)]
+    events = list(run.events.order_by("seq"))
+    after = [e for e in events if e.created_at.timestamp() >= played]
+    agent = [e for e in after if e.source == "agent"]
+    line = {
+        "harness": harness,
+        "first_event_s": round(after[0].created_at.timestamp() - played, 3),
+        "first_event": f"{after[0].source}/{after[0].kind}",
+        "first_agent_event_s": round(agent[0].created_at.timestamp() - played, 3),
+    }
+    if os.environ.get("AGENTLOOP_IMAGE_TIMINGS"):
+        with open(os.environ["AGENTLOOP_IMAGE_TIMINGS"], "a") as out:
+            out.write(json.dumps(line) + "\n")
+
+
+def container(pods, run) -> dict:
+    return json.loads(pods.podman("inspect", "--type", "container", f"{pods.handle_for(str(run.code)).id}-runner"))[0]  # fmt: skip
+
+
+def test_an_analyst_run_in_the_runner_image_succeeds_end_to_end(
+    pods, asgi_server, served_db, settings, project, alice
+):
+    settings.AGENTLOOP_PUBLIC_URL = asgi_server
+    now = timezone.now()
+    for i in range(6):
+        make_span(
+            project,
+            name="refund-tool",
+            kind="TOOL",
+            status="ERROR",
+            start=now - timedelta(minutes=30 + i),
+            attributes={"exception.type": "TimeoutError"},
+        )
+    config = {"harness": "analyst", "sandbox": "podman", "time_limit_seconds": 300}
+
+    run = actions.start_session(alice, project, config, "Why do refunds fail?")
+
+    assert wait_for(lambda: run_now(run).is_terminal, 180), (
+        f"run still {run_now(run).status}; pod log:\n{log_of(pods, run)}"
+    )
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED, f"{run.exit_reason}\n{log_of(pods, run)}"
+    events = list(run.events.order_by("seq"))
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    states = [e.payload["state"] for e in events if e.kind == "status" and e.source == "system"]
+    assert states[:2] == ["provisioning", "running"] and states[-1] == "succeeded"
+    assert any(e.kind == "tool_call" for e in events)
+    investigation = Artifact.objects.get(run=run, kind="investigation")
+    assert "refund-tool" in investigation.content
+
+    # What podman made of the provider's Pod: the manifest's lock-down, applied.
+    played = pods.played[str(run.code)]["spec"]["containers"][0]
+    assert played["image"] == IMAGE
+    host = container(pods, run)
+    assert host["Config"]["User"] == "1000:1000"
+    assert host["HostConfig"]["ReadonlyRootfs"] is True
+    assert "CAP_SYS_ADMIN" not in (host["EffectiveCaps"] or [])
+    assert host["EffectiveCaps"] in (None, [])
+    assert host["HostConfig"]["Memory"] == run.config["limits"].get("memory_mb", 2048) * 2**20
+    assert host["State"]["ExitCode"] == 0
+    record_timings(pods, run, "analyst")
+
+    reconcile()
+    run.refresh_from_db()
+    assert run.sandbox_cleaned_at is not None
+    assert subprocess.run([PODMAN, "pod", "exists", pods.handle_for(str(run.code)).id],
+                          env=pods.env).returncode == 1  # fmt: skip
+    secrets = pods.podman("secret", "ls", "--format", "{{.Name}}").split()
+    assert f"{pods.handle_for(str(run.code)).id}-env" not in secrets
+    assert ServiceKey.objects.get(run=run).revoked_at is not None
+
+
+TOOL_COMMAND = (
+    "id -u > artifacts/whoami.txt; pwd >> artifacts/whoami.txt; "
+    "agentloop-traces spans --limit 1 > artifacts/seen.json; echo done"
+)
+
+
+def test_a_claude_code_run_in_the_runner_image_works_through_the_gateway(
+    pods, gateway, asgi_server, upstream_model, real_key, settings, project, alice
+):
+    settings.AGENTLOOP_PUBLIC_URL = asgi_server
+    make_span(
+        project,
+        name="checkout-llm",
+        kind="LLM",
+        status="ERROR",
+        start=timezone.now() - timedelta(minutes=5),
+    )
+    upstream_model.script(
+        [
+            tool_use("Bash", {"command": TOOL_COMMAND}, say="Let me look at the spans."),
+            text("I looked: one span, checkout-llm."),
+        ]
+    )
+    config = {"harness": "claude-code", "sandbox": "podman", "time_limit_seconds": 300}
+
+    run = actions.start_session(alice, project, config, "What fails in checkout?")
+
+    def said(value):
+        return run.events.filter(source="agent", kind="message", payload__text=value).exists()
+
+    assert wait_for(lambda: said("I looked: one span, checkout-llm."), 180), log_of(pods, run)
+    assert wait_for(lambda: run_now(run).status in {RunStatus.WAITING, *TERMINAL}, 60)
+    run.refresh_from_db()
+    assert run.status == RunStatus.WAITING, f"{run.exit_reason}\n{log_of(pods, run)}"
+    calls = [e.payload for e in run.events.filter(source="agent", kind="tool_call")]
+    assert [c["input"]["command"] for c in calls] == [TOOL_COMMAND]
+    results = [e.payload for e in run.events.filter(source="agent", kind="tool_result")]
+    assert [r["output"].strip() for r in results] == ["done"]
+    # The tool ran in the pod as uid 1000 in /workspace, and the span API answered.
+    assert wait_for(lambda: Artifact.objects.filter(run=run).count() >= 2, 30)
+    whoami = Artifact.objects.get(run=run, name="whoami.txt")
+    assert whoami.content.split() == ["1000", "/workspace"]
+    seen = json.loads(Artifact.objects.get(run=run, name="seen.json").content.splitlines()[0])
+    assert seen["name"] == "checkout-llm"
+    # The model saw only the real key, which the pod never had.
+    keys = {
+        {k.lower(): v for k, v in r["headers"].items()}["x-api-key"]
+        for r in upstream_model.requests
+        if r["path"].startswith("/v1/messages")
+    }
+    assert keys == {real_key}
+    assert real_key not in json.dumps(pods.played[str(run.code)])
+    record_timings(pods, run, "claude-code")
+
+    assert actions.cancel(alice, run) is True
+    assert wait_for(lambda: run_now(run).is_terminal, 60), log_of(pods, run)
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED, run.exit_reason
+    reconcile()
+    run.refresh_from_db()
+    assert run.sandbox_cleaned_at is not None
+    assert subprocess.run([PODMAN, "pod", "exists", pods.handle_for(str(run.code)).id],
+                          env=pods.env).returncode == 1  # fmt: skip
