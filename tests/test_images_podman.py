@@ -78,8 +78,13 @@ def record_timings(pods, run, harness: str) -> None:
             out.write(json.dumps(line) + "\n")
 
 
+def pod_name(pods, run) -> str:
+    return pods.handle_for(str(run.code)).id
+
+
 def container(pods, run) -> dict:
-    return json.loads(pods.podman("inspect", "--type", "container", f"{pods.handle_for(str(run.code)).id}-runner"))[0]  # fmt: skip
+    out = pods.podman("inspect", "--type", "container", f"{pod_name(pods, run)}-runner")
+    return json.loads(out)[0]
 
 
 def test_an_analyst_run_in_the_runner_image_succeeds_end_to_end(
@@ -128,10 +133,10 @@ def test_an_analyst_run_in_the_runner_image_succeeds_end_to_end(
     reconcile()
     run.refresh_from_db()
     assert run.sandbox_cleaned_at is not None
-    assert subprocess.run([PODMAN, "pod", "exists", pods.handle_for(str(run.code)).id],
-                          env=pods.env).returncode == 1  # fmt: skip
+    exists = [PODMAN, "pod", "exists", pod_name(pods, run)]
+    assert subprocess.run(exists, env=pods.env).returncode == 1
     secrets = pods.podman("secret", "ls", "--format", "{{.Name}}").split()
-    assert f"{pods.handle_for(str(run.code)).id}-env" not in secrets
+    assert f"{pod_name(pods, run)}-env" not in secrets
     assert ServiceKey.objects.get(run=run).revoked_at is not None
 
 
@@ -196,5 +201,5 @@ def test_a_claude_code_run_in_the_runner_image_works_through_the_gateway(
     reconcile()
     run.refresh_from_db()
     assert run.sandbox_cleaned_at is not None
-    assert subprocess.run([PODMAN, "pod", "exists", pods.handle_for(str(run.code)).id],
-                          env=pods.env).returncode == 1  # fmt: skip
+    exists = [PODMAN, "pod", "exists", pod_name(pods, run)]
+    assert subprocess.run(exists, env=pods.env).returncode == 1
