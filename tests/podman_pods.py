@@ -70,8 +70,9 @@ class PodmanPodProvider(KubernetesProvider):
     name = "podman"
 
     def __init__(self, image: str, stop_grace_seconds: int = 10):
-        super().__init__(None, namespace="agentloop-runs", image=image,
-                         stop_grace_seconds=stop_grace_seconds)  # fmt: skip
+        super().__init__(
+            None, namespace="agentloop-runs", image=image, stop_grace_seconds=stop_grace_seconds
+        )
         self.workdir = Path(tempfile.mkdtemp(prefix="agentloop-podman-"))
         self.env = podman_env(self.workdir)
         self.played_at: dict[str, float] = {}  # run code -> time.time() before `kube play`
@@ -82,8 +83,8 @@ class PodmanPodProvider(KubernetesProvider):
             [PODMAN, *args], capture_output=True, text=True, env=self.env, timeout=timeout
         )
         if check and done.returncode != 0:
-            raise SandboxError(f"podman {args[0]} {args[1] if len(args) > 1 else ''}: "
-                               f"{done.stderr.strip()[-2000:]}")  # fmt: skip
+            command = " ".join(args[:2])
+            raise SandboxError(f"podman {command}: {done.stderr.strip()[-2000:]}")
         return done.stdout
 
     def start(self, spec: SandboxSpec) -> SandboxHandle:
@@ -111,8 +112,8 @@ class PodmanPodProvider(KubernetesProvider):
         return SandboxHandle(provider=self.name, id=name, data={"secret": secret_name})
 
     def _container(self, handle: SandboxHandle) -> dict | None:
-        out = self.podman("inspect", "--type", "container", f"{handle.id}-{CONTAINER}",
-                          check=False)  # fmt: skip
+        name = f"{handle.id}-{CONTAINER}"
+        out = self.podman("inspect", "--type", "container", name, check=False)
         found = json.loads(out or "[]")
         return found[0] if found else None
 
@@ -139,9 +140,12 @@ class PodmanPodProvider(KubernetesProvider):
 
     def read_log(self, handle: SandboxHandle, tail_bytes: int = 64 * 1024) -> str:
         done = subprocess.run(
-            [PODMAN, "logs", f"{handle.id}-{CONTAINER}"], capture_output=True, text=True,
-            env=self.env, timeout=30,
-        )  # fmt: skip
+            [PODMAN, "logs", f"{handle.id}-{CONTAINER}"],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=30,
+        )
         return (done.stdout + done.stderr)[-tail_bytes:]
 
     def close(self) -> None:
