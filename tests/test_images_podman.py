@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from datetime import timedelta
 
 import pytest
@@ -24,13 +25,15 @@ from django.utils import timezone
 from agentloop.runs import actions
 from agentloop.runs.models import TERMINAL, Artifact, RunStatus, ServiceKey
 from agentloop.runs.reconciler import reconcile
+from agentloop.sandboxes.local import LocalProvider
 from agentloop.sandboxes.registry import override_provider
-from tests.e2e_support import run_now, wait_for
+from tests.e2e_support import needs_bwrap, run_now, wait_for
 from tests.fake_anthropic import text, tool_use
 from tests.podman_pods import PODMAN, PodmanPodProvider
 from tests.span_factory import make_span
 
-pytest_plugins = ["tests.gateway_server"]
+# asgi_server, upstream_model, gateway, real_key; sandbox_root (the local comparison)
+pytest_plugins = ["tests.gateway_server", "tests.e2e_support"]
 
 IMAGE = os.environ.get("AGENTLOOP_TEST_RUNNER_IMAGE", "")
 pytestmark = [
@@ -60,10 +63,10 @@ def log_of(pods, run) -> str:
     return pods.read_log(pods.handle_for(str(run.code)))[-4000:]
 
 
-def record_timings(pods, run, harness: str) -> None:
-    """Seconds from `podman kube play` to the first event the runner caused, and to the
-    first agent event; appended to AGENTLOOP_IMAGE_TIMINGS when set."""
-    played = pods.played_at[str(run.code)]
+def record_timings(played_at: dict, run, harness: str) -> None:
+    """Seconds from `podman kube play` (or the local sandbox's start) to the first event
+    the runner caused, and to the first agent event; appended to AGENTLOOP_IMAGE_TIMINGS."""
+    played = played_at[str(run.code)]
     events = list(run.events.order_by("seq"))
     after = [e for e in events if e.created_at.timestamp() >= played]
     agent = [e for e in after if e.source == "agent"]
@@ -87,10 +90,7 @@ def container(pods, run) -> dict:
     return json.loads(out)[0]
 
 
-def test_an_analyst_run_in_the_runner_image_succeeds_end_to_end(
-    pods, asgi_server, served_db, settings, project, alice
-):
-    settings.AGENTLOOP_PUBLIC_URL = asgi_server
+def analyst_run(project, alice, sandbox: str, log):
     now = timezone.now()
     for i in range(6):
         make_span(
@@ -101,15 +101,25 @@ def test_an_analyst_run_in_the_runner_image_succeeds_end_to_end(
             start=now - timedelta(minutes=30 + i),
             attributes={"exception.type": "TimeoutError"},
         )
-    config = {"harness": "analyst", "sandbox": "podman", "time_limit_seconds": 300}
+    config = {"harness": "analyst", "sandbox": sandbox, "time_limit_seconds": 300}
 
     run = actions.start_session(alice, project, config, "Why do refunds fail?")
 
     assert wait_for(lambda: run_now(run).is_terminal, 180), (
-        f"run still {run_now(run).status}; pod log:\n{log_of(pods, run)}"
+        f"run still {run_now(run).status}; log:\n{log(run)}"
     )
     run.refresh_from_db()
-    assert run.status == RunStatus.SUCCEEDED, f"{run.exit_reason}\n{log_of(pods, run)}"
+    assert run.status == RunStatus.SUCCEEDED, f"{run.exit_reason}\n{log(run)}"
+    return run
+
+
+def test_an_analyst_run_in_the_runner_image_succeeds_end_to_end(
+    pods, asgi_server, served_db, settings, project, alice
+):
+    settings.AGENTLOOP_PUBLIC_URL = asgi_server
+
+    run = analyst_run(project, alice, "podman", lambda run: log_of(pods, run))
+
     events = list(run.events.order_by("seq"))
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     states = [e.payload["state"] for e in events if e.kind == "status" and e.source == "system"]
@@ -128,7 +138,7 @@ def test_an_analyst_run_in_the_runner_image_succeeds_end_to_end(
     assert host["EffectiveCaps"] in (None, [])
     assert host["HostConfig"]["Memory"] == run.config["limits"].get("memory_mb", 2048) * 2**20
     assert host["State"]["ExitCode"] == 0
-    record_timings(pods, run, "analyst")
+    record_timings(pods.played_at, run, "analyst")
 
     reconcile()
     run.refresh_from_db()
@@ -192,7 +202,7 @@ def test_a_claude_code_run_in_the_runner_image_works_through_the_gateway(
     }
     assert keys == {real_key}
     assert real_key not in json.dumps(pods.played[str(run.code)])
-    record_timings(pods, run, "claude-code")
+    record_timings(pods.played_at, run, "claude-code")
 
     assert actions.cancel(alice, run) is True
     assert wait_for(lambda: run_now(run).is_terminal, 60), log_of(pods, run)
@@ -203,3 +213,35 @@ def test_a_claude_code_run_in_the_runner_image_works_through_the_gateway(
     assert run.sandbox_cleaned_at is not None
     exists = [PODMAN, "pod", "exists", pod_name(pods, run)]
     assert subprocess.run(exists, env=pods.env).returncode == 1
+
+
+def local_log(local, run) -> str:
+    return local.read_log(local.handle_for(str(run.code)))[-4000:]
+
+
+class TimedLocalProvider(LocalProvider):
+    """The bubblewrap provider, noting when each start began (for the comparison)."""
+
+    def __init__(self):
+        self.played_at: dict[str, float] = {}
+
+    def start(self, spec):
+        self.played_at[spec.run_code] = time.time()
+        return super().start(spec)
+
+
+@needs_bwrap
+def test_the_same_analyst_run_in_a_local_sandbox_for_comparison(
+    asgi_server, served_db, settings, sandbox_root, project, alice
+):
+    """The local sandbox's start → first event beside the pod's, in the same session."""
+    settings.AGENTLOOP_PUBLIC_URL = asgi_server
+    local = TimedLocalProvider()
+
+    with override_provider("local", local):
+        run = analyst_run(project, alice, "local", lambda run: local_log(local, run))
+        assert Artifact.objects.get(run=run, kind="investigation").content
+        record_timings(local.played_at, run, "analyst-local")
+        reconcile()
+    run.refresh_from_db()
+    assert run.sandbox_cleaned_at is not None
