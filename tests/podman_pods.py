@@ -77,6 +77,7 @@ class PodmanPodProvider(KubernetesProvider):
         self.env = podman_env(self.workdir)
         self.played_at: dict[str, float] = {}  # run code -> time.time() before `kube play`
         self.played: dict[str, dict] = {}  # run code -> the Pod manifest played
+        self.play_seconds: dict[str, float] = {}  # run code -> how long `kube play` took
 
     def podman(self, *args: str, check: bool = True, timeout: float = 120) -> str:
         done = subprocess.run(
@@ -109,6 +110,7 @@ class PodmanPodProvider(KubernetesProvider):
         except SandboxError:
             self.podman("secret", "rm", secret_name, check=False)
             raise
+        self.play_seconds[spec.run_code] = time.time() - self.played_at[spec.run_code]
         return SandboxHandle(provider=self.name, id=name, data={"secret": secret_name})
 
     def _container(self, handle: SandboxHandle) -> dict | None:
