@@ -25,10 +25,13 @@ from django.utils import timezone
 from agentloop.runs import actions
 from agentloop.runs.models import TERMINAL, Artifact, RunStatus, ServiceKey
 from agentloop.runs.reconciler import reconcile
+from agentloop.sandboxes.kubernetes import KubernetesProvider, Peer, RunNetwork
 from agentloop.sandboxes.local import LocalProvider
 from agentloop.sandboxes.registry import override_provider
 from tests.e2e_support import needs_bwrap, run_now, wait_for
 from tests.fake_anthropic import text, tool_use
+from tests.k8s_double import KubernetesDouble
+from tests.podman_kubelet import PodmanKubelet
 from tests.podman_pods import PODMAN, PodmanPodProvider
 from tests.span_factory import make_span
 
@@ -256,3 +259,57 @@ def test_the_same_analyst_run_in_a_local_sandbox_for_comparison(
         reconcile()
     run.refresh_from_db()
     assert run.sandbox_cleaned_at is not None
+
+
+def test_a_run_launched_through_the_kubernetes_api_runs_in_a_pod_and_is_cleaned_up(
+    asgi_server, served_db, settings, project, alice
+):
+    """The whole path a cluster takes: the worker's KubernetesProvider makes the Secret,
+    NetworkPolicy and Pod through the real client (the API double stores them), a podman
+    kubelet plays the stored Pod and reports its phase; the reconciler tears it down."""
+    from kubernetes import client
+
+    settings.AGENTLOOP_PUBLIC_URL = asgi_server
+    double = KubernetesDouble(namespaces=["agentloop-runs"]).start()
+    kubelet = PodmanKubelet(double, "agentloop-runs").start()
+    configuration = client.Configuration()
+    configuration.host = double.url
+    api_client = client.ApiClient(configuration)
+    provider = KubernetesProvider(
+        client.CoreV1Api(api_client),
+        namespace="agentloop-runs",
+        image=IMAGE,
+        stop_grace_seconds=5,
+        networking_v1=client.NetworkingV1Api(api_client),
+        network=RunNetwork(web=Peer.parse(settings.K8S_WEB_PEER, "web")),
+    )
+
+    def cluster_log(run) -> str:
+        name = provider.handle_for(str(run.code)).id
+        return "\n".join([*kubelet.errors, kubelet.logs(name)])[-4000:]
+
+    try:
+        with override_provider("kubernetes", provider):
+            run = analyst_run(project, alice, "kubernetes", lambda run: cluster_log(run))
+            name = provider.handle_for(str(run.code)).id
+            # The runner reports success, then exits: the kubelet sees the exit after.
+            assert wait_for(lambda: double.pod(name)["status"]["phase"] != "Running", 30)
+            status = double.pod(name)["status"]
+            assert status["phase"] == "Succeeded"
+            assert status["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+            assert double.network_policy(name)["spec"]["podSelector"] == {
+                "matchLabels": {"agentloop.dev/run": str(run.code)}
+            }
+            assert "refund-tool" in Artifact.objects.get(run=run, kind="investigation").content
+
+            reconcile()
+            run.refresh_from_db()
+            assert run.sandbox_cleaned_at is not None
+            assert double.objects == {}  # Pod, Secret and NetworkPolicy deleted
+            assert wait_for(lambda: name not in kubelet.playing, 30)
+            exists = [PODMAN, "pod", "exists", name]
+            assert subprocess.run(exists, env=kubelet.env).returncode == 1
+            assert kubelet.errors == []
+    finally:
+        kubelet.close()
+        double.close()
