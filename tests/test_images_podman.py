@@ -5,6 +5,9 @@ Secret and Pod that KubernetesProvider renders for a real run (tests/podman_pods
 the runner inside the image reaches daphne serving agentloop.asgi in this process,
 and the run goes end to end: an analyst run to success, and a Claude Code run (the
 image's pinned CLI) through the LLM gateway to the scripted model, then stopped.
+One more goes the whole way a cluster would: the real provider creates Secret,
+NetworkPolicy and Pod through the client against the API double, and a podman
+kubelet (tests/podman_kubelet.py) plays the stored Pod and reports its phase.
 
 AGENTLOOP_TEST_RUNNER_IMAGE names the image (make test-images: localhost/agentloop-runner:dev).
 With AGENTLOOP_IMAGE_TIMINGS=<file>, pod start → first event times are appended to it
