@@ -490,6 +490,52 @@ def test_a_malformed_peer_setting_is_a_clear_error(value):
         Peer.parse(value, "AGENTLOOP_K8S_WEB_PEER")
 
 
+@pytest.fixture
+def kubeconfig_for(double, tmp_path, monkeypatch, settings):
+    """KUBECONFIG naming the double as context 'double', selected in settings."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "double", "cluster": {"server": double.url}}],
+                "users": [{"name": "agentloop", "user": {"token": "test-token"}}],
+                "contexts": [
+                    {"name": "double", "context": {"cluster": "double", "user": "agentloop"}}
+                ],
+                "current-context": "double",
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    settings.K8S_CONTEXT = "double"
+    settings.K8S_NAMESPACE = NS
+    settings.K8S_IMAGE = "from-settings:1"
+    return path
+
+
+def test_without_network_policies_the_provider_makes_none(kubeconfig_for, double, settings):
+    settings.K8S_NETWORK_POLICY = False
+
+    provider = KubernetesProvider.from_settings()
+    provider.start(run_spec())
+
+    assert double.calls_summary() == [
+        "POST secrets",
+        "POST pods",
+        f"PATCH secrets/{object_name('R7x2k')}-env",
+    ]
+
+
+def test_a_malformed_web_peer_setting_stops_the_provider_with_its_name(kubeconfig_for, settings):
+    settings.K8S_WEB_PEER = "agentloop/web"
+
+    with pytest.raises(SandboxError, match="AGENTLOOP_K8S_WEB_PEER 'agentloop/web' is not"):
+        KubernetesProvider.from_settings()
+
+
 # -- opt-in: a real cluster ------------------------------------------------------------
 
 
