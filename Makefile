@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run install test test-sqlite test-postgres test-production screenshots bench lint
+.PHONY: run install test test-sqlite test-postgres test-production screenshots bench lint images test-images
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,16 @@ screenshots: install
 
 bench: install
 	$(PY) benches/run.py
+
+# The app and runner images with podman (root; deploy/images/build.sh, docs/deploy.md):
+# a Debian base made with debootstrap unless BASE=… names one, a wheelhouse, the builds.
+images: install
+	PYTHON=$(PY) deploy/images/build.sh
+
+# The runner image run from the Kubernetes provider's own Pod manifest against a live
+# server (tests/test_images_podman.py). Building takes minutes: not part of `make test`.
+test-images: images
+	AGENTLOOP_TEST_RUNNER_IMAGE=localhost/agentloop-runner:dev $(PY) -m pytest -m images tests/test_images_podman.py
 
 # ruff (lint + format) and the import contracts of pyproject.toml's [tool.importlinter]:
 # the layers, a stdlib-only runner, no import cycles (docs/architecture.md).

@@ -192,6 +192,15 @@ K8S_CONTEXT = env_str("AGENTLOOP_K8S_CONTEXT", "")
 K8S_NAMESPACE = env_str("AGENTLOOP_K8S_NAMESPACE", "agentloop-runs")
 K8S_IMAGE = env_str("AGENTLOOP_K8S_IMAGE", "ghcr.io/agentloop/runner:latest")
 K8S_RUNTIME_CLASS = env_str("AGENTLOOP_K8S_RUNTIME_CLASS", "")
+# A NetworkPolicy per run pod (docs/deploy.md): runner-only runs reach the web pods,
+# the cluster DNS and an optional egress proxy, each NAMESPACE/LABEL=VALUE[,…]:PORT.
+K8S_NETWORK_POLICY = env_bool("AGENTLOOP_K8S_NETWORK_POLICY", True)
+K8S_WEB_PEER = env_str(
+    "AGENTLOOP_K8S_WEB_PEER",
+    "agentloop/app.kubernetes.io/name=agentloop,app.kubernetes.io/component=web:8000",
+)
+K8S_DNS_PEER = env_str("AGENTLOOP_K8S_DNS_PEER", "kube-system/k8s-app=kube-dns:53")
+K8S_EGRESS_PROXY_PEER = env_str("AGENTLOOP_K8S_EGRESS_PROXY_PEER", "")
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:

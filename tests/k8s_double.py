@@ -1,11 +1,13 @@
 """A local double of the few Kubernetes API calls the sandbox provider makes.
 
 A threaded HTTP server on 127.0.0.1 that answers the real REST paths and JSON
-shapes of the core/v1 API for namespaced Pods and Secrets, so a real
+shapes of the core/v1 API for namespaced Pods and Secrets (and of
+networking.k8s.io/v1 for NetworkPolicies), so a real
 `kubernetes.client.ApiClient` pointed at it (Configuration.host = double.url)
 goes through its whole request/response code path:
 
   POST   /api/v1/namespaces/{ns}/{pods|secrets}          201, 409 AlreadyExists, 422 Invalid
+         (and the same four verbs of /apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies)
   GET    /api/v1/namespaces/{ns}/{pods|secrets}/{name}   200, 404 NotFound
   PATCH  /api/v1/namespaces/{ns}/{pods|secrets}/{name}   200 (merge of metadata), 404, 415
   DELETE /api/v1/namespaces/{ns}/{pods|secrets}/{name}   200, 404 NotFound
@@ -33,11 +35,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 PATH_RE = re.compile(
-    r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<kind>pods|secrets)(?:/(?P<name>[^/]+)(?P<log>/log)?)?$"
+    r"^(?:/api/v1/namespaces/(?P<ns>[^/]+)/(?P<kind>pods|secrets)"
+    r"|/apis/networking\.k8s\.io/v1/namespaces/(?P<netns>[^/]+)/(?P<netkind>networkpolicies))"
+    r"(?:/(?P<name>[^/]+)(?P<log>/log)?)?$"
 )
 DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
-KIND = {"pods": "Pod", "secrets": "Secret"}
+KIND = {"pods": "Pod", "secrets": "Secret", "networkpolicies": "NetworkPolicy"}
 PATCH_TYPES = {
     "application/merge-patch+json",
     "application/strategic-merge-patch+json",
@@ -107,6 +111,9 @@ class KubernetesDouble:
     def secret(self, name: str, ns: str = "agentloop-runs") -> dict | None:
         return self.objects.get(("secrets", ns, name))
 
+    def network_policy(self, name: str, ns: str = "agentloop-runs") -> dict | None:
+        return self.objects.get(("networkpolicies", ns, name))
+
     def set_phase(
         self,
         name: str,
@@ -160,7 +167,8 @@ class KubernetesDouble:
             if not m:
                 summary.append(f"{call['method']} {call['path']}")
                 continue
-            target = m["kind"] + (f"/{m['name']}" if m["name"] else "") + (m["log"] or "")
+            kind = m["kind"] or m["netkind"]
+            target = kind + (f"/{m['name']}" if m["name"] else "") + (m["log"] or "")
             summary.append(f"{call['method']} {target}")
         return summary
 
@@ -176,7 +184,7 @@ class KubernetesDouble:
         m = PATH_RE.match(path)
         if not m:
             return 404, _status(404, "NotFound", "the server could not find the requested resource")
-        ns, kind, name = m["ns"], m["kind"], m["name"]
+        ns, kind, name = m["ns"] or m["netns"], m["kind"] or m["netkind"], m["name"]
         if ns not in self.namespaces:
             return 404, _status(
                 404, "NotFound", f'namespaces "{ns}" not found', {"name": ns, "kind": "namespaces"}
@@ -192,6 +200,8 @@ class KubernetesDouble:
                     404, "NotFound", f'{kind} "{name}" not found', {"name": name, "kind": kind}
                 )
             if m["log"]:
+                if kind != "pods":
+                    return 404, _status(404, "NotFound", "the server could not find the resource")
                 return (200, self.logs.get((ns, name), "")) if method == "GET" else (405, {})
             if method == "GET":
                 return 200, self.objects[key]
@@ -244,7 +254,9 @@ class KubernetesDouble:
                 "creationTimestamp": _now(),
             }
         )
-        if kind == "secrets":
+        if kind == "networkpolicies":
+            pass  # no status
+        elif kind == "secrets":
             data = obj.setdefault("data", {})
             for k, v in (obj.pop("stringData", None) or {}).items():
                 data[k] = base64.b64encode(v.encode()).decode()
@@ -257,7 +269,7 @@ class KubernetesDouble:
     def _delete(self, key, query: dict, body):
         kind, ns, name = key
         obj = self.objects[key]
-        if kind == "secrets":
+        if kind != "pods":
             del self.objects[key]
             return 200, _status(
                 200, "", "", {"name": name, "kind": kind, "uid": obj["metadata"]["uid"]}
@@ -290,6 +302,8 @@ class KubernetesDouble:
         for v in (meta.get("labels") or {}).values():
             if not LABEL_VALUE_RE.match(str(v)):
                 problems.append(f"metadata.labels: Invalid value: {v!r}")
+        if kind == "networkpolicies" and "podSelector" not in (body.get("spec") or {}):
+            problems.append("spec.podSelector: Required value")
         if kind == "pods":
             spec = body.get("spec") or {}
             containers = spec.get("containers") or []

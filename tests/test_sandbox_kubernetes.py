@@ -16,12 +16,13 @@ from kubernetes import client
 
 from agentloop.sandboxes.base import (
     Limits,
+    NetworkPolicy,
     SandboxError,
     SandboxHandle,
     SandboxSpec,
     SandboxState,
 )
-from agentloop.sandboxes.kubernetes import KubernetesProvider, object_name
+from agentloop.sandboxes.kubernetes import KubernetesProvider, Peer, RunNetwork, object_name
 from tests.k8s_double import KubernetesDouble
 
 NS = "agentloop-runs"
@@ -321,6 +322,8 @@ def test_the_registry_builds_the_provider_from_a_kubeconfig_context(
     settings.K8S_NAMESPACE = NS
     settings.K8S_IMAGE = "from-settings:1"
     settings.K8S_RUNTIME_CLASS = "kata"
+    settings.K8S_WEB_PEER = "agentloop-prod/app=web:8443"
+    settings.K8S_DNS_PEER = ""
     from agentloop.sandboxes.registry import get_provider, provider_names, unregister_provider
 
     unregister_provider("kubernetes")  # build afresh from these settings
@@ -334,6 +337,11 @@ def test_the_registry_builds_the_provider_from_a_kubeconfig_context(
     pod = double.pod(handle.id)
     assert pod["spec"]["containers"][0]["image"] == "from-settings:1"
     assert pod["spec"]["runtimeClassName"] == "kata"
+    (rule,) = double.network_policy(handle.id)["spec"]["egress"]  # web only: no DNS peer set
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8443}]
+    assert rule["to"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "agentloop-prod"
+    }
 
 
 def test_a_missing_kube_context_is_a_clear_error(settings, tmp_path, monkeypatch):
@@ -343,6 +351,188 @@ def test_a_missing_kube_context_is_a_clear_error(settings, tmp_path, monkeypatch
     settings.K8S_CONTEXT = "absent"
 
     with pytest.raises(SandboxError, match="no Kubernetes configuration"):
+        KubernetesProvider.from_settings()
+
+
+# -- the run's NetworkPolicy -------------------------------------------------------------
+
+WEB = "agentloop/app.kubernetes.io/name=agentloop,app.kubernetes.io/component=web:8000"
+
+
+@pytest.fixture
+def fenced(double):
+    """A provider that makes a NetworkPolicy per run: web, DNS and an egress proxy."""
+    configuration = client.Configuration()
+    configuration.host = double.url
+    api_client = client.ApiClient(configuration)
+    network = RunNetwork(
+        web=Peer.parse(WEB, "web"),
+        dns=Peer.parse("kube-system/k8s-app=kube-dns:53", "dns"),
+        proxy=Peer.parse("agentloop/app.kubernetes.io/component=egress-proxy:3128", "proxy"),
+    )
+    return KubernetesProvider(
+        client.CoreV1Api(api_client),
+        namespace=NS,
+        image="registry.example/runner:1",
+        networking_v1=client.NetworkingV1Api(api_client),
+        network=network,
+    )
+
+
+def test_the_policy_is_made_before_the_pod_and_owned_by_it(fenced, double):
+    handle = fenced.start(run_spec())
+
+    name = object_name("R7x2k")
+    assert double.calls_summary() == [
+        "POST secrets",
+        "POST networkpolicies",
+        "POST pods",
+        f"PATCH secrets/{name}-env",
+        f"PATCH networkpolicies/{name}",
+    ]
+    pod = double.pod(name)
+    owners = double.network_policy(name)["metadata"]["ownerReferences"]
+    assert [(o["kind"], o["name"], o["uid"]) for o in owners] == [
+        ("Pod", name, pod["metadata"]["uid"])
+    ]
+    assert handle.data["network_policy"] == name
+
+
+def test_a_runner_only_pod_may_reach_the_web_pods_the_dns_and_the_proxy_and_nothing_else(
+    fenced, double
+):
+    fenced.start(run_spec())
+
+    policy = sent(double, "POST", "networkpolicies")
+    spec = policy["spec"]
+    assert spec["podSelector"] == {"matchLabels": {"agentloop.dev/run": "R7x2k"}}
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec.get("ingress", []) == []  # nothing connects into a sandbox
+
+    def allowed(rule):
+        (peer,) = rule["to"]
+        namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        ports = sorted((p["protocol"], p["port"]) for p in rule["ports"])
+        return namespace, peer["podSelector"]["matchLabels"], ports
+
+    assert [allowed(rule) for rule in spec["egress"]] == [
+        (
+            "agentloop",
+            {"app.kubernetes.io/name": "agentloop", "app.kubernetes.io/component": "web"},
+            [("TCP", 8000)],
+        ),
+        ("kube-system", {"k8s-app": "kube-dns"}, [("TCP", 53), ("UDP", 53)]),
+        ("agentloop", {"app.kubernetes.io/component": "egress-proxy"}, [("TCP", 3128)]),
+    ]
+    assert "ipBlock" not in json.dumps(spec)
+
+
+def test_an_open_pod_may_go_anywhere_but_the_cloud_metadata_address(fenced, double):
+    fenced.start(run_spec(network=NetworkPolicy.OPEN))
+
+    spec = sent(double, "POST", "networkpolicies")["spec"]
+    assert spec.get("ingress", []) == []
+    blocks = [peer["ipBlock"] for rule in spec["egress"] for peer in rule["to"]]
+    assert blocks == [
+        {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]},
+        {"cidr": "::/0", "except": ["fe80::/10", "fd00:ec2::254/128"]},
+    ]
+    assert all("ports" not in rule for rule in spec["egress"])  # every port
+
+
+def test_a_pod_the_api_rejects_leaves_neither_secret_nor_policy(double):
+    configuration = client.Configuration()
+    configuration.host = double.url
+    api_client = client.ApiClient(configuration)
+    provider = KubernetesProvider(
+        client.CoreV1Api(api_client),
+        namespace=NS,
+        image="",
+        networking_v1=client.NetworkingV1Api(api_client),
+        network=RunNetwork(web=Peer.parse(WEB, "web")),
+    )
+
+    with pytest.raises(SandboxError, match="422 .*image: Required value"):
+        provider.start(run_spec())
+
+    name = object_name("R7x2k")
+    assert double.objects == {}
+    assert double.calls_summary()[-2:] == [
+        f"DELETE secrets/{name}-env",
+        f"DELETE networkpolicies/{name}",
+    ]
+
+
+def test_cleanup_removes_the_policy_even_from_a_handle_found_by_run_code(fenced, double):
+    fenced.start(run_spec("Lost1"))  # the worker died before storing this handle
+
+    fenced.cleanup(fenced.handle_for("Lost1"))
+
+    name = object_name("Lost1")
+    assert double.pod(name) is None
+    assert double.secret(f"{name}-env") is None
+    assert double.network_policy(name) is None
+    assert double.calls_summary()[-1] == f"DELETE networkpolicies/{name}"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "agentloop/app=web",  # no port
+        "agentloop:8000",  # no labels
+        "Agentloop/app=web:8000",  # not a namespace name
+        "agentloop/app=web:99999",
+        "agentloop/app=we b:8000",
+    ],
+)
+def test_a_malformed_peer_setting_is_a_clear_error(value):
+    with pytest.raises(SandboxError, match="AGENTLOOP_K8S_WEB_PEER .* is not NAMESPACE/"):
+        Peer.parse(value, "AGENTLOOP_K8S_WEB_PEER")
+
+
+@pytest.fixture
+def kubeconfig_for(double, tmp_path, monkeypatch, settings):
+    """KUBECONFIG naming the double as context 'double', selected in settings."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "double", "cluster": {"server": double.url}}],
+                "users": [{"name": "agentloop", "user": {"token": "test-token"}}],
+                "contexts": [
+                    {"name": "double", "context": {"cluster": "double", "user": "agentloop"}}
+                ],
+                "current-context": "double",
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    settings.K8S_CONTEXT = "double"
+    settings.K8S_NAMESPACE = NS
+    settings.K8S_IMAGE = "from-settings:1"
+    return path
+
+
+def test_without_network_policies_the_provider_makes_none(kubeconfig_for, double, settings):
+    settings.K8S_NETWORK_POLICY = False
+
+    provider = KubernetesProvider.from_settings()
+    provider.start(run_spec())
+
+    assert double.calls_summary() == [
+        "POST secrets",
+        "POST pods",
+        f"PATCH secrets/{object_name('R7x2k')}-env",
+    ]
+
+
+def test_a_malformed_web_peer_setting_stops_the_provider_with_its_name(kubeconfig_for, settings):
+    settings.K8S_WEB_PEER = "agentloop/web"
+
+    with pytest.raises(SandboxError, match="AGENTLOOP_K8S_WEB_PEER 'agentloop/web' is not"):
         KubernetesProvider.from_settings()
 
 

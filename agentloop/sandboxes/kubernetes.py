@@ -7,16 +7,25 @@ if cleanup() never runs. The Pod runs as uid 1000 on a read-only root file
 system with emptyDirs for /workspace, /home/agent and /tmp, no capabilities,
 the runtime's default seccomp profile, no service account token, and an
 activeDeadlineSeconds of the run's wall clock. See docs/sandboxes.md.
+
+With network policies on (the default of from_settings), start() first creates
+a NetworkPolicy for the run's Pod: no ingress at all, and egress only to the web
+pods, the cluster DNS and, when configured, an egress proxy (runner-only), or
+anywhere but the cloud metadata address (open). The runs namespace's
+default-deny policy (deploy/kubernetes/) makes this the only way out. The Pod
+owns the policy as it owns the Secret. See docs/deploy.md.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 
 from django.conf import settings
 
 from agentloop.sandboxes.base import (
+    NetworkPolicy,
     SandboxError,
     SandboxHandle,
     SandboxProvider,
@@ -32,6 +41,64 @@ SANDBOX_UID = 1000
 WORKSPACE = "/workspace"
 HOME = "/home/agent"
 LABEL_VALUE_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
+LABEL_KEY_RE = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$"
+)
+NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# Where clouds answer with the node's credentials (link-local, and AWS's IPv6 address):
+# an open run may go anywhere but there.
+METADATA_CIDRS = {"0.0.0.0/0": ["169.254.0.0/16"], "::/0": ["fe80::/10", "fd00:ec2::254/128"]}
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Pods a run may reach: a namespace, the pods' labels there, a port."""
+
+    namespace: str
+    labels: dict[str, str]
+    port: int
+
+    @classmethod
+    def parse(cls, value: str, what: str) -> Peer:
+        """'NAMESPACE/LABEL=VALUE[,LABEL=VALUE…]:PORT', e.g.
+        'agentloop/app.kubernetes.io/component=web:8000'."""
+        problem = (
+            f"{what} {value!r} is not NAMESPACE/LABEL=VALUE[,LABEL=VALUE...]:PORT "
+            "(e.g. agentloop/app.kubernetes.io/component=web:8000)"
+        )
+        namespace, _, rest = value.strip().partition("/")
+        selector, _, port = rest.rpartition(":")
+        if not NAMESPACE_RE.match(namespace) or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SandboxError(problem)
+        labels = {}
+        for pair in selector.split(","):
+            key, sep, label = pair.strip().partition("=")
+            if not sep or not LABEL_KEY_RE.match(key) or not LABEL_VALUE_RE.match(label):
+                raise SandboxError(problem)
+            labels[key] = label
+        return cls(namespace=namespace, labels=labels, port=int(port))
+
+    def rule(self, protocols: tuple[str, ...] = ("TCP",)) -> dict:
+        return {
+            "to": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": self.namespace}
+                    },
+                    "podSelector": {"matchLabels": dict(self.labels)},
+                }
+            ],
+            "ports": [{"protocol": protocol, "port": self.port} for protocol in protocols],
+        }
+
+
+@dataclass(frozen=True)
+class RunNetwork:
+    """Where runner-only runs may connect: the web pods, the DNS, an egress proxy."""
+
+    web: Peer
+    dns: Peer | None = None
+    proxy: Peer | None = None
 
 
 def object_name(run_code: str) -> str:
@@ -53,12 +120,17 @@ class KubernetesProvider(SandboxProvider):
         image: str,
         runtime_class: str | None = None,
         stop_grace_seconds: int = 10,
+        networking_v1=None,
+        network: RunNetwork | None = None,
     ):
         self.core_v1 = core_v1  # kubernetes.client.CoreV1Api
         self.namespace = namespace
         self.image = image
         self.runtime_class = runtime_class or None
         self.stop_grace_seconds = stop_grace_seconds
+        # kubernetes.client.NetworkingV1Api; with `network`, a NetworkPolicy per run.
+        self.networking_v1 = networking_v1
+        self.network = network if networking_v1 is not None else None
 
     @classmethod
     def from_settings(cls) -> KubernetesProvider:
@@ -79,12 +151,23 @@ class KubernetesProvider(SandboxProvider):
                 )
         except config.ConfigException as exc:
             raise SandboxError(f"no Kubernetes configuration: {exc}") from exc
+        network = None
+        if getattr(settings, "K8S_NETWORK_POLICY", True):
+            dns = getattr(settings, "K8S_DNS_PEER", "")
+            proxy = getattr(settings, "K8S_EGRESS_PROXY_PEER", "")
+            network = RunNetwork(
+                web=Peer.parse(settings.K8S_WEB_PEER, "AGENTLOOP_K8S_WEB_PEER"),
+                dns=Peer.parse(dns, "AGENTLOOP_K8S_DNS_PEER") if dns else None,
+                proxy=Peer.parse(proxy, "AGENTLOOP_K8S_EGRESS_PROXY_PEER") if proxy else None,
+            )
         return cls(
             client.CoreV1Api(api_client),
             namespace=settings.K8S_NAMESPACE,
             image=settings.K8S_IMAGE,
             runtime_class=getattr(settings, "K8S_RUNTIME_CLASS", "") or None,
             stop_grace_seconds=getattr(settings, "SANDBOX_STOP_GRACE_SECONDS", 10),
+            networking_v1=client.NetworkingV1Api(api_client) if network else None,
+            network=network,
         )
 
     # -- manifests (plain dicts, as one would write them in YAML) ---------------
@@ -99,6 +182,32 @@ class KubernetesProvider(SandboxProvider):
             "metadata": {"name": name, "namespace": self.namespace, "labels": self.labels(spec)},
             "type": "Opaque",
             "stringData": dict(spec.env),
+        }
+
+    def network_policy_manifest(self, spec: SandboxSpec, name: str) -> dict:
+        """The run's Pod: no ingress; egress as its network policy says (see the module)."""
+        network = self.network
+        if spec.network == NetworkPolicy.OPEN:
+            egress = [
+                {"to": [{"ipBlock": {"cidr": cidr, "except": list(metadata)}}]}
+                for cidr, metadata in METADATA_CIDRS.items()
+            ]
+        else:
+            egress = [network.web.rule()]
+            if network.dns:
+                egress.append(network.dns.rule(("UDP", "TCP")))
+            if network.proxy:
+                egress.append(network.proxy.rule())
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": self.namespace, "labels": self.labels(spec)},
+            "spec": {
+                "podSelector": {"matchLabels": {RUN_LABEL: spec.run_code}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [],
+                "egress": egress,
+            },
         }
 
     def pod_manifest(self, spec: SandboxSpec, name: str, secret_name: str) -> dict:
@@ -182,12 +291,24 @@ class KubernetesProvider(SandboxProvider):
             )
         except client.ApiException as exc:
             raise self._error(f"creating Secret {secret_name}", exc) from exc
+        if self.network is not None:
+            # Before the Pod, so the Pod never runs without its policy.
+            try:
+                self.networking_v1.create_namespaced_network_policy(
+                    self.namespace,
+                    client.V1NetworkPolicy.from_dict(self.network_policy_manifest(spec, name)),
+                )
+            except client.ApiException as exc:
+                self._delete_secret(secret_name)
+                raise self._error(f"creating NetworkPolicy {name}", exc) from exc
         try:
             pod = self.core_v1.create_namespaced_pod(
                 self.namespace, client.V1Pod.from_dict(self.pod_manifest(spec, name, secret_name))
             )
         except client.ApiException as exc:
             self._delete_secret(secret_name)
+            if self.network is not None:
+                self._delete_network_policy(name)
             raise self._error(f"creating Pod {name}", exc) from exc
         owner = {
             "apiVersion": "v1",
@@ -196,17 +317,20 @@ class KubernetesProvider(SandboxProvider):
             "uid": pod.metadata.uid,
             "blockOwnerDeletion": False,
         }
+        owned = {"metadata": {"ownerReferences": [owner]}}
+        # Not fatal if either fails: cleanup() deletes both explicitly as well.
         try:
-            self.core_v1.patch_namespaced_secret(
-                secret_name, self.namespace, {"metadata": {"ownerReferences": [owner]}}
-            )
+            self.core_v1.patch_namespaced_secret(secret_name, self.namespace, owned)
         except client.ApiException:
-            pass  # not fatal: cleanup() deletes the Secret explicitly as well
-        return SandboxHandle(
-            provider=self.name,
-            id=name,
-            data={"namespace": self.namespace, "secret": secret_name, "uid": pod.metadata.uid},
-        )
+            pass
+        data = {"namespace": self.namespace, "secret": secret_name, "uid": pod.metadata.uid}
+        if self.network is not None:
+            data["network_policy"] = name
+            try:
+                self.networking_v1.patch_namespaced_network_policy(name, self.namespace, owned)
+            except client.ApiException:
+                pass
+        return SandboxHandle(provider=self.name, id=name, data=data)
 
     def status(self, handle: SandboxHandle) -> SandboxStatus:
         from kubernetes import client
@@ -241,6 +365,10 @@ class KubernetesProvider(SandboxProvider):
         namespace = self._namespace(handle)
         self._delete_pod(handle.id, namespace, 0)
         self._delete_secret(handle.data.get("secret") or f"{handle.id}-env", namespace)
+        # A handle from handle_for() does not know; a provider that makes policies looks.
+        policy = handle.data.get("network_policy") or (handle.id if self.network else None)
+        if policy and self.networking_v1 is not None:
+            self._delete_network_policy(policy, namespace)
 
     def read_log(self, handle: SandboxHandle, tail_bytes: int = 64 * 1024) -> str:
         from kubernetes import client
@@ -279,6 +407,15 @@ class KubernetesProvider(SandboxProvider):
         except client.ApiException as exc:
             if exc.status != 404:
                 raise self._error(f"deleting Secret {name}", exc) from exc
+
+    def _delete_network_policy(self, name: str, namespace: str | None = None) -> None:
+        from kubernetes import client
+
+        try:
+            self.networking_v1.delete_namespaced_network_policy(name, namespace or self.namespace)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise self._error(f"deleting NetworkPolicy {name}", exc) from exc
 
     @staticmethod
     def _terminated(pod):
