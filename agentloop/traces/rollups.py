@@ -250,7 +250,7 @@ def _backfill_one_batch(limit: int) -> int:
     if not ids:
         pending.ready = True
         pending.save(update_fields=["ready"])
-        return 1  # a step taken: catch_up goes on
+        return 0
     _roll_up(
         pending.project_id,
         Q(id__gt=pending.backfilled_through, id__lte=ids[-1]) & ~skip,
