@@ -89,3 +89,14 @@ def test_a_question_it_does_not_understand_lists_the_findings(tmp_path):
 
     assert reply.startswith("I found ") and "1. **" in reply
     assert "Ask about an issue by number" in reply
+
+
+def test_a_session_stopped_before_its_first_answer_investigates_when_continued(tmp_path):
+    with RunnerDouble(spans=synthetic_spans()) as double:
+        history = [{"role": "user", "text": "What went wrong yesterday?"}]
+        made, sink = harness(
+            double, tmp_path, {"continued": True, "history": history, "window": WINDOW}
+        )
+        assert made.run_turn("Go on please").ok
+    assert (tmp_path / "artifacts" / "investigation.md").exists()
+    assert "Asked: Go on please" in (tmp_path / "artifacts" / "investigation.md").read_text()

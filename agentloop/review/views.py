@@ -10,6 +10,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from agentloop.review import actions as review
@@ -78,6 +79,16 @@ def artifact_decide(request, artifact_id, decision):
             messages.success(request, f"Rejected {artifact.name}.")
     except ValidationError as error:
         messages.error(request, _error_text(error))
-    if request.POST.get("next") == "queue":
+    return _back(request, artifact)
+
+
+def _back(request, artifact):
+    """Where the decision was made: the queue, the session page, or the artifact's page."""
+    where = request.POST.get("next")
+    if where == "queue":
         return redirect("review-queue")
+    if where == "session":
+        return redirect(
+            reverse("studio-session", args=[artifact.run.code]) + f"#artifact-{artifact.pk}"
+        )
     return redirect("artifact-review", artifact.pk)

@@ -249,3 +249,22 @@ class ProjectApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class UserSettings(models.Model):
+    """A person's own settings: the time zone pages show times in (UTC until chosen)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="agentloop_settings"
+    )
+    time_zone = models.CharField(max_length=64, default="UTC")
+
+    def __str__(self) -> str:
+        return f"settings of {self.user_id}"
+
+    @classmethod
+    def time_zone_of(cls, user) -> str:
+        if not getattr(user, "is_authenticated", False):
+            return "UTC"
+        found = cls.objects.filter(user_id=user.pk).values_list("time_zone", flat=True).first()
+        return found or "UTC"

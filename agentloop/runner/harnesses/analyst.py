@@ -196,7 +196,10 @@ class AnalystHarness(Harness):
     def run_turn(self, prompt: str) -> TurnResult:
         try:
             api = self.api or api_from_env(self.env)
-            if self.spec.get("continued"):
+            history = self.spec.get("history") or []
+            # A session stopped before its first answer has no findings to ask
+            # about yet: its continuation investigates first.
+            if self.spec.get("continued") and analyst_answers.window_from_history(history):
                 self.follow_up(api, prompt)
             else:
                 self.investigate(api, prompt)
@@ -250,10 +253,7 @@ class AnalystHarness(Harness):
     def follow_up(self, api: TracesApi, question: str) -> None:
         """A question on a continued session: the same window's findings, then the answer."""
         named = analyst_answers.window_from_history(self.spec.get("history") or [])
-        if named is not None:
-            start, end = parse_time(named[0]), parse_time(named[1])
-        else:
-            start, end = self.window()
+        start, end = parse_time(named[0]), parse_time(named[1])
         self.say(
             f"Reading the findings of this session again ({iso(start)} to {iso(end)}) to answer."
         )
