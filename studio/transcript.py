@@ -147,8 +147,9 @@ def render_frame(
     artifacts panel when an artifact or status event is among the new ones, the
     controls when what they show (controls_key) changed since the watcher's
     last frame: Stop turns into "Stopping…" and, once the run ends, into the
-    box that continues it, without a reload. (Fifty watchers of a run get each frame: a panel repeated for
-    nothing was most of a frame's bytes and a good part of its render.)
+    box that continues it, without a reload. (Fifty watchers of a run get
+    each frame: a panel repeated for nothing was most of a frame's bytes and a
+    good part of its render.)
     """
     events = events_after(run_id, after, FRAME_EVENTS, upto)
     run = _run_with_relations(run_id)

@@ -1,4 +1,4 @@
-"""Template builtins for agentloop.formatting: `{% when %}` and the duration, count, money filters."""
+"""Template builtins for agentloop.formatting: `{% when %}`, duration, count, money."""
 
 from __future__ import annotations
 
