@@ -2,7 +2,8 @@
 
 - A moment: `2026-12-03 07:33 CET` — ISO date, 24-hour time, the zone's
   abbreviation, in the viewer's time zone (their setting, agentloop.teams
-  UserSettings; UTC until they choose). `time` style: `07:33:12` (transcripts).
+  UserSettings; UTC until they choose). `time` style: `07:33:12` (transcripts);
+  `seconds`: `2026-12-03 07:33:12 CET`; `precise`: `… 07:33:12.345 CET` (spans).
   Pages wrap it in <time datetime="…UTC ISO…">, so static/js/time.js can
   show a pushed fragment (rendered once for every watcher, in UTC) in the
   viewer's zone too.
@@ -44,6 +45,10 @@ def moment(value: datetime | None, style: str = "", zone: tzinfo | None = None) 
     local = timezone.localtime(value, zone or timezone.get_current_timezone())
     if style == "time":
         return local.strftime(TIME)
+    if style == "seconds":
+        return f"{local.strftime('%Y-%m-%d %H:%M:%S')} {local.tzname()}"
+    if style == "precise":  # spans: to the millisecond
+        return f"{local.strftime('%Y-%m-%d %H:%M:%S')}.{local.microsecond // 1000:03d} {local.tzname()}"
     return f"{local.strftime(DATE_TIME)} {local.tzname()}"
 
 

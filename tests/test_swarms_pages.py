@@ -112,7 +112,7 @@ def test_the_table_shows_each_column(client_for, alice, runs):
     assert "Succeeded" in cells[1]
     assert "Why do refunds fail?" in cells[2]
     assert cells[3:8] == ["Session", "Manual", "triage", "support-bot", "alice"]
-    assert cells[9] == "5 min 0 s"
+    assert cells[9] == "5 min 00 s"
     assert cells[10:] == ["$0.42", "3", "2"]
 
 

@@ -78,6 +78,11 @@ def automation_detail(request, automation_id):
     return render(request, "automations/detail.html", context)
 
 
+def _preview_zone(form) -> str:
+    data = form.data if form.is_bound else None
+    return (data.get("time_zone") if data else form.instance.time_zone) or "UTC"
+
+
 def _preview(form) -> list:
     """The next fire times for the cron the form holds (shown while editing)."""
     data = form.data if form.is_bound else None
@@ -92,7 +97,13 @@ def _preview(form) -> list:
 
 def _form_page(request, form, space, automation=None):
     status = 400 if form.errors else 200
-    context = {"form": form, "space": space, "automation": automation, "preview": _preview(form)}
+    context = {
+        "form": form,
+        "space": space,
+        "automation": automation,
+        "preview": _preview(form),
+        "preview_zone": _preview_zone(form),
+    }
     return render(request, "automations/form.html", context, status=status)
 
 

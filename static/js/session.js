@@ -30,6 +30,23 @@
       if (child.id && document.getElementById(child.id)) child.remove();
     }
   });
+  // Panels pushed over the websocket are rendered once for every watcher,
+  // without a request, so their plain forms carry no CSRF token: add the
+  // page's own (the one htmx sends as X-CSRFToken) before they are sent.
+  document.addEventListener("submit", function (evt) {
+    const form = evt.target;
+    if (!(form instanceof HTMLFormElement) || (form.method || "").toLowerCase() !== "post") return;
+    let token = form.querySelector("input[name=csrfmiddlewaretoken]");
+    if (token && token.value) return;
+    const headers = JSON.parse(document.body.getAttribute("hx-headers") || "{}");
+    if (!token) {
+      token = document.createElement("input");
+      token.type = "hidden";
+      token.name = "csrfmiddlewaretoken";
+      form.appendChild(token);
+    }
+    token.value = headers["X-CSRFToken"] || "";
+  }, true);
   document.addEventListener("htmx:wsAfterMessage", function () {
     const transcript = document.getElementById("transcript");
     if (transcript) transcript.scrollTop = transcript.scrollHeight;

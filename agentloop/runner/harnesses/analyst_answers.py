@@ -37,6 +37,8 @@ ORDINALS = {
     "tenth": 10,
 }
 WINDOW_RE = re.compile(r"\((\d{4}-\d\d-\d\dT[0-9:.]+Z?) to (\d{4}-\d\d-\d\dT[0-9:.]+Z?)\)")
+# How the analyst's summary of a finished investigation begins (analyst.investigate).
+FINISHED_PREFIX = "Wrote artifacts/investigation.md"
 STOP_WORDS = frozenset(
     "a an and are about any at be by did do does for from how in is it its me of on or "
     "show tell that the this to was what when where which who why with you your".split()
@@ -51,7 +53,15 @@ TOPICS = {
 
 
 def window_from_history(history: list[dict]) -> tuple[str, str] | None:
-    """The (start, end) the session's first answer named, e.g. "(2026-…Z to 2026-…Z)"."""
+    """The (start, end) the session's investigation named, e.g. "(2026-…Z to 2026-…Z)",
+    once it was finished (its report written); None before."""
+    finished = any(
+        message.get("role") == "assistant"
+        and str(message.get("text") or "").startswith(FINISHED_PREFIX)
+        for message in history
+    )
+    if not finished:
+        return None
     for message in history:
         if message.get("role") != "assistant":
             continue

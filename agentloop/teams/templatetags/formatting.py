@@ -14,16 +14,23 @@ register = template.Library()
 
 
 @register.simple_tag
-def when(value, style: str = ""):
-    """<time datetime="UTC ISO" data-style>2026-12-03 07:33 CET</time>, or — for none."""
+def when(value, style: str = "", zone: str = ""):
+    """<time datetime="UTC ISO" data-style>2026-12-03 07:33 CET</time>, or — for none.
+
+    `zone` (an IANA name) writes it in that zone instead of the viewer's, named:
+    a cron's times are the automation's ("2026-12-04 02:00 CET, Europe/Paris").
+    """
     if value is None or value == "":
         return formatting.EMPTY
+    if isinstance(value, str):
+        return value
+    shown = formatting.moment(value, style, formatting.zone_named(zone) if zone else None)
     return format_html(
         '<time datetime="{}" data-style="{}" title="{}">{}</time>',
         value.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         style or "moment",
         formatting.moment(value, zone=UTC),
-        formatting.moment(value, style),
+        f"{shown}, {zone}" if zone else shown,
     )
 
 
