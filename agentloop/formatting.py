@@ -48,7 +48,8 @@ def moment(value: datetime | None, style: str = "", zone: tzinfo | None = None) 
     if style == "seconds":
         return f"{local.strftime('%Y-%m-%d %H:%M:%S')} {local.tzname()}"
     if style == "precise":  # spans: to the millisecond
-        return f"{local.strftime('%Y-%m-%d %H:%M:%S')}.{local.microsecond // 1000:03d} {local.tzname()}"
+        millis = f"{local.microsecond // 1000:03d}"
+        return f"{local.strftime('%Y-%m-%d %H:%M:%S')}.{millis} {local.tzname()}"
     return f"{local.strftime(DATE_TIME)} {local.tzname()}"
 
 
