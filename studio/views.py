@@ -154,6 +154,9 @@ def new_session(request):
         project_id = request.GET.get("project")
         if project_id:
             initial["project"] = project_id
+        preset_id = request.GET.get("preset")
+        if preset_id:  # "Start session" on a preset's page
+            initial["preset"] = preset_id
         form = SessionForm(request.user, initial=initial)
     return render(
         request,

@@ -87,6 +87,9 @@ class Space(models.Model):
         """May this user start runs, review and change automations here (member or admin)?"""
         return self.role_of(user) in (Role.ADMIN, Role.MEMBER)
 
+    def can_admin(self, user) -> bool:
+        return self.role_of(user) == Role.ADMIN
+
     def role_of(self, user) -> str | None:
         if not user.is_authenticated:
             return None
