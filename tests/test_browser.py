@@ -164,7 +164,7 @@ def test_a_session_from_the_studio_form_to_view_traces(
     expect(page.locator(f"#run-{run.code}")).to_be_visible()
 
     page.goto("/swarms/map/")
-    dot = page.locator(f'a.swarm-dot[href="/swarms/runs/{run.code}/"]')
+    dot = page.locator(f'a.swarm-cell[href="/swarms/runs/{run.code}/"]')
     expect(dot).to_be_visible()
     take_screenshot(page, "swarms-map")
     dot.click()

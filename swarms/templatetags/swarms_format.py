@@ -52,3 +52,25 @@ def run_duration(run, now=None) -> str:
 @register.filter
 def short_code(run) -> str:
     return run.code.hex[:8]
+
+
+@register.filter
+def status_word(status) -> str:
+    from agentloop.runs.models import RunStatus
+
+    try:
+        return RunStatus(status).label.lower()
+    except ValueError:
+        return str(status)
+
+
+AUTOMATION_FOOTER = "\n---\nStarted by automation"
+
+
+@register.filter
+def task(prompt) -> str:
+    """A run's task as a person wrote it: without the footer an automation adds
+    for the agent (agentloop.automations.actions.prompt_for)."""
+    text = str(prompt or "")
+    cut = text.find(AUTOMATION_FOOTER)
+    return text[:cut].strip() if cut >= 0 else text

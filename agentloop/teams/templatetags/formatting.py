@@ -57,3 +57,9 @@ def count(value, noun: str) -> str:
 @register.filter
 def money(value) -> str:
     return formatting.money(value)
+
+
+@register.filter
+def moment(value, style: str = "") -> str:
+    """The same text as {% when %}, without the <time> element (for attributes)."""
+    return formatting.moment(value, style) if value else formatting.EMPTY
