@@ -272,3 +272,92 @@ def test_stop_then_continue_a_session_and_approve_its_labels_in_place(
     )
     link.click()
     expect(page).to_have_url(re.compile(rf"/projects/{project.pk}/traces/[0-9a-f]{{32}}/"))
+
+
+def test_the_pages_a_new_user_tripped_on_in_a_real_browser(
+    browsing, take_screenshot, project, alice, bob, carol
+):
+    """Sessions list, review queue grouped with bulk approve, error pages, time zone,
+    swarm map cells, and every page usable at 390 px (no sideways scroll, nav reachable)."""
+    history = earlier_runs(project, alice, bob)
+    sessions = [r for r in history if r.kind == RunKind.SESSION]
+    for run in history[:3]:
+        Artifact.objects.create(
+            run=run, key="inv", kind="investigation", name="investigation.md", content="# Found"
+        )
+    page = browsing.logged_in(alice)
+
+    # Studio → sessions list, mine, filtered.
+    page.goto("/studio/")
+    page.get_by_role("link", name="Your sessions").click()
+    rows = page.locator(".session-row")
+    expect(rows).to_have_count(len([r for r in sessions if r.creator == alice]))
+    page.get_by_label("State").select_option("cancelled")
+    page.get_by_role("button", name="Filter").click()
+    expect(rows).to_have_count(1)
+    take_screenshot(page, "studio-sessions")
+
+    # Review queue: three runs' investigations are one group, approved at once.
+    page.goto("/review/")
+    group = page.locator(".review-group")
+    expect(group).to_have_count(1)
+    expect(group).to_contain_text("3 items from 3 runs")
+    take_screenshot(page, "review-queue")
+    group.get_by_role("button", name="Approve all 3").click()
+    expect(page.locator(".msg-success")).to_contain_text("Approved 3 artifacts.")
+    assert Artifact.objects.filter(review_state="approved").count() == 3
+
+    # The viewer's time zone, on the session page.
+    page.goto("/account/")
+    page.get_by_label("Time zone").select_option("Europe/Paris")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator(".msg-success")).to_contain_text("Europe/Paris")
+    page.goto(f"/studio/sessions/{sessions[0].code}/")
+    expect(page.locator("#run-facts")).to_contain_text("CET")
+
+    # Swarm map: a cell per run, details on hover, a time range.
+    page.goto("/swarms/map/?window=7d")
+    cells = page.locator("a.swarm-cell")
+    expect(cells).to_have_count(len(history))
+    oldest = min(history, key=lambda r: r.created_at)
+    first = page.locator(f'a.swarm-cell[href="/swarms/runs/{oldest.code}/"]')
+    expect(first).to_have_attribute(
+        "title", re.compile(rf"{oldest.get_status_display()} · support-bot · ")
+    )
+    take_screenshot(page, "swarms-map")
+    page.get_by_label("Time range").select_option("1h")
+    page.get_by_role("button", name="Show").click()
+    expect(cells).to_have_count(0)
+
+    # A refused action and a missing page explain themselves in the layout.
+    carol_page = browsing.logged_in(carol)
+    carol_page.goto("/studio/sessions/00000000-0000-0000-0000-000000000000/")
+    expect(carol_page.locator('[data-error="404"]')).to_contain_text("No such run.")
+    expect(carol_page.get_by_role("link", name="Your spaces")).to_be_visible()
+    take_screenshot(carol_page, "error-404")
+    response = carol_page.request.get("/favicon.ico")
+    assert response.ok and "svg" in response.headers["content-type"]
+
+    # 390 px: nothing scrolls sideways, every navigation link can be reached.
+    narrow = browsing.new_page()
+    narrow.set_viewport_size({"width": 390, "height": 844})
+    narrow.goto("/login/")
+    narrow.get_by_label("Username").fill(alice.username)
+    narrow.get_by_label("Password").fill("wrong password")
+    narrow.get_by_role("button", name="Log in").click()
+    expect(narrow.get_by_label("Username")).to_have_value(alice.username)  # kept
+    for url in ("/", "/studio/sessions/?scope=all", "/swarms/", "/review/", "/automations/",
+                "/studio/presets/", f"/studio/sessions/{sessions[0].code}/"):  # fmt: skip
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.goto(url)
+        overflow = page.evaluate(
+            "document.scrollingElement.scrollWidth - document.scrollingElement.clientWidth"
+        )
+        assert overflow <= 1, (url, overflow)
+        review = page.locator(".mainnav a", has_text="Review")
+        review.scroll_into_view_if_needed()
+        expect(review).to_be_in_viewport()
+    page.goto("/swarms/")
+    take_screenshot(page, "swarms-list-390")
+    page.goto(f"/studio/sessions/{sessions[0].code}/")
+    take_screenshot(page, "studio-session-390")
