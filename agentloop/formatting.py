@@ -10,7 +10,7 @@
 - A duration: `0.4 s` under 10 s (one decimal, so sub-second runs are not
   "0 s"), `12 s`, `3 min 05 s`, `2 h 05 min`, `3 d 4 h`.
 - A count: `1 turn`, `2 turns`, `12,345 spans`.
-- Money: `$0.0042` under a dollar, `$12.35` above; nothing for None.
+- Money: `$0.42`, `$1,234.50`; `$0.0042` below a cent (never a bare `$0.00`); — for none.
 
 Plain functions here (views and actions use them too); the template tags and
 filters in agentloop/teams/templatetags/formatting.py call them, and are
@@ -85,6 +85,6 @@ def money(value) -> str:
     if value is None or value == "":
         return EMPTY
     amount = Decimal(str(value))
-    if abs(amount) < 1:
-        return f"${amount:.4f}"
+    if 0 < abs(amount) < Decimal("0.01"):
+        return f"${amount:.4f}"  # a fraction of a cent is not "$0.00"
     return f"${amount:,.2f}"

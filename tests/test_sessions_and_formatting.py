@@ -105,3 +105,10 @@ def test_counts_agree_with_their_number():
     assert formatting.count(2, "turn") == "2 turns"
     assert formatting.count(12345, "span") == "12,345 spans"
     assert formatting.count(2, "entry", "entries") == "2 entries"
+
+
+def test_money_reads_in_cents_and_below_a_cent():
+    assert formatting.money("0.42") == "$0.42"
+    assert formatting.money("0.0042") == "$0.0042"
+    assert formatting.money("1234.5") == "$1,234.50"
+    assert formatting.money(None) == "—"

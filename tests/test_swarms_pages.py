@@ -100,6 +100,8 @@ def test_anonymous_is_sent_to_log_in(client, runs):
 
 def test_the_table_shows_each_column(client_for, alice, runs):
     run = runs["refunds"]
+    # A harness that calls a model has a cost to show (the analyst's is "—").
+    Run.objects.filter(pk=run.pk).update(config={**run.config, "harness": "claude-code"})
     Artifact.objects.create(run=run, key="a", kind=ArtifactKind.INVESTIGATION, name="Findings")
     Artifact.objects.create(run=run, key="b", kind=ArtifactKind.PULL_REQUEST, name="Fix #1")
     Artifact.objects.create(run=run, key="c", kind=ArtifactKind.PULL_REQUEST, name="Fix #2")
@@ -572,3 +574,11 @@ def test_the_list_shows_an_automations_task_without_its_footer(client_for, alice
     html = client_for(alice).get("/swarms/").content.decode()
     row = html.split(f'id="run-{run.code}"')[1].split("</tr>")[0]
     assert "Triage the refunds" in row and "Started by automation" not in row
+
+
+def test_the_analyst_shows_no_cost_it_never_had(client_for, alice, runs):
+    html = client_for(alice).get("/swarms/?preset=triage").content.decode()
+    row = html.split(f'id="run-{runs["refunds"].code}"')[1].split("</tr>")[0]
+    assert "$" not in row and "the analyst calls no model" in row
+    detail = client_for(alice).get(f"/swarms/runs/{runs['refunds'].code}/").content.decode()
+    assert "<dt>Cost</dt>" not in detail and "<dt>Tokens</dt>" not in detail
