@@ -399,3 +399,16 @@ def test_a_refused_edit_keeps_the_saved_name_in_the_heading(client_for, alice, p
     assert "<h1>Edit Fix flaky evals</h1>" in response.content.decode()
     preset.refresh_from_db()
     assert preset.name == "Fix flaky evals"
+
+
+def test_an_over_long_system_prompt_is_refused_with_a_message_not_cut(client_for, alice, space):
+    """A browser's maxlength would cut a 100,500-character paste to 100,000 silently."""
+    form = client_for(alice).get(f"/studio/presets/space/{space.pk}/new/").content.decode()
+    textarea = form.split('name="system_prompt"')[0].rsplit("<textarea", 1)[1]
+    assert "maxlength" not in textarea
+    data = form_data(system_prompt="y" * 100_500)
+    response = client_for(alice).post(f"/studio/presets/space/{space.pk}/new/", data)
+    page = response.content.decode()
+    assert response.status_code == 400 and "(it has 100500)" in page
+    assert "y" * 100_500 in page  # what was typed is still there to shorten
+    assert not AgentPreset.objects.filter(name=data["name"]).exists()
