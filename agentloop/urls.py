@@ -1,14 +1,19 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from agentloop.teams import views as team_views
 
 urlpatterns = [
     path("", team_views.home, name="home"),
+    # Browsers ask for /favicon.ico whatever the page links.
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("account/", team_views.account, name="account"),
     path("spaces/", include("agentloop.teams.urls")),
     path("projects/<int:project_id>/", include("agentloop.traces.page_urls")),
     path("projects/<int:project_id>/signal/", include("agentloop.signal.urls")),

@@ -53,6 +53,13 @@ def skill_list(request, space_id):
     return _private(render(request, "skills/list.html", context))
 
 
+def _again(form, space) -> None:
+    """A form shown again: every problem at once, and the secrets typed kept (sealed)."""
+    if not getattr(form, "_action_checked", False) and form.errors:
+        form.collect_errors(space)
+    form.keep_typed_secrets()
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def skill_create(request, space_id, kind):
@@ -75,6 +82,8 @@ def skill_create(request, space_id, kind):
         else:
             messages.success(request, f"Added the {skill.get_kind_display()} skill {skill.name}.")
             return redirect("skills-list", space.pk)
+    if request.method == "POST":
+        _again(form, space)
     status = 400 if request.method == "POST" else 200
     context = {"space": space, "kind": KINDS[kind], "form": form, "skill": None}
     return _private(render(request, "skills/form.html", context, status=status))
@@ -103,6 +112,8 @@ def skill_edit(request, space_id, skill_id):
             else:
                 messages.info(request, f"Nothing changed in {skill.name}.")
             return redirect("skills-list", skill.space_id)
+    if request.method == "POST":
+        _again(form, skill.space)
     status = 400 if request.method == "POST" else 200
     context = {"space": skill.space, "kind": skill.kind_spec, "form": form, "skill": skill}
     return _private(render(request, "skills/form.html", context, status=status))

@@ -37,6 +37,7 @@ from agentloop.runs.access import get_run_for_user
 from agentloop.runs.models import Run
 from agentloop.runs.notify import MESSAGE_TYPE, group_name
 from agentloop.teams.access import get_project_for_user
+from agentloop.teams.models import UserSettings
 from studio import transcript
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,8 @@ def _after_param(query: dict[str, str]) -> int:
         return 0
 
 
-def _open_run(user, code) -> tuple[Run, bool] | None:
-    """(run, may the user use it) or None when the user may not even watch it."""
+def _open_run(user, code) -> tuple[Run, bool, str] | None:
+    """(run, may the user use it, their time zone) or None when they may not even watch it."""
     try:
         run = get_run_for_user(user, code, "view")
     except (Http404, PermissionDenied):
@@ -98,7 +99,7 @@ def _open_run(user, code) -> tuple[Run, bool] | None:
         can_use = True
     except (Http404, PermissionDenied):
         can_use = False
-    return run, can_use
+    return run, can_use, UserSettings.time_zone_of(user)
 
 
 def _next_seq(run_id: int) -> int:
@@ -132,15 +133,15 @@ class RunTranscriptConsumer(AsyncWebsocketConsumer):
             await self.accept()
             await self.close(code=REFUSED)
             return
-        self.run, self.can_use = opened
+        self.run, self.can_use, self.zone = opened
         query = _query(self.scope)
         self.last_seq = _after_param(query)
-        # Whether the page showed an open follow-up box: the controls are
+        # What the page's controls show (transcript.controls_key): they are
         # pushed again only when that changes.
-        self.accepting = (
-            query["accepting"] == "1"
-            if query.get("accepting") in ("0", "1")
-            else transcript.accepts_followups(self.run)
+        self.controls = (
+            query["controls"]
+            if query.get("controls") in transcript.CONTROLS_KEYS
+            else transcript.controls_key(self.run)
         )
         self.facts_shown = None  # what the facts panel shows now (transcript.facts_key)
         self.lock = asyncio.Lock()
@@ -188,9 +189,15 @@ class RunTranscriptConsumer(AsyncWebsocketConsumer):
             pauses = iter(REREAD_PAUSES)
             while upto > self.last_seq:
                 frame = await frames.get(
-                    self.run, self.last_seq, upto, self.can_use, self.accepting, self.facts_shown
+                    self.run,
+                    self.last_seq,
+                    upto,
+                    self.can_use,
+                    self.controls,
+                    self.facts_shown,
+                    self.zone,
                 )
-                self.accepting = frame["accepting"]
+                self.controls = frame["controls"]
                 self.facts_shown = frame["facts"]
                 if frame["html"]:
                     await self.send(text_data=frame["html"])
@@ -229,10 +236,10 @@ class FrameCache:
         self.entries: dict[tuple, asyncio.Future] = {}
 
     async def get(
-        self, run: Run, after: int, upto: int, can_use: bool, accepting, facts_shown
+        self, run: Run, after: int, upto: int, can_use: bool, controls, facts_shown, zone="UTC"
     ) -> dict:
         # Codes, unlike ids, are never reused.
-        key = (run.code, after, upto, can_use, accepting, facts_shown)
+        key = (run.code, after, upto, can_use, controls, facts_shown, zone)
         future = self.entries.get(key)
         if future is None:
             future = asyncio.get_running_loop().create_future()
@@ -241,7 +248,7 @@ class FrameCache:
                 self.entries.pop(next(iter(self.entries)))
             try:
                 frame = await _read(transcript.render_frame)(
-                    run.pk, after, can_use, accepting, upto, facts_shown
+                    run.pk, after, can_use, controls, upto, facts_shown, zone
                 )
             except BaseException as error:
                 self.entries.pop(key, None)

@@ -16,11 +16,14 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from agentloop.runs import actions
-from agentloop.runs.access import get_run_for_user
+from agentloop.runs.access import get_run_for_user, runs_for_user
+from agentloop.runs.models import TERMINAL, RunKind, RunStatus
 from agentloop.teams.access import projects_for_user
 from studio import transcript
 from studio.forms import SessionForm
 from studio.prompt_templates import TEMPLATES, get_template
+
+MAX_SEARCH_LENGTH = 200
 
 
 @login_required
@@ -32,6 +35,10 @@ def gallery(request):
         {
             "templates": TEMPLATES,
             "can_start": projects_for_user(request.user, "use").exists(),
+            "recent": runs_for_user(request.user)
+            .filter(kind=RunKind.SESSION, creator=request.user)
+            .select_related("project")
+            .order_by("-created_at")[:5],
         },
     )
 
@@ -47,6 +54,77 @@ def _apply_config_errors(form: SessionForm, error: ValidationError) -> None:
         target = field if on_form else None
         for message in errors:
             form.add_error(target, message)
+
+
+SESSION_SCOPES = {"mine": "Mine", "all": "All of my spaces"}
+SESSION_STATES = {
+    "": "Any state",
+    "active": "Going on",
+    "ended": "Ended",
+    **{value: label for value, label in RunStatus.choices},
+}
+SESSIONS_SHOWN = 100
+
+
+@login_required
+@require_GET
+def sessions(request):
+    """The sessions a person can go back to: theirs or their spaces', newest first."""
+    scope = request.GET.get("scope") or "mine"
+    state = request.GET.get("state") or ""
+    project = request.GET.get("project") or ""
+    q = (request.GET.get("q") or "").strip()
+    problems = []
+    if scope not in SESSION_SCOPES:
+        problems.append(f"Unknown scope {scope!r}; choose mine or all.")
+        scope = "mine"
+    if state not in SESSION_STATES:
+        problems.append(f"Unknown state {state!r}.")
+        state = ""
+    if project and not project.isdigit():
+        problems.append(f"Project must be a project id; got {project!r}.")
+        project = ""
+    if len(q) > MAX_SEARCH_LENGTH:
+        problems.append(f"The search text is longer than {MAX_SEARCH_LENGTH} characters.")
+        q = ""
+    runs = runs_for_user(request.user).filter(kind=RunKind.SESSION)
+    if scope == "mine":
+        runs = runs.filter(creator=request.user)
+    if state == "active":
+        runs = runs.exclude(status__in=TERMINAL)
+    elif state == "ended":
+        runs = runs.filter(status__in=TERMINAL)
+    elif state:
+        runs = runs.filter(status=state)
+    if project:
+        runs = runs.filter(project_id=int(project))
+    if q:
+        runs = runs.filter(prompt__icontains=q)
+    total = runs.count()
+    shown = list(
+        runs.select_related("project__space", "creator").order_by("-created_at", "-pk")[
+            :SESSIONS_SHOWN
+        ]
+    )
+    status = 400 if problems else 200
+    return render(
+        request,
+        "studio/sessions.html",
+        {
+            "sessions": shown,
+            "total": total,
+            "problems": problems,
+            "scope": scope,
+            "state": state,
+            "project": project,
+            "q": q,
+            "scopes": SESSION_SCOPES,
+            "states": SESSION_STATES,
+            "projects": projects_for_user(request.user).filter(internal=False),
+            "can_start": projects_for_user(request.user, "use").exists(),
+        },
+        status=status,
+    )
 
 
 @login_required
@@ -76,6 +154,9 @@ def new_session(request):
         project_id = request.GET.get("project")
         if project_id:
             initial["project"] = project_id
+        preset_id = request.GET.get("preset")
+        if preset_id:  # "Start session" on a preset's page
+            initial["preset"] = preset_id
         form = SessionForm(request.user, initial=initial)
     return render(
         request,

@@ -33,9 +33,17 @@ from agentloop.traces.models import Trace
 from swarms import filters
 
 PAGE_SIZE = 50
-MAP_WINDOW = timedelta(hours=48)
+# The map's time ranges (?window=); a cell per run, so a long range stays readable.
+MAP_WINDOWS = {
+    "1h": timedelta(hours=1),
+    "6h": timedelta(hours=6),
+    "24h": timedelta(hours=24),
+    "48h": timedelta(hours=48),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+}
+MAP_DEFAULT_WINDOW = "48h"
 MAP_MAX_RUNS = 2000
-MAP_TICK_HOURS = 6
 MAX_BULK = 200
 # Studio's transcript partial when it is there, ours otherwise: one look for an
 # event wherever a transcript is shown.
@@ -85,14 +93,12 @@ def run_list(request):
     return response
 
 
-def _map_rows(runs: list[Run], start, now) -> list[dict]:
-    span = (now - start).total_seconds()
-    groups: dict[str, list[dict]] = {}
-    for run in runs:
-        offset = (run.created_at - start).total_seconds() / span * 100
-        groups.setdefault(run.preset_name or filters.AD_HOC, []).append(
-            {"run": run, "left": f"{min(max(offset, 0.0), 100.0):.3f}"}
-        )
+def _map_rows(runs: list[Run]) -> list[dict]:
+    """One row per preset (ad hoc last), a cell per run, oldest first: a grid stays
+    readable with hundreds of runs where dots on a time axis pile up."""
+    groups: dict[str, list[Run]] = {}
+    for run in sorted(runs, key=lambda r: (r.created_at, r.pk)):
+        groups.setdefault(run.preset_name or filters.AD_HOC, []).append(run)
     names = sorted(n for n in groups if n != filters.AD_HOC)
     if filters.AD_HOC in groups:
         names.append(filters.AD_HOC)
@@ -100,18 +106,20 @@ def _map_rows(runs: list[Run], start, now) -> list[dict]:
         {
             "preset": name,
             "is_ad_hoc": name == filters.AD_HOC,
-            "dots": groups[name],
+            "cells": groups[name],
             "count": len(groups[name]),
             "by_status": _count_statuses(groups[name]),
+            "first": groups[name][0].created_at,
+            "last": groups[name][-1].created_at,
         }
         for name in names
     ]
 
 
-def _count_statuses(dots: list[dict]) -> list[tuple[str, int]]:
+def _count_statuses(runs: list[Run]) -> list[tuple[str, int]]:
     counts: dict[str, int] = {}
-    for dot in dots:
-        counts[dot["run"].status] = counts.get(dot["run"].status, 0) + 1
+    for run in runs:
+        counts[run.status] = counts.get(run.status, 0) + 1
     return [(status, counts[status]) for status in RunStatus.values if status in counts]
 
 
@@ -119,31 +127,32 @@ def _count_statuses(dots: list[dict]) -> list[tuple[str, int]]:
 @require_GET
 def swarm_map(request):
     now = timezone.now()
-    start = now - MAP_WINDOW
+    window = request.GET.get("window") or MAP_DEFAULT_WINDOW
+    problem = ""
+    if window not in MAP_WINDOWS:
+        problem = f"Unknown time range {window!r}; choose one of {', '.join(MAP_WINDOWS)}."
+        window = MAP_DEFAULT_WINDOW
+    start = now - MAP_WINDOWS[window]
     runs = list(
         filters.visible_runs(request.user)
         .filter(created_at__gte=start)
         .select_related("project")
-        .only("code", "status", "config", "created_at", "prompt", "project__name")
+        .only("code", "status", "config", "created_at", "started_at", "finished_at", "prompt",
+              "project__name")
         .order_by("-created_at")[:MAP_MAX_RUNS]
-    )
-    ticks = [
-        {
-            "left": f"{(h / (MAP_WINDOW.total_seconds() / 3600)) * 100:.3f}",
-            "time": start + timedelta(hours=h),
-        }
-        for h in range(0, int(MAP_WINDOW.total_seconds() // 3600) + 1, MAP_TICK_HOURS)
-    ]
+    )  # fmt: skip
     context = {
-        "rows": _map_rows(runs, start, now),
-        "ticks": ticks,
+        "rows": _map_rows(runs),
         "start": start,
         "now": now,
+        "window": window,
+        "windows": MAP_WINDOWS,
+        "problem": problem,
         "total": len(runs),
         "truncated": len(runs) == MAP_MAX_RUNS,
         "statuses": RunStatus.choices,
     }
-    return render(request, "swarms/map.html", context)
+    return render(request, "swarms/map.html", context, status=400 if problem else 200)
 
 
 def _live_url(run: Run) -> str | None:

@@ -40,7 +40,7 @@ TRANSITIONS = {
 }
 # Spec keys the runner reads that the server never sends: tests set them to
 # steer the analyst's window or a harness, so they are left out of the schema check.
-RUNNER_ONLY_SPEC_KEYS = {"window", "window_hours", "claude_path", "harness_session_id"}
+RUNNER_ONLY_SPEC_KEYS = {"window", "window_hours", "claude_path"}
 ANSWERS = {
     ("GET", "spec"): protocol.Spec,
     ("POST", "events"): protocol.EventsAnswer,

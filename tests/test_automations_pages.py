@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from agentloop.automations import actions as automations
 from agentloop.automations.models import Automation, AutomationFire
 from agentloop.presets.models import AgentPreset
 from agentloop.runs import actions
@@ -182,3 +183,59 @@ def test_list_and_history_show_what_happened(automation, users, client_for):
     )
     outsider_list = client_for(users["outsider"]).get(reverse("automation-list")).content.decode()
     assert "nightly" not in outsider_list
+
+
+# --- docs/roles.md, route by route, on an automation an admin created ----------------------
+
+
+@pytest.fixture
+def admins_automation(alice, project, preset):
+    return automations.save_automation(
+        alice,
+        Automation(
+            space=project.space,
+            project=project,
+            preset=preset,
+            name="admin's nightly",
+            prompt="p",
+            trigger="cron",
+            cron_expression="0 3 * * *",
+        ),
+    )
+
+
+ADMINS_AUTOMATION = [
+    # route, owner, member, viewer, outsider
+    ("automation-edit", 200, 403, 403, 404),
+    ("automation-delete", 302, 403, 403, 404),
+    ("automation-pause", 302, 302, 403, 404),
+    ("automation-run-now", 302, 302, 403, 404),
+]
+
+
+@pytest.mark.parametrize("route,owner,member,viewer,outsider", ADMINS_AUTOMATION)
+def test_the_role_table_on_an_admins_automation(
+    admins_automation, users, client_for, route, owner, member, viewer, outsider
+):
+    for role, expected in (
+        ("viewer", viewer), ("outsider", outsider), ("member", member), ("owner", owner)
+    ):  # fmt: skip
+        client = client_of(users, client_for, role)
+        url = reverse(route, args=[admins_automation.pk])
+        response = client.get(url) if route == "automation-edit" else client.post(url)
+        assert response.status_code == expected, (route, role)
+        if route == "automation-delete":
+            exists = Automation.objects.filter(pk=admins_automation.pk).exists()
+            assert exists is (role != "owner"), role
+
+
+def test_a_member_sees_no_edit_or_delete_on_an_admins_automation(
+    admins_automation, users, client_for
+):
+    page = (
+        client_of(users, client_for, "member")
+        .get(reverse("automation-detail", args=[admins_automation.pk]))
+        .content.decode()
+    )
+    assert reverse("automation-edit", args=[admins_automation.pk]) not in page
+    assert "Only an admin, or the member who created it" in page

@@ -346,12 +346,39 @@ def test_the_first_call_fixes_a_session_and_carries_the_spec(tmp_path):
 
 
 def test_a_recorded_session_is_resumed_from_the_first_call(tmp_path):
+    sessions = tmp_path / ".claude" / "projects" / "-workspace"
+    sessions.mkdir(parents=True)
+    (sessions / "abc-123.jsonl").write_text("{}\n")  # the CLI's record, still in HOME
     harness = offline_harness(tmp_path, {"harness_session_id": "abc-123"})
 
     command = harness.command()
 
     assert command[command.index("--resume") + 1] == "abc-123"
     assert "--session-id" not in command
+
+
+def test_a_session_whose_record_is_gone_starts_anew_with_the_conversation_first(tmp_path):
+    """A continued run in a new sandbox: the old HOME went with the old sandbox."""
+    history = [
+        {"role": "user", "text": "Why do refunds fail?"},
+        {"role": "assistant", "text": "The refund tool times out."},
+    ]
+    harness = offline_harness(
+        tmp_path, {"harness_session_id": "abc-123", "continued": True, "history": history}
+    )
+    stdin = tmp_path / "stdin.txt"
+    (tmp_path / "claude").write_text(f"#!/bin/sh\ncat > {stdin}\nexit 0\n")
+
+    harness.run_turn("And since when?")
+
+    command = harness.last_command
+    assert "--resume" not in command
+    assert command[command.index("--session-id") + 1] != "abc-123"
+    sent = stdin.read_text()
+    assert sent.index("Why do refunds fail?") < sent.index("The refund tool times out.")
+    assert sent.endswith("The user now says:\nAnd since when?")
+    harness.run_turn("Thanks")  # the conversation is told once, not every turn
+    assert stdin.read_text() == "Thanks"
 
 
 def test_the_cli_talks_to_the_gateway_with_the_run_token_and_no_other_credential(tmp_path):

@@ -415,7 +415,7 @@ def test_span_detail_shows_everything_about_the_span(client_for, alice, project,
         "0.25",
         "LLM",
         "plain text, not JSON",
-        "2026-01-01 12:00:00.000000 UTC",
+        "2026-01-01 12:00:00.000 UTC",
     ):
         assert text in page, text
     # JSON input is pretty-printed (and escaped).

@@ -74,14 +74,33 @@ def test_the_list_shows_a_spaces_presets_to_its_members_only(
     assert ("Fix flaky evals" in response.content.decode()) is sees
 
 
-def test_only_admins_see_the_buttons_that_change_presets(client_for, users, preset):
+def test_members_create_presets_but_change_only_their_own(client_for, users, preset):
     owner_page = client_for(users["owner"]).get("/studio/presets/").content.decode()
     member_page = client_for(users["member"]).get("/studio/presets/").content.decode()
+    viewer_page = client_for(users["viewer"]).get("/studio/presets/").content.decode()
 
     assert f"/studio/presets/{preset.pk}/edit/" in owner_page
-    assert "New preset" in owner_page
-    assert f"/studio/presets/{preset.pk}/edit/" not in member_page
-    assert "Only admins of Acme" in member_page
+    assert "New preset" in owner_page and "New preset" in member_page
+    assert f"/studio/presets/{preset.pk}/edit/" not in member_page  # the admin's preset
+    assert f"?preset={preset.pk}" in member_page  # but they may start a session from it
+    assert "New preset" not in viewer_page and "Start session" not in viewer_page
+
+
+def test_a_member_edits_and_deletes_the_preset_they_created(client_for, users, space):
+    from agentloop.presets.models import AgentPreset
+
+    client = client_for(users["member"])
+    response = client.post(
+        f"/studio/presets/space/{space.pk}/new/",
+        {"name": "mine", "harness": "analyst", "max_turns": 5, "time_limit_minutes": 10,
+         "model": "claude-sonnet-4-5"},
+    )  # fmt: skip
+    mine = AgentPreset.objects.get(name="mine")
+    assert response.status_code == 302 and mine.created_by == users["member"]
+    page = client.get("/studio/presets/").content.decode()
+    assert f"/studio/presets/{mine.pk}/edit/" in page
+    assert client.post(f"/studio/presets/{mine.pk}/delete/").status_code == 302
+    assert not AgentPreset.objects.filter(pk=mine.pk).exists()
 
 
 def test_anonymous_visitors_are_sent_to_log_in(client_for, preset):
@@ -124,7 +143,7 @@ def test_hidden_presets_are_listed_as_built_in(client_for, users, preset):
 
 @pytest.mark.parametrize(
     "role,status",
-    [("owner", 302), ("member", 403), ("viewer", 403), ("outsider", 404), ("anonymous", 302)],
+    [("owner", 302), ("member", 302), ("viewer", 403), ("outsider", 404), ("anonymous", 302)],
 )
 def test_create_permissions(client_for, users, space, role, status):
     response = client_for(who(users, role)).post(
@@ -132,11 +151,11 @@ def test_create_permissions(client_for, users, space, role, status):
     )
 
     assert response.status_code == status
-    assert AgentPreset.objects.filter(name="Investigator").exists() is (role == "owner")
+    assert AgentPreset.objects.filter(name="Investigator").exists() is (role in ("owner", "member"))
 
 
 @pytest.mark.parametrize(
-    "role,status", [("owner", 200), ("member", 403), ("viewer", 403), ("outsider", 404)]
+    "role,status", [("owner", 200), ("member", 200), ("viewer", 403), ("outsider", 404)]
 )
 def test_the_create_form_is_for_admins(client_for, users, space, role, status):
     response = client_for(users[role]).get(f"/studio/presets/space/{space.pk}/new/")
@@ -286,7 +305,7 @@ def test_editing_keeps_the_creator_and_replaces_the_skills(client_for, alice, sp
 
 @pytest.mark.parametrize(
     "role,status",
-    [("owner", 302), ("member", 403), ("viewer", 403), ("outsider", 404), ("anonymous", 302)],
+    [("owner", 302), ("member", 302), ("viewer", 403), ("outsider", 404), ("anonymous", 302)],
 )
 def test_duplicate_permissions(client_for, users, preset, role, status):
     response = client_for(who(users, role)).post(f"/studio/presets/{preset.pk}/duplicate/")
@@ -294,7 +313,9 @@ def test_duplicate_permissions(client_for, users, preset, role, status):
     assert response.status_code == status
     names = sorted(AgentPreset.objects.values_list("name", flat=True))
     expected = (
-        ["Copy of Fix flaky evals", "Fix flaky evals"] if role == "owner" else ["Fix flaky evals"]
+        ["Copy of Fix flaky evals", "Fix flaky evals"]
+        if role in ("owner", "member")
+        else ["Fix flaky evals"]
     )
     assert names == expected
 
@@ -378,3 +399,16 @@ def test_a_refused_edit_keeps_the_saved_name_in_the_heading(client_for, alice, p
     assert "<h1>Edit Fix flaky evals</h1>" in response.content.decode()
     preset.refresh_from_db()
     assert preset.name == "Fix flaky evals"
+
+
+def test_an_over_long_system_prompt_is_refused_with_a_message_not_cut(client_for, alice, space):
+    """A browser's maxlength would cut a 100,500-character paste to 100,000 silently."""
+    form = client_for(alice).get(f"/studio/presets/space/{space.pk}/new/").content.decode()
+    textarea = form.split('name="system_prompt"')[0].rsplit("<textarea", 1)[1]
+    assert "maxlength" not in textarea
+    data = form_data(system_prompt="y" * 100_500)
+    response = client_for(alice).post(f"/studio/presets/space/{space.pk}/new/", data)
+    page = response.content.decode()
+    assert response.status_code == 400 and "(it has 100500)" in page
+    assert "y" * 100_500 in page  # what was typed is still there to shorten
+    assert not AgentPreset.objects.filter(name=data["name"]).exists()

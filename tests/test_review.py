@@ -73,7 +73,9 @@ def test_approving_eval_labels_writes_agent_annotations(run, labels, spans, bob)
         (spans[1].pk, "correctness", "incorrect", 0.0),
     ]
     assert {a.annotator_kind for a in written} == {"AGENT"}
-    assert {json.dumps(a.provenance) for a in written} == {json.dumps({"run": str(run.code)})}
+    assert [a.provenance for a in written] == [
+        {"run": str(run.code), "artifact": labels.pk, "approved_by": "bob"}
+    ] * 2
     (entry,) = ArtifactReview.objects.all()
     assert (entry.reviewer_name, entry.decision, entry.comment) == ("bob", "approved", "Right.")
     assert entry.effect == "Wrote 2 annotations."
@@ -227,3 +229,92 @@ def test_investigation_page_is_sanitized_with_trace_links(run, project, users, c
         .status_code
         == 404
     )
+
+
+def labels_of_another_run(project, alice, spans, label="incorrect"):
+    other = Run.objects.create(
+        space=project.space, project=project, prompt="again", creator=alice,
+        status="succeeded", config={"harness": "analyst"},
+    )  # fmt: skip
+    proposals = [
+        {"span_id": s.span_id, "trace_id": TRACE, "name": "correctness", "label": label,
+         "score": 0, "explanation": "The call failed."}
+        for s in spans
+    ]  # fmt: skip
+    return Artifact.objects.create(
+        run=other, key="labels", kind="eval_labels", name="eval_labels.json",
+        content=json.dumps(proposals),
+    )  # fmt: skip
+
+
+def test_labels_already_applied_are_skipped_not_written_twice(project, alice, labels, spans, bob):
+    approve(bob, labels)
+    again = labels_of_another_run(project, alice, spans)
+    approve(bob, again)
+    assert SpanAnnotation.objects.count() == 2
+    assert ArtifactReview.objects.get(artifact=again).effect == (
+        "Wrote 0 annotations. Skipped 2 labels already applied."
+    )
+    # The first approval's provenance stays: nothing was rewritten.
+    assert {a.provenance["artifact"] for a in SpanAnnotation.objects.all()} == {labels.pk}
+
+
+def test_a_reviewer_keeps_edits_and_rejects_labels_one_by_one(labels, spans, bob):
+    approve(bob, labels, keep={1}, edits={1: "partially_correct"})
+    (written,) = SpanAnnotation.objects.all()
+    assert (written.span_id, written.label) == (spans[1].pk, "partially_correct")
+    assert ArtifactReview.objects.get().effect == "Wrote 1 annotation. Rejected 1 label."
+
+
+def test_per_label_choices_from_the_artifact_page(labels, spans, users, client_for):
+    client = client_for(users["member"])
+    page = client.get(reverse("artifact-review", args=[labels.pk])).content.decode()
+    assert 'name="keep" value="0"' in page and 'name="label-1"' in page
+    client.post(
+        reverse("artifact-approve", args=[labels.pk]),
+        {"per_label": "1", "keep": ["0"], "label-0": "incorrect", "label-1": "x"},
+    )
+    assert [a.span_id for a in SpanAnnotation.objects.all()] == [spans[0].pk]
+
+
+def test_the_queue_groups_one_finding_of_many_runs_and_decides_it_at_once(
+    project, alice, labels, spans, users, client_for
+):
+    again = labels_of_another_run(project, alice, spans)
+    client = client_for(users["member"])
+    page = client.get(reverse("review-queue")).content.decode()
+    assert page.count('class="card review-group"') == 1
+    assert "2 items from 2 runs" in page
+    ids = ",".join(str(pk) for pk in sorted([labels.pk, again.pk]))
+    assert (
+        f'name="ids" value="{ids}"' in page or f'name="ids" value="{again.pk},{labels.pk}"' in page
+    )
+    response = client.post(reverse("review-bulk-approve"), {"ids": ids})
+    assert response.status_code == 302
+    labels.refresh_from_db()
+    again.refresh_from_db()
+    assert (labels.review_state, again.review_state) == ("approved", "approved")
+    assert SpanAnnotation.objects.count() == 2  # the second one's labels were already applied
+    page = client.get(reverse("review-queue")).content.decode()
+    assert "Nothing waits for review." in page
+
+
+@pytest.mark.parametrize(
+    ("role", "status", "state"),
+    [("owner", 302, "rejected"), ("member", 302, "rejected"), ("viewer", 403, "pending"),
+     ("outsider", 404, "pending")],
+)  # fmt: skip
+def test_who_may_decide_in_bulk(labels, users, client_for, role, status, state):
+    response = client_for(users[role]).post(reverse("review-bulk-reject"), {"artifact": labels.pk})
+    assert response.status_code == status
+    labels.refresh_from_db()
+    assert labels.review_state == state
+
+
+def test_an_annotation_names_its_run_and_approver_on_the_span_page(
+    run, labels, spans, bob, client_for, project
+):
+    approve(bob, labels)
+    url = reverse("span-detail", args=[project.pk, spans[0].span_id])
+    page = client_for(bob).get(url).content.decode()
+    assert f'href="/studio/sessions/{run.code}/"' in page and "approved by bob" in page

@@ -136,13 +136,102 @@ def test_send_followup_permissions(role, who, running_run):
     assert stored.payload == {"role": "user", "text": "And the 500s?", "author": user.username}
 
 
-@pytest.mark.parametrize("status", [RunStatus.QUEUED, RunStatus.PROVISIONING, RunStatus.SUCCEEDED])
-def test_send_followup_only_to_a_live_run(project, alice, fake_provider, status):
+@pytest.mark.parametrize("status", [RunStatus.QUEUED, RunStatus.PROVISIONING])
+def test_a_followup_to_a_starting_run_waits_for_its_first_turn(
+    project, alice, fake_provider, status
+):
     run = actions.start_session(alice, project, CONFIG, "Investigate")
     Run.objects.filter(pk=run.pk).update(status=status)
-    with pytest.raises(actions.RunNotActive, match="takes no more messages"):
-        actions.send_followup(alice, run, "hello?")
-    assert run.events.count() == 1
+    actions.send_followup(alice, run, "and the 500s?")
+    run.refresh_from_db()
+    assert run.status == status  # not relaunched: the runner's inbox hands it over
+    assert [e.payload.get("text") for e in run.events.order_by("seq")] == [
+        "Investigate",
+        "and the 500s?",
+    ]
+
+
+def test_a_followup_to_a_stopping_run_is_refused(running_run, alice):
+    actions.cancel(alice, running_run)
+    with pytest.raises(actions.RunNotActive, match="stopping"):
+        actions.send_followup(alice, running_run, "hello?")
+    assert running_run.events.filter(source=EventSource.USER).count() == 1
+
+
+def finish(run, status=RunStatus.SUCCEEDED):
+    run.refresh_from_db()
+    run.transition(status, exit_reason="done")
+    return run
+
+
+@pytest.mark.parametrize("ended", [RunStatus.SUCCEEDED, RunStatus.CANCELLED, RunStatus.FAILED])
+def test_a_followup_continues_a_finished_session(
+    running_run, bob, ended, django_capture_on_commit_callbacks
+):
+    finish(running_run, ended)
+    running_run.append_event(
+        EventSource.AGENT, EventKind.MESSAGE, {"role": "assistant", "text": "Refunds time out."}
+    )
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        actions.send_followup(bob, running_run, "Since when?")
+    running_run.refresh_from_db()
+    assert running_run.status == RunStatus.QUEUED
+    assert (running_run.finished_at, running_run.exit_reason) == (None, "")
+    launches = [c for c in callbacks if "enqueue_launch" in c.__qualname__]
+    assert len(launches) == 1  # its launch, after commit (the others ring the doorbell)
+    last = running_run.events.order_by("seq").last()
+    assert last.payload == {"state": "queued", "from": ended, "detail": "Continued by bob."}
+    # What its runner is handed: the question, the conversation before, where the inbox starts.
+    assert actions.continuation(running_run) == {
+        "prompt": "Since when?",
+        "inbox_after": last.seq,
+        "history": [
+            {"role": "user", "text": "Why do refunds fail?"},
+            {"role": "assistant", "text": "Refunds time out."},
+        ],
+    }
+
+
+def test_a_run_never_continued_has_no_continuation(running_run):
+    assert actions.continuation(running_run) == {}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_who_may_continue_a_finished_session(role, who, running_run):
+    finish(running_run)
+    user = who(role)
+    expected = ALLOWED[role]
+    if expected:
+        with pytest.raises(expected):
+            actions.send_followup(user, running_run, "Since when?")
+        running_run.refresh_from_db()
+        assert running_run.status == RunStatus.SUCCEEDED
+        return
+    actions.send_followup(user, running_run, "Since when?")
+    running_run.refresh_from_db()
+    assert running_run.status == RunStatus.QUEUED
+
+
+def test_a_continued_run_is_launched_in_a_new_sandbox_after_the_old_one_goes(
+    running_run, alice, fake_provider
+):
+    from agentloop.runs.models import ServiceKey
+    from agentloop.runs.tasks import launch_run
+
+    Run.objects.filter(pk=running_run.pk).update(
+        sandbox={"provider": "fake", "id": "old-box", "data": {}}
+    )
+    ServiceKey.mint(running_run, expires_at=None)
+    finish(running_run)
+    actions.send_followup(alice, running_run, "Since when?")
+
+    assert launch_run(running_run.pk) is True
+    running_run.refresh_from_db()
+    assert fake_provider.cleaned == ["old-box"] and fake_provider.stopped == ["old-box"]
+    assert running_run.status == RunStatus.PROVISIONING
+    assert running_run.sandbox["id"] == f"fake-{running_run.code}"
+    assert running_run.sandbox_cleaned_at is None
+    assert ServiceKey.objects.filter(run=running_run, revoked_at__isnull=True).count() == 1
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from django.utils import timezone
 
 from agentloop.runs.models import (
     TERMINAL,
@@ -49,7 +50,27 @@ def test_the_machine_is_the_documented_one():
         "cancelled",
         "timed_out",
     }
-    assert not any(status in TRANSITIONS for status in TERMINAL)
+    # A finished run goes on only by being continued (queued again, then launched).
+    assert all(set(TRANSITIONS[status]) == {"queued"} for status in TERMINAL)
+
+
+def test_a_continued_run_starts_from_a_clean_slate(project):
+    now = timezone.now()
+    run = make_run(
+        project,
+        status=RunStatus.CANCELLED,
+        finished_at=now,
+        exit_reason="stopped by user",
+        stop_requested_at=now,
+        deadline=now,
+        launched_at=now,
+        started_at=now,
+    )
+    assert run.transition(RunStatus.QUEUED, detail="Continued by alice.") is not None
+    run.refresh_from_db()
+    assert (run.status, run.finished_at, run.exit_reason) == ("queued", None, "")
+    assert (run.stop_requested_at, run.deadline, run.launched_at) == (None, None, None)
+    assert run.started_at == now  # when the session first ran stays
 
 
 @pytest.mark.parametrize(("from_status", "to"), LEGAL)

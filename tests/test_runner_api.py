@@ -127,6 +127,10 @@ def test_spec(launched, settings):
         "repository": None,
         "skills": [],
         "status": "provisioning",
+        "continued": False,
+        "history": [],
+        "inbox_after": 0,
+        "harness_session_id": None,
     }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.test import override_settings
 
@@ -374,3 +376,55 @@ def test_custom_env_secrets_can_be_added_replaced_and_removed(as_role, space, al
         "env.OTHER",
         "env.SERVICE_TOKEN",
     ]
+
+
+# --- forms that keep what was typed and say everything at once ----------------------
+
+
+def test_every_problem_shows_at_once_and_typed_secrets_are_kept_sealed(as_role, space):
+    client = as_role("owner")
+    url = f"/skills/spaces/{space.pk}/new/datadog/"
+    response = client.post(url, {"name": "Bad Name!", "site": "not a site!", "api_key": DD_API})
+    html = response.content.decode()
+    assert response.status_code == 400
+    # The name rule (a field rule) and the site and the missing key (the skill's checks) together.
+    assert "The site is a host name" in html and "Application key is required." in html
+    assert 'class="form-errors"' in html
+    assert DD_API not in html  # kept, but never shown
+    kept = re.search(r'name="kept_api_key" value="([^"]+)"', html).group(1)
+    # The second try leaves the API key blank: the kept one is used.
+    response = client.post(
+        url, {"name": "dd", "site": "datadoghq.eu", "app_key": DD_APP, "kept_api_key": kept}
+    )
+    assert response.status_code == 302
+    assert Skill.objects.get(name="dd").secrets() == {"api_key": DD_API, "app_key": DD_APP}
+
+
+def test_a_forged_kept_value_is_ignored(as_role, space):
+    response = as_role("owner").post(
+        f"/skills/spaces/{space.pk}/new/datadog/",
+        {"name": "dd", "site": "datadoghq.eu", "app_key": DD_APP, "kept_api_key": "forged"},
+    )
+    assert response.status_code == 400 and "API key is required." in response.content.decode()
+    assert not Skill.objects.exists()
+
+
+def test_custom_env_secrets_are_typed_as_name_and_password_pairs(as_role, space):
+    url = f"/skills/spaces/{space.pk}/new/custom/"
+    form = as_role("owner").get(url).content.decode()
+    assert "<textarea" not in form.split('class="card skill-form"')[1]
+    assert 'type="password" name="env_value_1"' in form
+    response = as_role("owner").post(
+        url,
+        {
+            "name": "svc",
+            "repo_url": "https://example.com/skills.git",
+            "ref": "main",
+            "env_name_1": "SERVICE_TOKEN",
+            "env_value_1": "pair-secret-value",
+            "env_name_2": "HALF",
+        },
+    )
+    html = response.content.decode()
+    assert response.status_code == 400 and "Give both the name and the value" in html
+    assert "pair-secret-value" not in html and "Kept what you typed" in html

@@ -259,19 +259,22 @@ async def test_a_viewer_can_watch_but_not_send(run, carol):
     await ws.disconnect()
 
 
-async def test_a_finished_run_closes_the_owners_followup_box(run, alice):
+async def test_a_finished_run_turns_the_owners_controls_into_continue(run, alice):
     ws = await connect(run, alice, after=3)
     await database_sync_to_async(run.transition)(RunStatus.SUCCEEDED)
     frame = await ws.receive_from(timeout=5)
     assert seqs(frame) == [4]
-    assert 'id="run-controls" hx-swap-oob="true"' in frame
-    assert "This session has ended" in frame
+    assert 'data-controls="ended" hx-swap-oob="true"' in frame
+    assert "Continue this session" in frame and ">Stop</button>" not in frame
     # The artifacts panel is refreshed on status changes too.
     assert '<section id="run-artifacts" class="card" hx-swap-oob="true">' in frame
     await ws.disconnect()
 
 
 async def test_the_facts_panel_comes_again_when_tokens_or_status_change(run, alice):
+    # A harness that calls a model: the analyst's panel shows no tokens.
+    config = {**run.config, "harness": "claude-code"}
+    await database_sync_to_async(Run.objects.filter(pk=run.pk).update)(config=config)
     ws = await connect(run, alice, after=0)
     assert FACTS_PANEL in await ws.receive_from(timeout=5)
     await post_events(run, "nothing changes")
@@ -285,6 +288,21 @@ async def test_the_facts_panel_comes_again_when_tokens_or_status_change(run, ali
     await database_sync_to_async(run.transition)(RunStatus.SUCCEEDED)
     frame = await ws.receive_from(timeout=5)
     assert FACTS_PANEL in frame and 'id="run-status">Succeeded' in frame
+    await ws.disconnect()
+
+
+async def test_stop_then_the_end_each_change_the_controls_without_a_reload(run, alice):
+    """After Stop the page showed "Stopping…"; once the run is cancelled it shows Continue."""
+    ws = await connect(run, alice, after=3)
+    await database_sync_to_async(actions.cancel)(alice, run)
+    frame = await ws.receive_from(timeout=5)
+    assert 'data-controls="stopping" hx-swap-oob="true"' in frame and "Stopping…" in frame
+    await database_sync_to_async(run.refresh_from_db)()
+    await database_sync_to_async(run.transition)(RunStatus.CANCELLED, exit_reason="stopped by user")
+    frame = await ws.receive_from(timeout=5)
+    assert 'data-controls="ended" hx-swap-oob="true"' in frame
+    assert "Stopping…" not in frame and ">Continue</button>" in frame
+    assert 'id="run-status">Cancelled' in frame
     await ws.disconnect()
 
 
@@ -388,15 +406,15 @@ async def test_a_ring_that_outruns_what_its_read_can_see_is_read_again(run, alic
 async def test_a_short_frame_is_not_kept_for_the_next_read_of_its_range(run, alice):
     """A frame rendered before its range was visible must not answer the next
     read of that range (a poll, another watcher) with the same nothing."""
-    assert await consumers.frames.get(run, 3, 4, True, True, None) == {
+    assert await consumers.frames.get(run, 3, 4, True, "open", None) == {
         "html": "",
         "last_seq": 3,
-        "accepting": True,
+        "controls": "open",
         "facts": None,
         "more": False,
     }
     await post_events(run, "now committed")
-    frame = await consumers.frames.get(run, 3, 4, True, True, None)
+    frame = await consumers.frames.get(run, 3, 4, True, "open", None)
     assert frame["last_seq"] == 4 and "now committed" in frame["html"]
 
 

@@ -6,6 +6,8 @@ outsider and an anonymous visitor, asserting what they see or what was stored.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.urls import reverse
 
@@ -65,7 +67,7 @@ def test_gallery(role, who, project, client_for):
     assert response.status_code == 200
     assert "Root-cause a tool failure" in page
     assert "Review the worst traces of the last day" in page
-    assert 'href="/studio/automations/"' in page
+    assert 'href="/automations/"' in page  # the automations list itself
     can_start = role in ("owner", "member")
     assert ("?template=find-latency-regressions" in page) is can_start
     assert ("New session</a>" in page) is can_start
@@ -213,7 +215,7 @@ def test_session_page(role, who, run, client_for):
     assert "<code>search_spans</code>" in page and "&quot;status&quot;: &quot;ERROR&quot;" in page
     assert "3 spans" in page
     assert f'id="event-{run.next_seq}"' in page
-    assert f"?after={run.next_seq}&amp;accepting=" in page
+    assert f"?after={run.next_seq}&amp;controls=open" in page
     assert "support-bot" in page and "analyst" in page and "alice" in page
     can_use = role in ("owner", "member")
     assert ('name="text"' in page) is can_use
@@ -272,13 +274,30 @@ def test_an_htmx_followup_gets_a_fresh_box(run, bob, client_for):
     assert "More please" not in page  # the box is empty again; the message arrives live
 
 
-def test_a_followup_to_a_finished_run_is_refused_and_kept(run, alice, client_for):
+def test_a_followup_to_a_finished_run_continues_it(
+    run, alice, client_for, fake_provider, django_capture_on_commit_callbacks
+):
     run.transition(RunStatus.SUCCEEDED)
+    page = client_for(alice).get(session_url(run)).content.decode()
+    assert "Continue this session" in page and ">Continue</button>" in page
+    assert ">Stop</button>" not in page
+    url = reverse("studio-followup", kwargs={"code": run.code})
+    with django_capture_on_commit_callbacks(execute=False):
+        response = client_for(alice).post(url, {"text": "One more thing"}, HTTP_HX_REQUEST="true")
+    page = response.content.decode()
+    assert RunEvent.objects.filter(payload__text="One more thing").exists()
+    run.refresh_from_db()
+    assert run.status == RunStatus.QUEUED
+    assert ">Stop</button>" in page and ">Send</button>" in page  # going on again
+
+
+def test_a_followup_to_a_stopping_run_is_refused_and_kept(run, alice, client_for):
+    actions.cancel(alice, run)
     url = reverse("studio-followup", kwargs={"code": run.code})
     response = client_for(alice).post(url, {"text": "One more thing"}, HTTP_HX_REQUEST="true")
     page = response.content.decode()
     assert not RunEvent.objects.filter(payload__text="One more thing").exists()
-    assert "This session has ended" in page
+    assert "Stopping…" in page
 
 
 def test_an_empty_followup_shows_an_error(run, alice, client_for):
@@ -287,11 +306,13 @@ def test_an_empty_followup_shows_an_error(run, alice, client_for):
     assert "The message is empty." in page
 
 
-def test_the_followup_box_is_disabled_while_provisioning(project, alice, client_for, fake_provider):
+def test_the_followup_box_takes_a_message_while_provisioning(
+    project, alice, client_for, fake_provider
+):
     run = actions.start_session(alice, project, CONFIG, "Go")
     page = client_for(alice).get(session_url(run)).content.decode()
-    assert "The session takes messages while it is running." in page
-    assert '<button type="submit" class="primary" disabled>Send</button>' in page
+    assert "Preparing the sandbox" in page
+    assert '<button type="submit" class="primary">Send</button>' in page  # answered after turn 1
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -320,7 +341,7 @@ def test_stop_cancels_a_queued_session_at_once(
     )
     run.refresh_from_db()
     assert run.status == RunStatus.CANCELLED
-    assert "This session has ended" in response.content.decode()
+    assert "Continue this session" in response.content.decode()
 
 
 def test_get_is_refused_on_post_only_routes(run, alice, client_for):
@@ -404,3 +425,43 @@ def test_a_preset_of_another_space_is_refused_on_the_form(
     assert "The preset Theirs belongs to Other; support-bot is in Acme." in page
     assert "Keep this</textarea>" in page
     assert not Run.objects.exists()
+
+
+def test_eval_labels_are_a_table_and_approved_from_the_session_page(
+    run, project, alice, client_for
+):
+    from tests.span_factory import make_span
+
+    span = make_span(project, name="answer", kind="LLM")
+    labels = [
+        {
+            "span_id": span.span_id,
+            "trace_id": span.trace_id,
+            "name": "correctness",
+            "label": "incorrect",
+            "score": 0,
+            "explanation": "The call failed.",
+        }
+    ]
+    artifact = Artifact.objects.create(
+        run=run, key="l1", kind="eval_labels", name="eval_labels.json", content=json.dumps(labels)
+    )
+    page = client_for(alice).get(session_url(run)).content.decode()
+    assert '<table class="labels">' in page and "The call failed." in page
+    assert f'href="/projects/{project.pk}/traces/{span.trace_id}/"' in page
+    assert "Approve and write 1 label</button>" in page
+
+    response = client_for(alice).post(
+        reverse("artifact-approve", args=[artifact.pk]), {"next": "session"}
+    )
+    assert response["Location"] == session_url(run) + f"#artifact-{artifact.pk}"
+    annotation = span.annotations.get()
+    assert (annotation.label, annotation.provenance["run"]) == ("incorrect", str(run.code))
+    page = client_for(alice).get(session_url(run)).content.decode()
+    assert "Approved by alice" in page and "Approve and write" not in page
+
+
+def test_a_viewer_sees_artifacts_but_no_review_buttons(run, carol, client_for):
+    Artifact.objects.create(run=run, key="a1", kind="investigation", name="Found", content="x")
+    page = client_for(carol).get(session_url(run)).content.decode()
+    assert "Found" in page and ">Approve</button>" not in page and ">Reject</button>" not in page

@@ -100,6 +100,8 @@ def test_anonymous_is_sent_to_log_in(client, runs):
 
 def test_the_table_shows_each_column(client_for, alice, runs):
     run = runs["refunds"]
+    # A harness that calls a model has a cost to show (the analyst's is "—").
+    Run.objects.filter(pk=run.pk).update(config={**run.config, "harness": "claude-code"})
     Artifact.objects.create(run=run, key="a", kind=ArtifactKind.INVESTIGATION, name="Findings")
     Artifact.objects.create(run=run, key="b", kind=ArtifactKind.PULL_REQUEST, name="Fix #1")
     Artifact.objects.create(run=run, key="c", kind=ArtifactKind.PULL_REQUEST, name="Fix #2")
@@ -112,7 +114,7 @@ def test_the_table_shows_each_column(client_for, alice, runs):
     assert "Succeeded" in cells[1]
     assert "Why do refunds fail?" in cells[2]
     assert cells[3:8] == ["Session", "Manual", "triage", "support-bot", "alice"]
-    assert cells[9] == "5 min 0 s"
+    assert cells[9] == "5 min 00 s"
     assert cells[10:] == ["$0.42", "3", "2"]
 
 
@@ -235,17 +237,33 @@ def test_the_map_groups_the_last_two_days_by_preset(client_for, alice, project, 
     assert 'data-preset="ad-hoc"' in html
     assert html.index('data-preset="triage"') < html.index('data-preset="ad-hoc"')  # ad hoc last
     assert f'href="/swarms/runs/{runs["refunds"].code}/"' in html
-    assert 'class="swarm-dot succeeded" style="left: ' in html
+    assert 'class="swarm-cell succeeded"' in html and ' style="' not in html.split("<main")[1]
     assert f"/swarms/runs/{old.code}/" not in html
     assert f"/swarms/runs/{runs['secret'].code}/" not in html
 
 
-def test_a_dot_is_placed_by_its_start_time(client_for, alice, project):
-    run = make_run(project, alice, preset="half", created_at=timezone.now() - timedelta(hours=24))
+def test_a_preset_row_holds_a_cell_per_run_oldest_first(client_for, alice, project):
+    now = timezone.now()
+    made = [
+        make_run(project, alice, preset="many", created_at=now - timedelta(minutes=m))
+        for m in range(300, 0, -1)
+    ]
     html = client_for(alice).get("/swarms/map/").content.decode()
-    dot = html.split(f'href="/swarms/runs/{run.code}/"')[0].rsplit("<a ", 1)[1]
-    left = float(dot.split("left: ")[1].split("%")[0])
-    assert 49.9 < left < 50.1
+    row = html.split('data-preset="many"')[1].split("</section>")[0]
+    assert row.count('class="swarm-cell ') == 300 and "300 runs" in row
+    positions = [row.index(f"/swarms/runs/{run.code}/") for run in made]
+    assert positions == sorted(positions)
+
+
+def test_the_time_range_narrows_the_map_and_a_bad_one_is_a_400(client_for, alice, project):
+    recent = make_run(project, alice, preset="r", created_at=timezone.now() - timedelta(minutes=30))
+    older = make_run(project, alice, preset="r", created_at=timezone.now() - timedelta(hours=5))
+    html = client_for(alice).get("/swarms/map/?window=1h").content.decode()
+    assert f"/swarms/runs/{recent.code}/" in html and f"/swarms/runs/{older.code}/" not in html
+    week = client_for(alice).get("/swarms/map/?window=7d").content.decode()
+    assert f"/swarms/runs/{older.code}/" in week
+    response = client_for(alice).get("/swarms/map/?window=forever")
+    assert response.status_code == 400 and "Unknown time range" in response.content.decode()
 
 
 @pytest.mark.parametrize(("role", "seen"), [("owner", True), ("viewer", True), ("outsider", False)])
@@ -545,3 +563,22 @@ def test_our_own_event_partial_renders_every_kind_safely(runs):
     assert "&lt;b&gt;" in html and '<span class="badge failed">error</span>' in html
     assert '<span class="badge running">running</span>' in html
     assert "&lt;boom&gt;" in html
+
+
+def test_the_list_shows_an_automations_task_without_its_footer(client_for, alice, project):
+    run = make_run(
+        project,
+        alice,
+        prompt="Triage the refunds\n\n---\nStarted by automation “nightly”.\nFired at 03:00.",
+    )
+    html = client_for(alice).get("/swarms/").content.decode()
+    row = html.split(f'id="run-{run.code}"')[1].split("</tr>")[0]
+    assert "Triage the refunds" in row and "Started by automation" not in row
+
+
+def test_the_analyst_shows_no_cost_it_never_had(client_for, alice, runs):
+    html = client_for(alice).get("/swarms/?preset=triage").content.decode()
+    row = html.split(f'id="run-{runs["refunds"].code}"')[1].split("</tr>")[0]
+    assert "$" not in row and "the analyst calls no model" in row
+    detail = client_for(alice).get(f"/swarms/runs/{runs['refunds'].code}/").content.decode()
+    assert "<dt>Cost</dt>" not in detail and "<dt>Tokens</dt>" not in detail

@@ -268,3 +268,22 @@ def test_the_root_starts_when_the_run_starts(project):
     assert lifecycle.move(run, RunStatus.RUNNING)
     root = spans_of(run)[worker_trace.root_span_id(run)]
     assert root.start_time == run.started_at
+
+
+def test_a_continued_run_reopens_its_root_and_adds_a_turn(run):
+    r = Recorder(run)
+    r.status(1, "running", "provisioning")
+    run.finished_at = at(9)
+    r.status(9, "failed", "running", detail="time limit of 60 s reached")
+    run.finished_at = None
+    r.event(20, "user", "message", {"role": "user", "text": "Try again, please"})
+    r.status(21, "queued", "failed", detail="Continued by alice.")
+    root = spans_of(run)[worker_trace.root_span_id(run)]
+    assert root.attributes["agentloop.finished"] is False
+    assert (root.status_code, root.status_message) == ("UNSET", "")
+    r.status(22, "provisioning", "queued")
+    r.status(23, "running", "provisioning")
+    spans = spans_of(run)
+    second = spans[worker_trace.turn_span_id(run, 2)]
+    assert second.attributes["input.value"] == "Try again, please"
+    assert spans[worker_trace.root_span_id(run)].end_time >= at(23)

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.http import Http404
@@ -63,15 +63,35 @@ def automations_for_user(user, need: str = "view") -> QuerySet[Automation]:
     )
 
 
+def may_manage(user, automation: Automation) -> bool:
+    """docs/roles.md: admins edit and delete any automation of their space; members the
+    ones they created; Signal's own are changed through Signal's settings (admins)."""
+    if automation.space.can_admin(user):
+        return True
+    return (
+        not automation.signal_role
+        and automation.space.can_use(user)
+        and automation.created_by_id == getattr(user, "pk", None)
+    )
+
+
 def get_automation_for_user(user, automation_id, need: str = "view") -> Automation:
+    """The automation, or Http404 / PermissionDenied; need "manage" (edit, delete) is
+    may_manage's, "use" (pause, resume, run now) any member's."""
     try:
         automation = Automation.objects.select_related("project", "preset").get(pk=automation_id)
     except (Automation.DoesNotExist, ValueError, TypeError):
         raise Http404("No such automation.") from None
     try:
-        automation.space = get_space_for_user(user, automation.space_id, need)
+        space_need = "use" if need == "manage" else need
+        automation.space = get_space_for_user(user, automation.space_id, space_need)
     except Http404:
         raise Http404("No such automation.") from None
+    if need == "manage" and not may_manage(user, automation):
+        raise PermissionDenied(
+            "Only an admin of the space, or the member who created this automation, "
+            "may change or delete it."
+        )
     return automation
 
 
@@ -143,9 +163,11 @@ def check_automation(automation: Automation) -> None:
 
 
 def save_automation(user, automation: Automation, *, now=None) -> Automation:
-    """Create or update (members of the space); ValidationError stores nothing."""
+    """Create (members) or update (may_manage) an automation; ValidationError stores nothing."""
     now = now or timezone.now()
     get_space_for_user(user, automation.space_id, "use")
+    if automation.pk is not None:
+        get_automation_for_user(user, automation.pk, "manage")
     check_automation(automation)
     if automation.pk is None:
         automation.created_by = user
@@ -437,8 +459,8 @@ def tick_task() -> int:
 
 
 def delete_automation(user, automation: Automation) -> str:
-    """Delete it (members); its runs stay, their fire records go with it."""
-    get_space_for_user(user, automation.space_id, "use")
+    """Delete it (may_manage); its runs stay, their fire records go with it."""
+    get_automation_for_user(user, automation.pk, "manage")
     name = automation.name
     automation.delete()
     return name

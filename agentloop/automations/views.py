@@ -74,8 +74,14 @@ def automation_detail(request, automation_id):
         "fires": fires,
         "upcoming": upcoming,
         "can_use": automation.space.can_use(request.user),
+        "can_manage": automations.may_manage(request.user, automation),
     }
     return render(request, "automations/detail.html", context)
+
+
+def _preview_zone(form) -> str:
+    data = form.data if form.is_bound else None
+    return (data.get("time_zone") if data else form.instance.time_zone) or "UTC"
 
 
 def _preview(form) -> list:
@@ -92,7 +98,13 @@ def _preview(form) -> list:
 
 def _form_page(request, form, space, automation=None):
     status = 400 if form.errors else 200
-    context = {"form": form, "space": space, "automation": automation, "preview": _preview(form)}
+    context = {
+        "form": form,
+        "space": space,
+        "automation": automation,
+        "preview": _preview(form),
+        "preview_zone": _preview_zone(form),
+    }
     return render(request, "automations/form.html", context, status=status)
 
 
@@ -124,7 +136,7 @@ def automation_create(request, space_id):
 @login_required
 @require_http_methods(["GET", "POST"])
 def automation_edit(request, automation_id):
-    automation = automations.get_automation_for_user(request.user, automation_id, "use")
+    automation = automations.get_automation_for_user(request.user, automation_id, "manage")
     form = AutomationForm(
         request.POST or None, space=automation.space, user=request.user, instance=automation
     )
@@ -174,7 +186,7 @@ def automation_run_now(request, automation_id):
 @login_required
 @require_POST
 def automation_delete(request, automation_id):
-    automation = automations.get_automation_for_user(request.user, automation_id, "use")
+    automation = automations.get_automation_for_user(request.user, automation_id, "manage")
     name = automations.delete_automation(request.user, automation)
     messages.success(request, f"Deleted automation {name}; its runs stay.")
     return redirect("automation-list")

@@ -144,13 +144,18 @@ _FORM_FIELD = {
 }
 
 
-def _require_admin(user, space) -> None:
-    get_space_for_user(user, space.pk, "admin")
+def _require_manage(user, preset: AgentPreset) -> None:
+    """docs/roles.md: members create presets and change their own; admins any."""
+    if preset.pk is None:
+        get_space_for_user(user, preset.space_id, "use")
+    else:
+        get_preset_for_user(user, preset.pk, "manage")
 
 
 def save_preset(user, preset: AgentPreset, skills) -> AgentPreset:
-    """Create or update a preset (space admins); ValidationError stores nothing."""
-    _require_admin(user, preset.space)
+    """Create (members) or update (its creator, or an admin) a preset; ValidationError
+    stores nothing."""
+    _require_manage(user, preset)
     skills = list(skills)
     check_preset(preset, skills)
     now = timezone.now()
@@ -179,8 +184,8 @@ def _copy_name(preset: AgentPreset) -> str:
 
 
 def duplicate_preset(user, preset: AgentPreset) -> AgentPreset:
-    """A copy named "Copy of …", visible in the picker, created by `user`."""
-    _require_admin(user, preset.space)
+    """A copy named "Copy of …", visible in the picker, created by `user` (a member)."""
+    get_space_for_user(user, preset.space_id, "use")
     skills = list(preset.skills.all())
     copy = AgentPreset.objects.get(pk=preset.pk)
     copy.pk = None
@@ -194,7 +199,7 @@ def duplicate_preset(user, preset: AgentPreset) -> AgentPreset:
 
 def delete_preset(user, preset: AgentPreset) -> str:
     """Delete it; runs started from it keep their snapshot (and its name). Returns the name."""
-    _require_admin(user, preset.space)
+    _require_manage(user, preset)
     name = preset.name
     with transaction.atomic():
         Run.objects.filter(space_id=preset.space_id, preset_id=preset.pk).update(preset_id=None)

@@ -95,6 +95,11 @@ class PresetForm(forms.ModelForm):
     def __init__(self, *args, space, **kwargs):
         super().__init__(*args, **kwargs)
         self.instance.space = space
+        for field in self.fields.values():
+            # A browser's maxlength cuts a paste short without a word; the
+            # server refuses over-long text with a message instead.
+            if isinstance(field.widget, forms.Textarea):
+                field.widget.attrs.pop("maxlength", None)
         default = ("", f"default ({settings.SANDBOX_PROVIDER_DEFAULT})")
         self.fields["sandbox"].choices = [default] + [(n, n) for n in sorted(provider_names())]
         self.fields["skills"].queryset = Skill.objects.filter(space=space).order_by("name")

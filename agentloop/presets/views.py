@@ -15,12 +15,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from agentloop.presets import actions as presets
-from agentloop.presets.access import get_preset_for_user, presets_for_user
+from agentloop.presets.access import get_preset_for_user, may_manage, presets_for_user
 from agentloop.presets.forms import PresetForm
 from agentloop.presets.models import AgentPreset
 from agentloop.runs.models import Run
 from agentloop.teams.access import get_space_for_user, spaces_for_user
-from agentloop.teams.models import Role
 
 
 @login_required
@@ -33,12 +32,13 @@ def preset_list(request):
     by_space = {space.pk: [] for space in spaces}
     for preset in visible:
         if preset.space_id in by_space:
+            preset.can_manage = may_manage(request.user, preset)
             by_space[preset.space_id].append(preset)
     sections = [
         {
             "space": space,
             "presets": by_space[space.pk],
-            "is_admin": space.role_of(request.user) == Role.ADMIN,
+            "can_use": space.can_use(request.user),
         }
         for space in spaces
     ]
@@ -51,7 +51,8 @@ def preset_detail(request, preset_id):
     context = {
         "preset": preset,
         "skills": preset.skills.order_by("name"),
-        "is_admin": preset.space.role_of(request.user) == Role.ADMIN,
+        "can_use": preset.space.can_use(request.user),
+        "can_manage": may_manage(request.user, preset),
         "run_count": Run.objects.filter(space_id=preset.space_id, preset_id=preset.pk).count(),
     }
     return render(request, "presets/detail.html", context)
@@ -72,7 +73,7 @@ def _save(request, form, verb: str):
 @login_required
 @require_http_methods(["GET", "POST"])
 def preset_create(request, space_id):
-    space = get_space_for_user(request.user, space_id, "admin")
+    space = get_space_for_user(request.user, space_id, "use")  # members create presets
     form = PresetForm(request.POST or None, space=space, instance=AgentPreset(space=space))
     if request.method == "POST" and form.is_valid():
         response = _save(request, form, "Created")
@@ -90,7 +91,7 @@ def preset_create(request, space_id):
 @login_required
 @require_http_methods(["GET", "POST"])
 def preset_edit(request, preset_id):
-    preset = get_preset_for_user(request.user, preset_id, "admin")
+    preset = get_preset_for_user(request.user, preset_id, "manage")
     saved_name = preset.name  # the form writes what was typed onto the instance
     form = PresetForm(
         request.POST or None,
@@ -114,7 +115,7 @@ def preset_edit(request, preset_id):
 @login_required
 @require_POST
 def preset_duplicate(request, preset_id):
-    preset = get_preset_for_user(request.user, preset_id, "admin")
+    preset = get_preset_for_user(request.user, preset_id, "use")  # a copy is a new preset
     try:
         copy = presets.duplicate_preset(request.user, preset)
     except ValidationError as error:
@@ -127,7 +128,7 @@ def preset_duplicate(request, preset_id):
 @login_required
 @require_POST
 def preset_delete(request, preset_id):
-    preset = get_preset_for_user(request.user, preset_id, "admin")
+    preset = get_preset_for_user(request.user, preset_id, "manage")
     space_id = preset.space_id
     name = presets.delete_preset(request.user, preset)
     messages.success(request, f"Deleted preset {name}. Runs started from it keep their settings.")

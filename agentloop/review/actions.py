@@ -32,6 +32,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from agentloop.formatting import count
 from agentloop.review import github
 from agentloop.review.models import ArtifactReview
 from agentloop.runner.repo import branch_for
@@ -44,7 +45,7 @@ from agentloop.traces.annotations import (
     InvalidAnnotation,
     upsert_annotations,
 )
-from agentloop.traces.models import AnnotatorKind
+from agentloop.traces.models import AnnotatorKind, SpanAnnotation
 
 MAX_COMMENT_LENGTH = 10_000
 
@@ -124,8 +125,51 @@ def label_items(artifact: Artifact) -> list[dict]:
     return items
 
 
-def approve(user, artifact: Artifact, comment: str = "", *, now=None) -> Artifact:
-    """Approve a pending artifact and do what approving its kind means."""
+def already_applied(project, items: list[dict]) -> set[int]:
+    """Indexes of the label items the project already holds as they are (same span,
+    eval and label or score): approving them again would change nothing."""
+    if not items:
+        return set()
+    held = {
+        (span_id, name, identifier): (label, score)
+        for span_id, name, identifier, label, score in SpanAnnotation.objects.filter(
+            project=project, span__span_id__in={item["span_id"] for item in items}
+        ).values_list("span__span_id", "name", "identifier", "label", "score")
+    }
+    same = set()
+    for index, item in enumerate(items):
+        key = (item["span_id"], item["name"], item.get("identifier", ""))
+        if held.get(key) == (item.get("label", ""), item.get("score")):
+            same.add(index)
+    return same
+
+
+def _chosen_labels(items: list[dict], keep, edits) -> list[dict]:
+    """The items a reviewer kept (indexes; None keeps all), with their edited labels."""
+    chosen = []
+    for index, item in enumerate(items):
+        if keep is not None and index not in keep:
+            continue
+        edited = (edits or {}).get(index)
+        if edited is not None:
+            edited = str(edited).strip()
+            if not edited or len(edited) > 200:
+                raise ReviewError(f"Label {index + 1}: a label is 1 to 200 characters.")
+            item = {**item, "label": edited}
+        chosen.append(item)
+    return chosen
+
+
+def approve(
+    user, artifact: Artifact, comment: str = "", *, now=None, keep=None, edits=None
+) -> Artifact:
+    """Approve a pending artifact and do what approving its kind means.
+
+    For eval labels, `keep` (label indexes) and `edits` ({index: label}) are the
+    reviewer's per-label decisions: labels not kept are rejected, labels the
+    project already holds as they are are skipped (not written twice), and every
+    annotation written names its run, artifact and approver (provenance).
+    """
     if artifact.kind == ArtifactKind.BRANCH:
         return approve_branch(user, artifact, comment, now=now)
     run = get_run_for_user(user, artifact.run.code, "use")
@@ -136,13 +180,25 @@ def approve(user, artifact: Artifact, comment: str = "", *, now=None) -> Artifac
     with transaction.atomic():
         if artifact.kind == ArtifactKind.EVAL_LABELS:
             items = label_items(artifact)
+            chosen = _chosen_labels(items, keep, edits)
+            same = already_applied(run.project, chosen)
+            fresh = [item for index, item in enumerate(chosen) if index not in same]
+            provenance = {
+                "run": str(run.code),
+                "artifact": artifact.pk,
+                "approved_by": user.get_username(),
+            }
             try:
                 written = upsert_annotations(
-                    run.project, items, created_by=user, provenance={"run": str(run.code)}
+                    run.project, fresh, created_by=user, provenance=provenance
                 )
             except InvalidAnnotation as error:
                 raise ReviewError(f"No labels were written: {error}") from None
-            effect = f"Wrote {len(written)} annotation{'' if len(written) == 1 else 's'}."
+            effect = f"Wrote {count(len(written), 'annotation')}."
+            if len(chosen) < len(items):
+                effect += f" Rejected {count(len(items) - len(chosen), 'label')}."
+            if same:
+                effect += f" Skipped {count(len(same), 'label')} already applied."
         else:
             effect = "Marked approved."
         _claim(artifact, user, ReviewState.APPROVED, comment, now)
@@ -245,6 +301,31 @@ def approve_branch(user, artifact: Artifact, comment: str = "", *, now=None) -> 
             },
         )
     return pull_request
+
+
+def decide_many(user, artifacts, decision: str, comment: str = "", *, now=None) -> dict:
+    """Approve or reject several artifacts at once (the queue's bulk actions).
+
+    Each is decided on its own, with its own access check and audit entry: one
+    that cannot be (already decided, invalid labels, a branch, which needs its
+    own page) is reported and the others still are. {"done": [...], "problems": [...]}.
+    """
+    done, problems = [], []
+    for artifact in artifacts:
+        try:
+            if decision == "approve":
+                if artifact.kind == ArtifactKind.BRANCH:
+                    raise ReviewError("a branch is approved on its own page (it opens a PR).")
+                approve(user, artifact, comment, now=now)
+            else:
+                reject(user, artifact, comment, now=now)
+        except ReviewError as error:
+            problems.append(
+                f"{artifact.name} (run {str(artifact.run.code)[:8]}): " + " ".join(error.messages)
+            )
+            continue
+        done.append(artifact)
+    return {"done": done, "problems": problems}
 
 
 def pending_for_user(user):

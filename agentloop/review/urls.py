@@ -9,6 +9,8 @@ from agentloop.review import views
 urlpatterns = [
     path("", views.review_queue, name="review-queue"),
     path("<int:artifact_id>/", views.artifact_review, name="artifact-review"),
+    path("bulk/approve/", views.bulk_decide, {"decision": "approve"}, name="review-bulk-approve"),
+    path("bulk/reject/", views.bulk_decide, {"decision": "reject"}, name="review-bulk-reject"),
     path(
         "<int:artifact_id>/approve/",
         views.artifact_decide,

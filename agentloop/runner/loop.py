@@ -163,7 +163,8 @@ class Runner:
     # -- background threads -------------------------------------------------------------
 
     def _poll_inbox(self) -> None:
-        after = 0
+        # A continued run's earlier follow-ups were answered by its earlier launches.
+        after = int(self.spec.get("inbox_after") or 0)
         failures = 0
         while not self.done.is_set() and not self.stop_event.is_set():
             try:

@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.http import Http404
 
 from agentloop.runs.models import Run
-from agentloop.teams.access import get_project_for_user
+from agentloop.teams.access import get_project_for_user, spaces_for_user
 
 
 def get_run_for_user(user, code, need: str = "view") -> Run:
@@ -20,3 +20,8 @@ def get_run_for_user(user, code, need: str = "view") -> Run:
     except Http404:
         raise Http404("No such run.") from None
     return run
+
+
+def runs_for_user(user, need: str = "view"):
+    """Every run the user may see (or, with need="use", act on): those of their spaces."""
+    return Run.objects.filter(space__in=spaces_for_user(user, need))

@@ -25,6 +25,8 @@ from agentloop.runs.redaction import redact, run_secrets
 from agentloop.teams.access import get_project_for_user
 
 MAX_PROMPT_LENGTH = 100_000
+# How much of the conversation a continued run is handed (its newest part).
+MAX_HISTORY_CHARACTERS = 200_000
 
 
 class RunNotActive(ValidationError):
@@ -97,21 +99,72 @@ def start_session(user, project, config: dict, prompt: str, preset=None) -> Run:
 
 
 def send_followup(user, run: Run, text: str):
+    """A person's message to a session. A running or waiting run gets it through
+    its inbox (a queued one after its first turn); a finished one is continued:
+    the message is stored, the run goes back to queued and is launched again
+    with its transcript (the harness resumes where it can, see `continuation`)."""
     get_project_for_user(user, run.project_id, "use")
     text = _clean_text(text, "message")
-    run.refresh_from_db()
-    if run.status not in (RunStatus.RUNNING, RunStatus.WAITING):
-        raise RunNotActive(
-            f"This run is {run.get_status_display().lower()}; it takes no more messages."
-        )
-    if run.stop_requested_at is not None:
-        raise RunNotActive("This run is stopping; it takes no more messages.")
     payload = {
         "role": "user",
         "text": redact(text, run_secrets(run)),
         "author": user.get_username(),
     }
-    return run.append_event(EventSource.USER, EventKind.MESSAGE, payload)
+    with transaction.atomic():
+        # The row lock (PostgreSQL; SQLite's write lock is taken by the first
+        # write) keeps two people continuing a finished run from both reopening it.
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        run.refresh_from_db()
+        if run.stop_requested_at is not None and not run.is_terminal:
+            raise RunNotActive("This session is stopping; send your message once it has stopped.")
+        event = run.append_event(EventSource.USER, EventKind.MESSAGE, payload)
+        if locked.is_terminal:
+            if not lifecycle.move(
+                run,
+                RunStatus.QUEUED,
+                detail=f"Continued by {user.get_username()}.",
+            ):
+                raise RunNotActive("The session changed meanwhile; reload and try again.")
+            enqueue_launch(run)
+    return event
+
+
+def continuation(run: Run) -> dict:
+    """What a relaunched run's runner needs to go on where the run left off.
+
+    {"prompt", "inbox_after", "history"} for a run that was continued (its last
+    reopening status event), else {}: the prompt is the message that reopened
+    it, the inbox starts after the reopening, the history is the conversation
+    before (user and agent messages, newest kept when it is long).
+    """
+    reopened = (
+        run.events.filter(kind=EventKind.STATUS, source=EventSource.SYSTEM, payload__state="queued")
+        .order_by("-seq")
+        .first()
+    )
+    if reopened is None or not reopened.payload.get("from"):
+        return {}
+    messages = list(
+        run.events.filter(kind=EventKind.MESSAGE, seq__lt=reopened.seq)
+        .order_by("seq")
+        .values_list("source", "payload")
+    )
+    if not messages:
+        return {}
+    *earlier, (_, last) = messages
+    history: list[dict] = []
+    size = 0
+    for source, payload in reversed(earlier):
+        text = str(payload.get("text") or "")
+        if not text or source == EventSource.SYSTEM:
+            continue
+        size += len(text)
+        if size > MAX_HISTORY_CHARACTERS:
+            break
+        role = "user" if source == EventSource.USER else "assistant"
+        history.append({"role": role, "text": text})
+    history.reverse()
+    return {"prompt": last.get("text") or "", "inbox_after": reopened.seq, "history": history}
 
 
 def cancel(user, run: Run, now=None) -> bool:

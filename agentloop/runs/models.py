@@ -71,6 +71,19 @@ TRANSITIONS: dict[str, frozenset[str]] = {
         }
     ),
 }
+# A finished session is continued by a person's message (runs.actions.send_followup):
+# it goes back to queued and is launched again, its transcript going on.
+for _finished in TERMINAL:
+    TRANSITIONS[_finished] = frozenset({RunStatus.QUEUED})
+# What a continued run starts from again: the fields of its last launch.
+RELAUNCH_CLEARS = {
+    "finished_at": None,
+    "exit_reason": "",
+    "stop_requested_at": None,
+    "deadline": None,
+    "launched_at": None,
+    "last_heartbeat_at": None,
+}
 
 
 class IllegalTransition(Exception):
@@ -222,6 +235,9 @@ class Run(models.Model):
             updates.setdefault("started_at", now)
         if to in TERMINAL:
             updates.setdefault("finished_at", now)
+        if self.status in TERMINAL:  # continued: launched again from a clean slate
+            for name, value in RELAUNCH_CLEARS.items():
+                updates.setdefault(name, value)
         with transaction.atomic():
             moved = Run.objects.filter(pk=self.pk, status=self.status).update(status=to, **updates)
             if moved != 1:

@@ -105,6 +105,11 @@ class SkillInstall(Answer):
     ref: str
 
 
+class HistoryMessage(Answer):
+    role: Literal["user", "assistant"]
+    text: str
+
+
 class Spec(Answer):
     """`GET spec`: everything the runner needs to start."""
 
@@ -123,6 +128,16 @@ class Spec(Answer):
     repository: Repository | None
     skills: list[SkillInstall]
     status: StatusName
+    continued: bool = Field(
+        False, description="a finished session continued by a person's message (prompt is it)"
+    )
+    history: list[HistoryMessage] = Field(
+        default_factory=list, description="a continued run's conversation before `prompt`"
+    )
+    inbox_after: int = Field(0, description="ask the inbox for follow-ups after this seq")
+    harness_session_id: str | None = Field(
+        None, description="the harness session the run recorded last (claude-code resumes it)"
+    )
 
 
 # -- POST events -------------------------------------------------------------------------

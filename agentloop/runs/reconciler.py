@@ -114,6 +114,8 @@ def reconcile(now=None) -> dict:
         "pk"
     )
     for run in finished:
+        if not Run.objects.filter(pk=run.pk, status__in=TERMINAL).exists():
+            continue  # continued meanwhile: launch_run cleans its last sandbox itself
         if _clean_up(run, now):
             counts["cleaned"] += 1
     return counts

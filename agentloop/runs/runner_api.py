@@ -19,7 +19,7 @@ from django.http import JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from agentloop.runs import lifecycle, protocol, recording
+from agentloop.runs import actions, lifecycle, protocol, recording
 from agentloop.runs.models import (
     IllegalTransition,
     Run,
@@ -82,6 +82,7 @@ def spec(request, run: Run, token, body):
     llm_base_url = config.get("llm_base_url") or getattr(
         settings, "AGENTLOOP_LLM_BASE_URL", f"{_public_url()}/llm/anthropic"
     )
+    continued = actions.continuation(run)
     return JsonResponse(
         {
             "run": str(run.code),
@@ -89,7 +90,7 @@ def spec(request, run: Run, token, body):
             "harness": config["harness"],
             "model": config.get("model"),
             "system_prompt": config.get("system_prompt", ""),
-            "prompt": run.prompt,
+            "prompt": continued.get("prompt") or run.prompt,
             "max_turns": config.get("max_turns"),
             "allowed_tools": config.get("allowed_tools", []),
             "time_limit_seconds": config.get("time_limit_seconds"),
@@ -99,6 +100,10 @@ def spec(request, run: Run, token, body):
             "repository": config.get("repository"),
             "skills": config.get("skill_installs") or [],  # custom skills to install
             "status": run.status,
+            "continued": bool(continued),
+            "history": continued.get("history", []),
+            "inbox_after": continued.get("inbox_after", 0),
+            "harness_session_id": run.harness_session_id or None,
         }
     )
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 from agentloop.runs import lifecycle
 from agentloop.runs.models import Run, RunStatus, ServiceKey
 from agentloop.runs.providers import get_provider
-from agentloop.sandboxes.base import Limits, NetworkPolicy, SandboxSpec
+from agentloop.sandboxes.base import Limits, NetworkPolicy, SandboxHandle, SandboxSpec
 from agentloop.skills.runtime import SkillUnavailable, apply_skills
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,10 @@ def launch_run(run_id: int, now=None) -> bool:
     run = Run.objects.filter(pk=run_id).first()
     if run is None or run.status != RunStatus.QUEUED:
         return False  # cancelled meanwhile, or another worker has it
+    if run.sandbox and run.sandbox_cleaned_at is None:
+        # A continued run (runs.actions.send_followup): its last sandbox goes
+        # first, with its keys; a provider error leaves the run queued for a retry.
+        _clean_up_previous(run, now)
     deadline = now + timedelta(seconds=run.config["time_limit_seconds"])
     if not lifecycle.move(
         run, RunStatus.PROVISIONING, deadline=deadline, detail="Starting the sandbox.", now=now
@@ -75,8 +79,18 @@ def launch_run(run_id: int, now=None) -> bool:
         )
         key.revoke(now)
         return False
-    Run.objects.filter(pk=run.pk).update(sandbox=handle.to_json())
+    Run.objects.filter(pk=run.pk).update(sandbox=handle.to_json(), sandbox_cleaned_at=None)
     return True
+
+
+def _clean_up_previous(run: Run, now) -> None:
+    handle = SandboxHandle.from_json(run.sandbox)
+    provider = get_provider(handle.provider)
+    provider.stop(handle)
+    provider.cleanup(handle)
+    ServiceKey.revoke_for_run(run, now)
+    Run.objects.filter(pk=run.pk).update(sandbox_cleaned_at=now)
+    run.sandbox_cleaned_at = now
 
 
 def reconcile(now=None) -> dict:

@@ -188,7 +188,13 @@ class _TraceWriter:
             return
         state = payload.get("state")
         detail = str(payload.get("detail") or "")[:MAX_STATUS_MESSAGE]
-        if state == "running":
+        if state == "queued" and payload.get("from") in FINAL_STATES:
+            # Continued by a person: the run's root span is open again.
+            self.root.attributes["agentloop.finished"] = False
+            self.root.attributes.pop("agentloop.status", None)
+            self.root.status_code, self.root.status_message = "UNSET", ""
+            self._touch(self.root, at)
+        elif state == "running":
             self._close_turn(at, "OK", "")
             self._open_turn(event, at)
         elif state in TURN_END_STATES:

@@ -287,6 +287,7 @@ def is_enabled(project) -> bool:
 
 
 def enable(user, project, *, now=None) -> list[Automation]:
+    """Turn Signal on (members, docs/roles.md): its automations run on a schedule."""
     project = get_project_for_user(user, project.pk, "use")
     now = now or timezone.now()
     with transaction.atomic():
@@ -315,7 +316,9 @@ def enable(user, project, *, now=None) -> list[Automation]:
 
 
 def disable(user, project) -> int:
-    project = get_project_for_user(user, project.pk, "use")
+    """Turn Signal off (admins, docs/roles.md: it deletes automations, which members may
+    do only to their own); the issues found so far stay."""
+    project = get_project_for_user(user, project.pk, "admin")
     deleted, _ = automations_of(project).delete()
     return deleted
 

@@ -52,6 +52,10 @@ def _check(kind, name: str, config: dict, secrets: dict, space, skill_id=None) -
         raise ValidationError(errors)
 
 
+# The pages check a form's values with the same rules, so every problem shows at once.
+check_skill = _check
+
+
 def _plain(kind, values: dict) -> dict[str, str]:
     return {f.name: str(values.get(f.name) or "").strip() for f in kind.plain_fields}
 

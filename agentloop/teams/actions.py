@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
-from agentloop.teams.models import Membership, Project, ProjectApiKey, Role, Space
+from agentloop.teams.models import Membership, Project, ProjectApiKey, Role, Space, UserSettings
 
 
 class ActionError(Exception):
@@ -113,3 +113,8 @@ def revoke_api_key(project: Project, key_id) -> ProjectApiKey:
         raise ActionError("No such key in this project.")
     key.revoke()
     return key
+
+
+def set_time_zone(user, name: str) -> None:
+    """The zone the person's pages show times in (an IANA name the form checked)."""
+    UserSettings.objects.update_or_create(user=user, defaults={"time_zone": name})

@@ -7,6 +7,20 @@ from django import forms
 from agentloop.teams.models import Project, Role
 
 
+def _zones() -> list[tuple[str, str]]:
+    import zoneinfo
+
+    return [(name, name.replace("_", " ")) for name in sorted(zoneinfo.available_timezones())]
+
+
+class TimeZoneForm(forms.Form):
+    time_zone = forms.ChoiceField(
+        label="Time zone",
+        choices=_zones,
+        help_text="Every page shows times in this zone, with its abbreviation.",
+    )
+
+
 class SpaceForm(forms.Form):
     name = forms.CharField(max_length=200, strip=True)
 

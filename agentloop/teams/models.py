@@ -87,6 +87,9 @@ class Space(models.Model):
         """May this user start runs, review and change automations here (member or admin)?"""
         return self.role_of(user) in (Role.ADMIN, Role.MEMBER)
 
+    def can_admin(self, user) -> bool:
+        return self.role_of(user) == Role.ADMIN
+
     def role_of(self, user) -> str | None:
         if not user.is_authenticated:
             return None
@@ -249,3 +252,22 @@ class ProjectApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class UserSettings(models.Model):
+    """A person's own settings: the time zone pages show times in (UTC until chosen)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="agentloop_settings"
+    )
+    time_zone = models.CharField(max_length=64, default="UTC")
+
+    def __str__(self) -> str:
+        return f"settings of {self.user_id}"
+
+    @classmethod
+    def time_zone_of(cls, user) -> str:
+        if not getattr(user, "is_authenticated", False):
+            return "UTC"
+        found = cls.objects.filter(user_id=user.pk).values_list("time_zone", flat=True).first()
+        return found or "UTC"

@@ -17,8 +17,15 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from agentloop.teams import actions
 from agentloop.teams.access import get_project_for_user, get_space_for_user, spaces_for_user
-from agentloop.teams.forms import ApiKeyForm, InviteForm, ProjectForm, RoleForm, SpaceForm
-from agentloop.teams.models import Project, Role
+from agentloop.teams.forms import (
+    ApiKeyForm,
+    InviteForm,
+    ProjectForm,
+    RoleForm,
+    SpaceForm,
+    TimeZoneForm,
+)
+from agentloop.teams.models import Project, Role, UserSettings
 
 # Where the raw value of a just-minted key waits for the one page render that shows it.
 NEW_KEY_SESSION_KEY = "new_project_api_key"
@@ -33,6 +40,19 @@ def home(request):
         )
     )
     return render(request, "teams/home.html", {"spaces": spaces})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def account(request):
+    """The person's own settings: the time zone of every page."""
+    current = UserSettings.time_zone_of(request.user)
+    form = TimeZoneForm(request.POST or None, initial={"time_zone": current})
+    if request.method == "POST" and form.is_valid():
+        actions.set_time_zone(request.user, form.cleaned_data["time_zone"])
+        messages.success(request, f"Times are now shown in {form.cleaned_data['time_zone']}.")
+        return redirect("account")
+    return render(request, "teams/account.html", {"form": form, "current": current})
 
 
 @login_required

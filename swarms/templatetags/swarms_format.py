@@ -8,6 +8,8 @@ from django import template
 from django.utils import timezone
 from django.utils.safestring import mark_safe
 
+from agentloop import formatting
+
 register = template.Library()
 
 # What investigation markdown may produce; nh3 strips everything else (scripts,
@@ -35,14 +37,7 @@ def safe_markdown(text) -> str:
 
 
 def format_seconds(seconds: float) -> str:
-    seconds = max(int(seconds), 0)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
+    return formatting.duration(seconds)  # the one rule of every page
 
 
 @register.simple_tag
@@ -57,3 +52,25 @@ def run_duration(run, now=None) -> str:
 @register.filter
 def short_code(run) -> str:
     return run.code.hex[:8]
+
+
+@register.filter
+def status_word(status) -> str:
+    from agentloop.runs.models import RunStatus
+
+    try:
+        return RunStatus(status).label.lower()
+    except ValueError:
+        return str(status)
+
+
+AUTOMATION_FOOTER = "\n---\nStarted by automation"
+
+
+@register.filter
+def task(prompt) -> str:
+    """A run's task as a person wrote it: without the footer an automation adds
+    for the agent (agentloop.automations.actions.prompt_for)."""
+    text = str(prompt or "")
+    cut = text.find(AUTOMATION_FOOTER)
+    return text[:cut].strip() if cut >= 0 else text

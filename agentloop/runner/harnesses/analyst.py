@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agentloop.runner.client import ApiError
+from agentloop.runner.harnesses import analyst_answers
 from agentloop.runner.harnesses.base import Harness, TurnResult
 from agentloop.runner.signal_method import (
     DOCUMENT_KEY,
@@ -197,7 +198,13 @@ class AnalystHarness(Harness):
     def run_turn(self, prompt: str) -> TurnResult:
         try:
             api = self.api or api_from_env(self.env)
-            self.investigate(api, prompt)
+            history = self.spec.get("history") or []
+            # A session stopped before its first answer has no findings to ask
+            # about yet: its continuation investigates first.
+            if self.spec.get("continued") and analyst_answers.window_from_history(history):
+                self.follow_up(api, prompt)
+            else:
+                self.investigate(api, prompt)
         except Stopped:
             return TurnResult(ok=False, stopped=True, error="stopped")
         except (ApiError, CliError) as error:
@@ -244,6 +251,32 @@ class AnalystHarness(Harness):
         else:
             summary += " Nothing notable: no medium or high issue."
         self.say(summary)
+
+    def follow_up(self, api: TracesApi, question: str) -> None:
+        """A question on a continued session: the same window's findings, then the answer."""
+        named = analyst_answers.window_from_history(self.spec.get("history") or [])
+        start, end = parse_time(named[0]), parse_time(named[1])
+        self.say(
+            f"Reading the findings of this session again ({iso(start)} to {iso(end)}) to answer."
+        )
+        source = _Source(self, api)
+        method = Method(source, start, end, on_query=self.on_question)
+        report = method.run()
+        labels = label_proposals(report, method)
+        self.on_question("span names of the project in the window")
+        names_answer = source.stats(
+            {"start": iso(start), "end": iso(end), "group_by": ["name"], "limit": 100}
+        )
+        names = [
+            str((group.get("key") or {}).get("name") or "")
+            for group in names_answer.get("groups") or []
+        ]
+
+        def name_stats(name: str) -> dict:
+            self.on_question(f"the figures of {name}")
+            return source.stats({"start": iso(start), "end": iso(end), "name": name})
+
+        self.say(analyst_answers.answer(question, report.issues, labels, names, name_stats))
 
     # -- the report --------------------------------------------------------------------------
 

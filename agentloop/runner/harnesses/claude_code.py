@@ -65,6 +65,13 @@ class ClaudeCodeHarness(Harness):
         # A runner restarted mid-run may hand back the session it recorded.
         self.session_id: str | None = spec.get("harness_session_id") or None
         self._session_started = self.session_id is not None
+        # The conversation so far, put before the first prompt when the CLI
+        # cannot resume its session (a continued run in a new sandbox: the
+        # session files stayed in the old one's HOME).
+        self._preamble = ""
+        if self._session_started and not self.session_file_exists():
+            self._session_started, self.session_id = False, None
+            self._preamble = history_preamble(spec.get("history") or [])
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
         self._stop_requested = False
@@ -101,6 +108,8 @@ class ClaudeCodeHarness(Harness):
             target=_collect_lines, args=(process.stderr, stderr_tail), daemon=True
         )
         stderr_reader.start()
+        if self._preamble:
+            prompt, self._preamble = self._preamble + prompt, ""
         threading.Thread(target=_write_prompt, args=(process.stdin, prompt), daemon=True).start()
         try:
             for raw in process.stdout:
@@ -163,6 +172,11 @@ class ClaudeCodeHarness(Harness):
             command += ["--dangerously-skip-permissions"]
         return command
 
+    def session_file_exists(self) -> bool:
+        """Whether the CLI's record of the session is in this HOME (~/.claude/projects/*/)."""
+        home = Path(self.cli_env()["HOME"])
+        return any((home / ".claude" / "projects").glob(f"*/{self.session_id}.jsonl"))
+
     def cli_path(self) -> str:
         path = (
             self.spec.get("claude_path")
@@ -191,6 +205,18 @@ class ClaudeCodeHarness(Harness):
             # The gateway knows the run by its token and adds the real key itself.
             env["ANTHROPIC_API_KEY"] = token
         return env
+
+
+def history_preamble(history: list[dict]) -> str:
+    """The earlier conversation as text before a new session's first prompt."""
+    if not history:
+        return ""
+    lines = ["This continues an earlier conversation of this session. It went:", ""]
+    for message in history:
+        who = "User" if message.get("role") == "user" else "You (the agent)"
+        lines += [f"{who}:", str(message.get("text") or ""), ""]
+    lines += ["The user now says:", ""]
+    return "\n".join(lines)
 
 
 class StreamJsonParser:
