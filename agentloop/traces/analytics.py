@@ -853,11 +853,14 @@ def _measure_mixed(project, query: AnalyticsQuery, bucket, plan: _RollupPlan):
                 return _measure_spans(project, query, bucket)
             from_rollups[period] = cells
             if ranges:
+                # Bounded by the edges themselves (not the window), so the planner
+                # reads their time's index range, not the whole window's.
+                first, last = min(lo for lo, _ in ranges), max(hi for _, hi in ranges)
                 edges = Q()
-                for lo, hi in ranges:
+                for lo, hi in ranges if len(ranges) > 1 else []:
                     edges |= Q(start_time__gte=lo, start_time__lt=hi)
                 windows.append(
-                    _window_rows(project, query, period, start, end, period_bucket, edges & ~tail)
+                    _window_rows(project, query, period, first, last, period_bucket, edges & ~tail)
                 )
             windows.append(
                 _window_rows(project, query, period, start, end, period_bucket, tail_ids)

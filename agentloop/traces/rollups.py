@@ -72,7 +72,6 @@ MAX_HOLES = 1000
 _PG_LOCK = 0x616C_726F_6C6C  # pg advisory lock: one roller at a time
 
 
-
 def scope_of(kind: bool, name: bool, status: bool) -> int:
     """The scope whose rows are split by these columns (a name brings its kind)."""
     return (
