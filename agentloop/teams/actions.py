@@ -94,6 +94,12 @@ def remove_member(space: Space, membership_id) -> Membership:
     return membership
 
 
+def set_refuse_unknown_projects(space: Space, refuse: bool) -> Space:
+    space.refuse_unknown_projects = refuse
+    space.save(update_fields=["refuse_unknown_projects"])
+    return space
+
+
 def create_project(space: Space, name: str, description: str = "") -> Project:
     try:
         with transaction.atomic():

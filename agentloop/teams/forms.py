@@ -16,6 +16,13 @@ class InviteForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
 
 
+class UnknownProjectsForm(forms.Form):
+    # A hidden "true"/"false": a checkbox would read an absent field as False.
+    refuse_unknown_projects = forms.TypedChoiceField(
+        choices=[("true", "refuse"), ("false", "create")], coerce=lambda v: v == "true"
+    )
+
+
 class RoleForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
 

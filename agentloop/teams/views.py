@@ -17,8 +17,15 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from agentloop.teams import actions
 from agentloop.teams.access import get_project_for_user, get_space_for_user, spaces_for_user
-from agentloop.teams.forms import ApiKeyForm, InviteForm, ProjectForm, RoleForm, SpaceForm
-from agentloop.teams.models import Project, Role
+from agentloop.teams.forms import (
+    ApiKeyForm,
+    InviteForm,
+    ProjectForm,
+    RoleForm,
+    SpaceForm,
+    UnknownProjectsForm,
+)
+from agentloop.teams.models import ApiKeyRefusal, Project, Role
 
 # Where the raw value of a just-minted key waits for the one page render that shows it.
 NEW_KEY_SESSION_KEY = "new_project_api_key"
@@ -124,6 +131,22 @@ def member_remove(request, space_id, membership_id):
 
 
 @login_required
+@require_POST
+def space_unknown_projects(request, space_id):
+    space = get_space_for_user(request.user, space_id, "admin")
+    form = UnknownProjectsForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose to refuse or to create unknown projects.")
+        return redirect("space-detail", space.pk)
+    space = actions.set_refuse_unknown_projects(space, form.cleaned_data["refuse_unknown_projects"])
+    if space.refuse_unknown_projects:
+        messages.success(request, "Spans naming an unknown project are now refused.")
+    else:
+        messages.success(request, "Spans naming an unknown project now create it.")
+    return redirect("space-detail", space.pk)
+
+
+@login_required
 @require_http_methods(["GET", "POST"])
 def project_create(request, space_id):
     space = get_space_for_user(request.user, space_id, "admin")
@@ -155,6 +178,7 @@ def _render_project_settings(request, project, key_form=None, status=200):
         "project": project,
         "space": project.space,
         "keys": project.api_keys.select_related("created_by"),
+        "refusals": ApiKeyRefusal.objects.filter(key__project=project).select_related("key"),
         "key_form": key_form or ApiKeyForm(),
         "new_key": new_key,
         "otlp_endpoint": request.build_absolute_uri("/v1/traces"),
