@@ -72,6 +72,7 @@ class Answer:
     content_type: str
     headers: list[tuple[str, str]] = field(default_factory=list)
     refusal: str = ""  # why a whole export was refused, as counted for its key
+    message: str = ""  # an error's text (the gRPC receiver answers it as the status details)
 
 
 def receive_export(
@@ -152,4 +153,4 @@ def _stored(project, content_type: str, encoding: str, body: bytes | None, answe
 
 def _error(status: int, code: int, message: str, content_type: str, refusal: str = "") -> Answer:
     body = otlp.status_body(code, message, content_type)
-    return Answer(status, body, content_type, refusal=refusal)
+    return Answer(status, body, content_type, refusal=refusal, message=message)
