@@ -3,9 +3,7 @@ the receiver on a port of this process; spans stored as the HTTP receiver stores
 
 from __future__ import annotations
 
-import asyncio
 import gzip
-import threading
 
 import grpc
 import pytest
@@ -19,39 +17,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from agentloop.teams.models import ApiKeyRefusal, Project, ProjectApiKey
 from agentloop.traces import otlp_grpc
 from agentloop.traces.models import Span
+from tests.grpc_support import Receiver
 from tests.otlp_payloads import export_request, new_trace_id, span
 
 pytest_plugins = ["tests.gateway_server"]  # served_db, asgi_server
 
 EXPORT = f"/{otlp_grpc.SERVICE}/Export"
-
-
-class Receiver:
-    """The gRPC receiver on its own event loop in a thread, on a free port."""
-
-    def __init__(self):
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run():
-            asyncio.set_event_loop(self.loop)
-
-            async def start():
-                self.server, self.port = otlp_grpc.make_server("127.0.0.1", 0)
-                await self.server.start()
-                ready.set()
-
-            self.loop.run_until_complete(start())
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        assert ready.wait(10)
-
-    def stop(self):
-        asyncio.run_coroutine_threadsafe(self.server.stop(None), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 @pytest.fixture
@@ -197,7 +168,9 @@ def test_a_message_over_the_limit_is_refused_even_compressed(settings, served_db
     settings.OTLP_MAX_BODY_BYTES = 10_000
     small = Receiver()  # reads the limit when it starts
     try:
-        many = [span(trace_id=new_trace_id(), attributes={"input.value": "a" * 200}) for _ in range(80)]
+        many = [
+            span(trace_id=new_trace_id(), attributes={"input.value": "a" * 200}) for _ in range(80)
+        ]
         body = export_request(({}, many)).SerializeToString()
         assert len(body) > 10_000 and len(gzip.compress(body)) < 10_000
         with pytest.raises(grpc.RpcError) as raised:

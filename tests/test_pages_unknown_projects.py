@@ -64,8 +64,8 @@ def test_the_settings_page_shows_each_keys_refusals_with_the_reason(
 
     assert "no project named &#x27;typo-bot&#x27; in this space" in page
     row = page[page.index('class="refusals"') :]
-    assert "<td class=\"right\">7</td>" in row  # spans
-    assert "<td class=\"right\">2</td>" in row  # exports
+    assert '<td class="right">7</td>' in row  # spans
+    assert '<td class="right">2</td>' in row  # exports
     assert "someone else" not in page
 
 
