@@ -775,3 +775,37 @@ def test_a_nul_character_is_stored_as_the_replacement_character(post, project):
     assert stored.attributes[f"odd{nul}key"] == 1
     assert stored.attributes["literal"] == "a\\u0000b"
     assert Span.objects.filter(project=project).count() == 2
+
+
+# --- OpenInference metadata ------------------------------------------------------------
+
+
+def test_metadata_sent_as_a_json_string_becomes_filterable_keys(post, project):
+    from agentloop.traces.queries import filter_spans, parse_span_filter
+
+    gold = span(
+        trace_id=new_trace_id(),
+        name="gold",
+        attributes={
+            "metadata": json.dumps({"tier": "gold", "retries": 2, "ab": {"arm": "b"}}),
+            "metadata.retries": 3,  # sent as its own attribute too: that one is kept
+        },
+    )
+    silver = span(trace_id=new_trace_id(), name="silver", attributes={"metadata": '{"tier": "x"}'})
+    not_json = span(trace_id=new_trace_id(), name="text", attributes={"metadata": "{oops"})
+
+    post(export_request(({}, [gold, silver, not_json])).SerializeToString())
+
+    stored = Span.objects.get(name="gold")
+    assert stored.attributes == {
+        "metadata.tier": "gold",
+        "metadata.retries": 3,
+        "metadata.ab.arm": "b",
+    }
+    assert Span.objects.get(name="text").attributes == {"metadata": "{oops"}
+
+    def matching(attr):
+        return [s.name for s in filter_spans(project, parse_span_filter({"attr": attr}))]
+
+    assert matching("metadata.tier=gold") == ["gold"]
+    assert matching("metadata.ab.arm=b") == ["gold"]
