@@ -58,8 +58,10 @@ def keep_open(path: str) -> sqlite3.Connection:
     against 0.1 ms with a keeper that has read). The read ends at once, so the
     keeper holds no read transaction and never stops a checkpoint.
     """
-    # The busy timeout is how long a RESTART checkpoint waits for readers.
-    keeper = sqlite3.connect(path, check_same_thread=False, timeout=5.0)
+    # The busy timeout is how long a RESTART checkpoint waits for readers, and
+    # ingest's writers wait behind it meanwhile: short, and tried again on the
+    # next round (pause_seconds later) if a reader was still there.
+    keeper = sqlite3.connect(path, check_same_thread=False, timeout=0.2)
     keeper.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
     keeper.execute("SELECT count(*) FROM sqlite_master").fetchall()
     return keeper
