@@ -10,6 +10,7 @@ RECONCILE_SCHEDULE = "agentloop.runs.reconcile"
 AUTOMATIONS_SCHEDULE = "agentloop.automations.tick"
 SIGNAL_SCHEDULE = "agentloop.signal.collect"
 PLANNER_STATISTICS_SCHEDULE = "agentloop.traces.planner_statistics"
+RETENTION_SCHEDULE = "agentloop.traces.retention"
 
 # name -> (task, every: "minute" | "hour")
 SCHEDULES = {
@@ -28,6 +29,9 @@ SCHEDULES = {
         "agentloop.traces.maintenance.refresh_planner_statistics",
         "hour",
     ),
+    # Spans past their project's retention, deleted in batches
+    # (traces/retention.py); hourly, so each run has about an hour's worth.
+    RETENTION_SCHEDULE: ("agentloop.traces.retention.purge_task", "hour"),
 }
 
 

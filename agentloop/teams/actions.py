@@ -100,6 +100,12 @@ def set_refuse_unknown_projects(space: Space, refuse: bool) -> Space:
     return space
 
 
+def set_retention(project: Project, days: int | None) -> Project:
+    project.retention_days = days
+    project.save(update_fields=["retention_days"])
+    return project
+
+
 def create_project(space: Space, name: str, description: str = "") -> Project:
     try:
         with transaction.atomic():

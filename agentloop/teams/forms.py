@@ -42,6 +42,16 @@ class ProjectForm(forms.Form):
         return name
 
 
+class RetentionForm(forms.Form):
+    retention_days = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=36500,
+        label="Keep spans for (days)",
+        help_text="Empty: keep them forever.",
+    )
+
+
 class ApiKeyForm(forms.Form):
     name = forms.CharField(
         max_length=100, strip=True, help_text="What uses it, e.g. “production ingest”."

@@ -146,6 +146,11 @@ class Project(models.Model):
     # the name, is its identity: people may name a project anything, the worker
     # project's name included, and it stays one per space.
     internal = models.BooleanField(default=False)
+    # Spans that started longer ago than this are deleted by `manage.py purge`
+    # (scheduled daily; agentloop/traces/retention.py). None: kept forever.
+    retention_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Delete spans older than this many days; empty: keep."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -21,6 +21,7 @@ from agentloop.teams.forms import (
     ApiKeyForm,
     InviteForm,
     ProjectForm,
+    RetentionForm,
     RoleForm,
     SpaceForm,
     UnknownProjectsForm,
@@ -167,7 +168,7 @@ def project_create(request, space_id):
     )
 
 
-def _render_project_settings(request, project, key_form=None, status=200):
+def _render_project_settings(request, project, key_form=None, status=200, retention_form=None):
     new_key = None
     pending = request.session.get(NEW_KEY_SESSION_KEY)
     if pending and pending.get("project") == project.pk:
@@ -180,6 +181,8 @@ def _render_project_settings(request, project, key_form=None, status=200):
         "keys": project.api_keys.select_related("created_by"),
         "refusals": ApiKeyRefusal.objects.filter(key__project=project).select_related("key"),
         "key_form": key_form or ApiKeyForm(),
+        "retention_form": retention_form
+        or RetentionForm(initial={"retention_days": project.retention_days}),
         "new_key": new_key,
         "otlp_endpoint": request.build_absolute_uri("/v1/traces"),
     }
@@ -211,6 +214,24 @@ def api_key_create(request, project_id):
     }
     messages.success(request, f"Created the key {key.name}.")
     return redirect(reverse("project-settings", args=[project.pk]))
+
+
+@login_required
+@require_POST
+def project_retention(request, project_id):
+    project = get_project_for_user(request.user, project_id, "admin")
+    form = RetentionForm(request.POST)
+    if not form.is_valid():
+        return _render_project_settings(request, project, retention_form=form, status=400)
+    project = actions.set_retention(project, form.cleaned_data["retention_days"])
+    if project.retention_days is None:
+        messages.success(request, f"{project.name} keeps its spans forever.")
+    else:
+        messages.success(
+            request,
+            f"Spans of {project.name} older than {project.retention_days} days will be deleted.",
+        )
+    return redirect("project-settings", project.pk)
 
 
 @login_required

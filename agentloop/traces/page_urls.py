@@ -13,6 +13,7 @@ urlpatterns = [
     path("spans/<str:span_id>/", views.span_detail, name="span-detail"),
     path("settings/", team_views.project_settings, name="project-settings"),
     path("settings/keys/", team_views.api_key_create, name="api-key-create"),
+    path("settings/retention/", team_views.project_retention, name="project-retention"),
     path(
         "settings/keys/<int:key_id>/revoke/",
         team_views.api_key_revoke,
