@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET
 from django_htmx.http import push_url
 
 from agentloop.teams.access import get_project_for_user
-from agentloop.traces import openinference, queries
+from agentloop.traces import openinference, overview, queries
 from agentloop.traces.models import Span, SpanKind, StatusCode
 
 EXPLORER_PAGE_SIZE = 50
@@ -53,8 +53,16 @@ def explorer(request, project_id):
             filters.setlist(key, kept)
     next_params = filters.copy()
     next_params["cursor"] = next_cursor or ""
+    charts = None
+    if error is None and not cursor:  # "load more" appends rows only
+        try:
+            charts = overview.overview(project, request.GET)
+        except queries.InvalidFilter as e:
+            error = e.message
     context = {
         "project": project,
+        "overview": charts,
+        "quick_ranges": overview.quick_ranges(),
         "spans": spans,
         "error": error,
         "next_query": next_params.urlencode() if next_cursor else None,
