@@ -11,6 +11,7 @@ AUTOMATIONS_SCHEDULE = "agentloop.automations.tick"
 SIGNAL_SCHEDULE = "agentloop.signal.collect"
 PLANNER_STATISTICS_SCHEDULE = "agentloop.traces.planner_statistics"
 ROLLUPS_SCHEDULE = "agentloop.traces.rollups"
+RETENTION_SCHEDULE = "agentloop.traces.retention"
 
 # name -> (task, every: "minute" | "hour")
 SCHEDULES = {
@@ -32,6 +33,9 @@ SCHEDULES = {
         "agentloop.traces.maintenance.refresh_planner_statistics",
         "hour",
     ),
+    # Spans past their project's retention, deleted in batches
+    # (traces/retention.py); hourly, so each run has about an hour's worth.
+    RETENTION_SCHEDULE: ("agentloop.traces.retention.purge_task", "hour"),
 }
 
 

@@ -18,6 +18,7 @@ urlpatterns = [
     path("projects/<int:project_id>/", include("agentloop.traces.page_urls")),
     path("projects/<int:project_id>/signal/", include("agentloop.signal.urls")),
     path("api/v1/", include("agentloop.api.urls")),
+    path("", include("agentloop.api.phoenix_urls")),  # Phoenix's client's paths
     path("api/runner/v1/", include("agentloop.runs.urls")),
     path("studio/", include("studio.urls")),
     path("automations/", include("agentloop.automations.urls")),

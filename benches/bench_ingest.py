@@ -234,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
             f"| {database} | {code_name} | {clients} | {rate:,.0f} | {per_cpu:,.0f} "
             f"| {1e6 / per_cpu:,.0f} |"
         )
+    if DISK:
+        print("\nDisk after each run:")
+        for name, spans, line in DISK:
+            print(f"- {name}, {spans:,} spans: {line}")
     sqlite_best = max(
         (r for d, c, _, r, _ in results if d == "SQLite" and c == "this checkout"), default=0
     )
@@ -278,6 +282,8 @@ def run_backend(
             env=env,
             stdout=subprocess.DEVNULL,
         )
+    sqlite_path = database_url.removeprefix("sqlite:///") if label == "SQLite" else None
+    wal = WalSampler(sqlite_path) if sqlite_path else None
     try:
         wait_for_port(port, server)
         headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {raw_key}"}
@@ -292,9 +298,16 @@ def run_backend(
         rate_4 = timed(
             name, 4, server.pid, lambda: send_concurrently(port, headers, multi, 4), len(multi)
         )
+        if wal is not None:
+            wal.stop()
+            # Idle now: give the checkpointer time for its idle checkpoint.
+            time.sleep(4)
+            wal.after_idle = wal.size()
         if indexer is not None:
             report_indexer(name, indexer, env, code_dir)
     finally:
+        if wal is not None:
+            wal.stop()
         for process in (server, indexer):
             if process is not None:
                 process.terminate()
@@ -305,7 +318,56 @@ def run_backend(
     print(f"  {name}: {spans:,} spans and {traces:,} traces stored (expected {expected:,} spans)")
     if spans != expected:
         raise SystemExit(f"{name}: stored {spans} spans, expected {expected}")
+    report_disk(name, spans, sqlite_path, wal, database_url)
     return [("1", *rate_1), ("4", *rate_4)]
+
+
+class WalSampler:
+    """The SQLite WAL's size, sampled every 0.1 s while the batches are sent."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.largest = 0
+        self.after_idle = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def size(self) -> int:
+        try:
+            return os.path.getsize(self.path + "-wal")
+        except OSError:
+            return 0
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.largest = max(self.largest, self.size())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+DISK: list[tuple[str, int, str]] = []  # (run, spans, what was measured), for the summary
+
+
+def report_disk(name: str, spans: int, sqlite_path, wal, database_url: str) -> None:
+    per = 100_000 / spans / 1e6  # bytes -> MB per 100k spans
+    if sqlite_path:
+        main = os.path.getsize(sqlite_path)
+        line = (
+            f"database file {main * per:.0f} MB per 100k spans, WAL at most "
+            f"{wal.largest / 1e6:.0f} MB ({wal.largest / main:.2f}x the file) during the load, "
+            f"{(wal.after_idle or 0) / 1e6:.1f} MB after 4 s idle"
+        )
+    else:
+        import psycopg
+
+        with psycopg.connect(database_url, connect_timeout=5) as conn:
+            (size,) = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        line = f"database {size * per:.0f} MB per 100k spans (pg_database_size)"
+    print(f"  {name}: {line}", flush=True)
+    DISK.append((name, spans, line))
 
 
 INDEXER_COMMAND = "agentloop/traces/management/commands/index_attributes.py"

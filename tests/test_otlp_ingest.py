@@ -18,7 +18,7 @@ from django.utils import timezone
 from google.rpc.status_pb2 import Status as RpcStatus
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from agentloop.teams.models import Project, ProjectApiKey
+from agentloop.teams.models import ApiKeyRefusal, Project, ProjectApiKey
 from agentloop.traces import ingest, otlp
 from agentloop.traces.models import Span, Trace
 from tests.asgi_client import asgi_request
@@ -417,7 +417,8 @@ def test_a_resource_can_name_another_project_of_the_same_space(post, project, sp
     assert Trace.objects.filter(project=evals).count() == 1
 
 
-def test_another_spaces_project_is_not_reachable_by_name(post, project, other_project):
+def test_another_spaces_project_is_not_reachable_by_name(post, project, space, other_project):
+    # The name creates a project of that name in the key's own space instead.
     response = post(
         export_request(
             ({}, [span(trace_id=new_trace_id(), name="own")]),
@@ -426,19 +427,17 @@ def test_another_spaces_project_is_not_reachable_by_name(post, project, other_pr
     )
 
     assert response.status_code == 200
-    answer = ExportTraceServiceResponse.FromString(response.content)
-    assert answer.partial_success.rejected_spans == 1
-    assert answer.partial_success.error_message == (
-        "Rejected 1 span: no project named 'other-bot' in this space"
-    )
+    assert not ExportTraceServiceResponse.FromString(response.content).HasField("partial_success")
     assert not Span.objects.filter(project=other_project).exists()
     assert not Trace.objects.filter(project=other_project).exists()
+    created = Project.objects.get(space=space, name="other-bot")
+    assert Span.objects.filter(project=created).count() == 1
     assert list(Span.objects.filter(project=project).values_list("name", flat=True)) == ["own"]
 
 
 def test_the_worker_project_is_not_reachable_by_name(post, project, space):
     # The space's worker project holds the runs' own traces; an app's key must
-    # not forge spans into them by naming it.
+    # not forge spans into them by naming it: the name makes a project of its own.
     worker = space.worker_project()
 
     response = post(
@@ -448,26 +447,82 @@ def test_the_worker_project_is_not_reachable_by_name(post, project, space):
     )
 
     assert response.status_code == 200
-    answer = ExportTraceServiceResponse.FromString(response.content)
-    assert answer.partial_success.rejected_spans == 1
     assert not Span.objects.filter(project=worker).exists()
+    namesake = Project.objects.get(space=space, name=worker.name, internal=False)
+    assert Span.objects.filter(project=namesake).count() == 1
 
 
-def test_an_unknown_project_name_rejects_its_spans(post, project):
+def test_an_unknown_project_name_creates_the_project_in_the_keys_space(post, project, space):
+    # phoenix.otel.register() without a project name sends "default".
     spans = [span(trace_id=new_trace_id()) for _ in range(3)]
 
     response = post(
-        to_otlp_json(export_request(({"openinference.project.name": "typo-bot"}, spans))),
+        to_otlp_json(export_request(({"openinference.project.name": "default"}, spans))),
         content_type=JSON,
     )
 
     assert response.status_code == 200
+    assert response.json() == {}
+    created = Project.objects.get(space=space, name="default")
+    assert created.internal is False
+    assert Span.objects.filter(project=created).count() == 3
+    assert Trace.objects.filter(project=created).count() == 3
+    assert not ApiKeyRefusal.objects.exists()
+
+    # A second export finds it instead of creating another.
+    again = span(trace_id=new_trace_id())
+    post(export_request(({"openinference.project.name": "default"}, [again])).SerializeToString())
+    assert Project.objects.filter(space=space, name="default").count() == 1
+    assert Span.objects.filter(project=created).count() == 4
+
+
+def test_a_space_that_refuses_unknown_names_counts_the_refusal_per_key(post, project, space):
+    space.refuse_unknown_projects = True
+    space.save()
+    spans = [span(trace_id=new_trace_id()) for _ in range(3)]
+
+    for _ in range(2):
+        response = post(
+            to_otlp_json(export_request(({"openinference.project.name": "typo-bot"}, spans))),
+            content_type=JSON,
+        )
+        assert response.status_code == 200
+
+    reason = "no project named 'typo-bot' in this space, which refuses unknown project names"
     assert response.json()["partialSuccess"] == {
         "rejectedSpans": "3",
-        "errorMessage": "Rejected 3 spans: no project named 'typo-bot' in this space",
+        "errorMessage": f"Rejected 3 spans: {reason}",
     }
     assert not Span.objects.exists()
-    assert not Trace.objects.exists()
+    assert not Project.objects.filter(name="typo-bot").exists()
+    [refusal] = ApiKeyRefusal.objects.all()
+    assert refusal.key.project == project
+    assert (refusal.reason, refusal.spans, refusal.exports) == (reason, 6, 2)
+
+
+def test_a_name_too_long_for_a_project_is_refused(post, project, space):
+    response = post(
+        export_request(
+            ({"openinference.project.name": "x" * 201}, [span(trace_id=new_trace_id())])
+        ).SerializeToString()
+    )
+
+    answer = ExportTraceServiceResponse.FromString(response.content)
+    assert answer.partial_success.error_message == (
+        "Rejected 1 span: project name longer than 200 characters"
+    )
+    assert Project.objects.filter(space=space).count() == 1
+
+
+def test_a_whole_refused_export_is_counted_for_its_key(post, project):
+    post(b"\x0a\x05nope", content_type=PB)
+    post(b"{}", content_type="text/plain")
+
+    refusals = dict(ApiKeyRefusal.objects.values_list("reason", "exports"))
+    assert refusals == {
+        "whole export refused: not a valid OTLP trace export": 1,
+        "whole export refused: unsupported Content-Type": 1,
+    }
 
 
 # --- refused requests ----------------------------------------------------------------
@@ -720,3 +775,37 @@ def test_a_nul_character_is_stored_as_the_replacement_character(post, project):
     assert stored.attributes[f"odd{nul}key"] == 1
     assert stored.attributes["literal"] == "a\\u0000b"
     assert Span.objects.filter(project=project).count() == 2
+
+
+# --- OpenInference metadata ------------------------------------------------------------
+
+
+def test_metadata_sent_as_a_json_string_becomes_filterable_keys(post, project):
+    from agentloop.traces.queries import filter_spans, parse_span_filter
+
+    gold = span(
+        trace_id=new_trace_id(),
+        name="gold",
+        attributes={
+            "metadata": json.dumps({"tier": "gold", "retries": 2, "ab": {"arm": "b"}}),
+            "metadata.retries": 3,  # sent as its own attribute too: that one is kept
+        },
+    )
+    silver = span(trace_id=new_trace_id(), name="silver", attributes={"metadata": '{"tier": "x"}'})
+    not_json = span(trace_id=new_trace_id(), name="text", attributes={"metadata": "{oops"})
+
+    post(export_request(({}, [gold, silver, not_json])).SerializeToString())
+
+    stored = Span.objects.get(name="gold")
+    assert stored.attributes == {
+        "metadata.tier": "gold",
+        "metadata.retries": 3,
+        "metadata.ab.arm": "b",
+    }
+    assert Span.objects.get(name="text").attributes == {"metadata": "{oops"}
+
+    def matching(attr):
+        return [s.name for s in filter_spans(project, parse_span_filter({"attr": attr}))]
+
+    assert matching("metadata.tier=gold") == ["gold"]
+    assert matching("metadata.ab.arm=b") == ["gold"]

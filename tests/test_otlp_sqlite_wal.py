@@ -167,3 +167,68 @@ def test_ingest_stores_with_checkpoints_left_to_the_checkpointer(project, monkey
     )
 
     assert seen == [0]  # inside ingest's transaction: its commit will not checkpoint
+
+
+# --- a bounded WAL ------------------------------------------------------------------
+
+
+def wal_size(path: str) -> int:
+    wal = Path(path + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def burst(path: str, rows: int, limit: int) -> None:
+    # Ingest's commits: no checkpoint of their own, the size limit set.
+    writer = sqlite3.connect(path)
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute(f"PRAGMA journal_size_limit={limit}")
+    for _ in range(rows):
+        writer.execute("INSERT INTO t VALUES (?)", (b"\x01" * 20_000,))
+        writer.commit()
+    writer.close()
+
+
+def test_a_wal_past_the_limit_starts_over_once_readers_let_it(tmp_path, monkeypatch):
+    limit = 300_000
+    monkeypatch.setattr(sqlite_wal, "WAL_LIMIT_BYTES", limit)
+    path = wal_database(tmp_path)
+    checkpointer = sqlite_wal.WalCheckpointer(path, start=False)
+    reader = sqlite3.connect(path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM t").fetchall()  # holds its snapshot: no restart
+
+    burst(path, 50, limit)  # ~1 MB of pages
+    assert checkpointer.checkpoint() == "RESTART"  # waits for the reader, then gives up
+    reader.rollback()
+    reader.close()
+    burst(path, 50, limit)
+    grown = wal_size(path)
+    assert grown > limit
+
+    assert checkpointer.checkpoint() == "RESTART"  # no reader now: the WAL starts over
+    burst(path, 1, limit)  # the next commit restarts it and cuts the file to the limit
+
+    assert wal_size(path) <= limit
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM t").fetchone() == (101,)
+
+
+def test_an_idle_checkpoint_empties_the_wal(tmp_path):
+    path = wal_database(tmp_path)
+    checkpointer = sqlite_wal.WalCheckpointer(path, start=False)
+    burst(path, 20, 64 * 1024 * 1024)
+    assert wal_size(path) > 300_000
+    assert checkpointer.checkpoint() == "PASSIVE"
+    assert wal_size(path) > 300_000  # copied into the file, but the file stays
+
+    assert checkpointer.checkpoint(idle=True) == "TRUNCATE"
+
+    assert wal_size(path) == 0
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM t").fetchone() == (20,)
+
+
+def test_every_connection_limits_the_wal_it_restarts(db):
+    if connection.vendor != "sqlite":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_size_limit")
+        assert cursor.fetchone()[0] == sqlite_wal.WAL_LIMIT_BYTES

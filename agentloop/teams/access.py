@@ -12,7 +12,7 @@ PermissionDenied when they may see it but not do what they asked.
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404
 from guardian.shortcuts import get_objects_for_user
 
@@ -42,6 +42,10 @@ def projects_for_user(user, need: str = "view") -> QuerySet[Project]:
     if isinstance(user, KeyPrincipal):
         if not user.allows(need):
             return Project.objects.none()
+        if user.space_wide:
+            return Project.objects.filter(
+                Q(pk=user.project_id) | Q(space_id=user.space_id, internal=False)
+            ).select_related("space")
         return Project.objects.filter(pk=user.project_id)
     # Internal projects (a space's worker traces) are reached through their runs,
     # never listed as projects to investigate.
@@ -72,7 +76,8 @@ def get_project_for_user(user, project_id, need: str = "view") -> Project:
     except (Project.DoesNotExist, ValueError, TypeError):
         raise Http404("No such project.") from None
     if isinstance(user, KeyPrincipal):
-        if project.pk != user.project_id:
+        in_space = user.space_wide and project.space_id == user.space_id and not project.internal
+        if project.pk != user.project_id and not in_space:
             raise Http404("No such project.")
         if not user.allows(need):
             raise PermissionDenied("This key's scopes do not allow this.")

@@ -94,6 +94,18 @@ def remove_member(space: Space, membership_id) -> Membership:
     return membership
 
 
+def set_refuse_unknown_projects(space: Space, refuse: bool) -> Space:
+    space.refuse_unknown_projects = refuse
+    space.save(update_fields=["refuse_unknown_projects"])
+    return space
+
+
+def set_retention(project: Project, days: int | None) -> Project:
+    project.retention_days = days
+    project.save(update_fields=["retention_days"])
+    return project
+
+
 def create_project(space: Space, name: str, description: str = "") -> Project:
     try:
         with transaction.atomic():

@@ -25,6 +25,7 @@ def principal_for_project_key(key: ProjectApiKey) -> KeyPrincipal:
         scopes=PROJECT_KEY_SCOPES,
         label=f"project key {key.name}",
         key=key,
+        space_wide=True,
     )
 
 

@@ -30,6 +30,13 @@ class InviteForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
 
 
+class UnknownProjectsForm(forms.Form):
+    # A hidden "true"/"false": a checkbox would read an absent field as False.
+    refuse_unknown_projects = forms.TypedChoiceField(
+        choices=[("true", "refuse"), ("false", "create")], coerce=lambda v: v == "true"
+    )
+
+
 class RoleForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
 
@@ -47,6 +54,16 @@ class ProjectForm(forms.Form):
         if Project.objects.filter(space=self.space, internal=False, name=name).exists():
             raise forms.ValidationError(f"{self.space.name} already has a project named {name}.")
         return name
+
+
+class RetentionForm(forms.Form):
+    retention_days = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=36500,
+        label="Keep spans for (days)",
+        help_text="Empty: keep them forever.",
+    )
 
 
 class ApiKeyForm(forms.Form):

@@ -11,7 +11,7 @@ import hashlib
 import secrets
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 from guardian.shortcuts import assign_perm, remove_perm
@@ -44,6 +44,14 @@ class Space(models.Model):
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # What ingest does with spans naming a project (`openinference.project.name`)
+    # the space does not have: create it, as Phoenix does (so a quick-start with
+    # the default project name loses nothing), or refuse them, counted per key
+    # (ApiKeyRefusal) on the key's project's settings page.
+    refuse_unknown_projects = models.BooleanField(
+        default=False,
+        help_text="Refuse spans naming a project this space does not have, instead of creating it.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -141,6 +149,11 @@ class Project(models.Model):
     # the name, is its identity: people may name a project anything, the worker
     # project's name included, and it stays one per space.
     internal = models.BooleanField(default=False)
+    # Spans that started longer ago than this are deleted by `manage.py purge`
+    # (scheduled daily; agentloop/traces/retention.py). None: kept forever.
+    retention_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Delete spans older than this many days; empty: keep."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -234,8 +247,14 @@ class ProjectApiKey(models.Model):
         """
         if not raw or not raw.startswith(cls.PREFIX):
             return None
-        found = object_for_key(cls, Project, _hash_key(raw), now or timezone.now())
-        return found[0] if found is not None else None
+        found = object_for_key(
+            cls, Project, _hash_key(raw), now or timezone.now(), key_columns=("id",)
+        )
+        if found is None:
+            return None
+        project, key = found
+        project.api_key_id = key["id"]  # the key that opened it: ingest counts its refusals
+        return project
 
     def touch(self) -> None:
         # Write last-used at most once a minute: ingest is a hot path.
@@ -271,3 +290,59 @@ class UserSettings(models.Model):
             return "UTC"
         found = cls.objects.filter(user_id=user.pk).values_list("time_zone", flat=True).first()
         return found or "UTC"
+
+
+class ApiKeyRefusal(models.Model):
+    """Spans (or whole exports) that ingest refused from one key, counted by reason.
+
+    An exporter is answered 200 with a partial-success note it usually does not
+    log, so the refusal would otherwise be seen by nobody: the project's
+    settings page shows these rows next to the key.
+    """
+
+    key = models.ForeignKey(ProjectApiKey, on_delete=models.CASCADE, related_name="refusals")
+    reason = models.CharField(max_length=300)
+    spans = models.BigIntegerField(default=0, help_text="Spans refused for this reason.")
+    exports = models.BigIntegerField(default=0, help_text="Exports that had such spans.")
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-last_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["key", "reason"], name="one_refusal_row_per_reason")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.spans} spans from {self.key}: {self.reason}"
+
+    @classmethod
+    def count(cls, key_id: int, rejected, now=None) -> None:
+        """Add one export's refusals (reason -> spans) to the key's counters.
+
+        One upsert per reason, so concurrent exports add up instead of
+        overwriting each other; only called when something was refused, so
+        ingest's hot path pays nothing.
+        """
+        now = now or timezone.now()
+        for reason, spans in rejected.items():
+            reason = reason[:300]
+            updated = cls.objects.filter(key_id=key_id, reason=reason).update(
+                spans=models.F("spans") + spans, exports=models.F("exports") + 1, last_at=now
+            )
+            if updated:
+                continue
+            try:
+                with transaction.atomic():
+                    cls.objects.create(
+                        key_id=key_id,
+                        reason=reason,
+                        spans=spans,
+                        exports=1,
+                        first_at=now,
+                        last_at=now,
+                    )
+            except IntegrityError:  # another export created it meanwhile: add to it
+                cls.objects.filter(key_id=key_id, reason=reason).update(
+                    spans=models.F("spans") + spans, exports=models.F("exports") + 1, last_at=now
+                )

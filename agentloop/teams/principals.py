@@ -20,6 +20,11 @@ class KeyPrincipal:
     scopes: frozenset[str]
     label: str
     key: object = field(default=None, compare=False, repr=False)
+    # A project API key may write spans to any project of its space by name
+    # (ingest creates one a resource names), so it reads and annotates them too
+    # (Phoenix's client reads its "default" project with the same key). A run's
+    # service key stays bound to its one project.
+    space_wide: bool = False
 
     is_authenticated = True
     is_anonymous = False

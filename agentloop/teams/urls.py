@@ -19,4 +19,9 @@ urlpatterns = [
         name="member-remove",
     ),
     path("<int:space_id>/projects/new/", views.project_create, name="project-create"),
+    path(
+        "<int:space_id>/unknown-projects/",
+        views.space_unknown_projects,
+        name="space-unknown-projects",
+    ),
 ]

@@ -21,11 +21,13 @@ from agentloop.teams.forms import (
     ApiKeyForm,
     InviteForm,
     ProjectForm,
+    RetentionForm,
     RoleForm,
     SpaceForm,
     TimeZoneForm,
+    UnknownProjectsForm,
 )
-from agentloop.teams.models import Project, Role, UserSettings
+from agentloop.teams.models import ApiKeyRefusal, Project, Role, UserSettings
 
 # Where the raw value of a just-minted key waits for the one page render that shows it.
 NEW_KEY_SESSION_KEY = "new_project_api_key"
@@ -144,6 +146,22 @@ def member_remove(request, space_id, membership_id):
 
 
 @login_required
+@require_POST
+def space_unknown_projects(request, space_id):
+    space = get_space_for_user(request.user, space_id, "admin")
+    form = UnknownProjectsForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose to refuse or to create unknown projects.")
+        return redirect("space-detail", space.pk)
+    space = actions.set_refuse_unknown_projects(space, form.cleaned_data["refuse_unknown_projects"])
+    if space.refuse_unknown_projects:
+        messages.success(request, "Spans naming an unknown project are now refused.")
+    else:
+        messages.success(request, "Spans naming an unknown project now create it.")
+    return redirect("space-detail", space.pk)
+
+
+@login_required
 @require_http_methods(["GET", "POST"])
 def project_create(request, space_id):
     space = get_space_for_user(request.user, space_id, "admin")
@@ -164,7 +182,7 @@ def project_create(request, space_id):
     )
 
 
-def _render_project_settings(request, project, key_form=None, status=200):
+def _render_project_settings(request, project, key_form=None, status=200, retention_form=None):
     new_key = None
     pending = request.session.get(NEW_KEY_SESSION_KEY)
     if pending and pending.get("project") == project.pk:
@@ -175,7 +193,10 @@ def _render_project_settings(request, project, key_form=None, status=200):
         "project": project,
         "space": project.space,
         "keys": project.api_keys.select_related("created_by"),
+        "refusals": ApiKeyRefusal.objects.filter(key__project=project).select_related("key"),
         "key_form": key_form or ApiKeyForm(),
+        "retention_form": retention_form
+        or RetentionForm(initial={"retention_days": project.retention_days}),
         "new_key": new_key,
         "otlp_endpoint": request.build_absolute_uri("/v1/traces"),
     }
@@ -207,6 +228,24 @@ def api_key_create(request, project_id):
     }
     messages.success(request, f"Created the key {key.name}.")
     return redirect(reverse("project-settings", args=[project.pk]))
+
+
+@login_required
+@require_POST
+def project_retention(request, project_id):
+    project = get_project_for_user(request.user, project_id, "admin")
+    form = RetentionForm(request.POST)
+    if not form.is_valid():
+        return _render_project_settings(request, project, retention_form=form, status=400)
+    project = actions.set_retention(project, form.cleaned_data["retention_days"])
+    if project.retention_days is None:
+        messages.success(request, f"{project.name} keeps its spans forever.")
+    else:
+        messages.success(
+            request,
+            f"Spans of {project.name} older than {project.retention_days} days will be deleted.",
+        )
+    return redirect("project-settings", project.pk)
 
 
 @login_required

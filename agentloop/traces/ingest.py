@@ -27,7 +27,7 @@ from datetime import UTC
 from django.db import connection, transaction
 from django.utils import timezone
 
-from agentloop.teams.models import Project
+from agentloop.teams.models import ApiKeyRefusal, Project, Space
 from agentloop.traces import evaluations, sqlite_wal
 from agentloop.traces.models import Span, Trace
 from agentloop.traces.otlp import (
@@ -54,12 +54,16 @@ class IngestResult:
     rejected: Counter  # reason -> number of spans refused
 
 
-def ingest_export(project: Project, decoded: DecodedExport, now=None) -> IngestResult:
+def ingest_export(
+    project: Project, decoded: DecodedExport, now=None, *, key_id: int | None = None
+) -> IngestResult:
     """Store the spans of one export for the key of `project`; all or nothing.
 
     A resource naming another project (`openinference.project.name`) sends its
-    spans there if that project is in the same space; otherwise they are refused
-    and counted in the result, never stored in the key's own project.
+    spans there, in the key's space: a name the space does not have creates that
+    project (Phoenix's behaviour), unless the space refuses unknown names; then
+    they are refused and counted in the result, never stored in the key's own
+    project. Refusals are also counted per key (`key_id`, ApiKeyRefusal).
     """
     now = now or timezone.now()
     checkpointer = sqlite_wal.checkpointer_for(connection)  # None on PostgreSQL
@@ -76,7 +80,7 @@ def ingest_export(project: Project, decoded: DecodedExport, now=None) -> IngestR
         else:
             project_id = project_ids.get(str(name))
             if project_id is None:
-                rejected[f"no project named {str(name)!r} in this space"] += len(group.rows)
+                rejected[_refusal_of_name(str(name))] += len(group.rows)
                 continue
         batch.append((project_id, group.rows))
         accepted += len(group.rows)
@@ -90,15 +94,28 @@ def ingest_export(project: Project, decoded: DecodedExport, now=None) -> IngestR
                     evaluations.store_verdicts(project_id, rows)
         if checkpointer is not None:
             checkpointer.committed()
+    if rejected and key_id is not None:
+        ApiKeyRefusal.count(key_id, rejected, now)
     return IngestResult(accepted=accepted, rejected=rejected)
 
 
+def _refusal_of_name(name: str) -> str:
+    if len(name) > _PROJECT_NAME_MAX:
+        return f"project name longer than {_PROJECT_NAME_MAX} characters"
+    return f"no project named {name!r} in this space, which refuses unknown project names"
+
+
+_PROJECT_NAME_MAX = Project._meta.get_field("name").max_length
+
+
 def _projects_by_name(project: Project, decoded: DecodedExport) -> dict[str, int]:
-    """The other projects of the key's space named by resources: one query, or none.
+    """The other projects of the key's space named by resources: one query, or
+    none; a name the space lacks is created unless the space refuses them.
 
     The key was issued by the space's admins for this space, so it may write to
     any project of the space by name, and to no project of another space, nor
-    to the space's internal worker project (its traces are the runs' own).
+    to the space's internal worker project (its traces are the runs' own): a
+    name of either creates a project of that name in the key's space.
     """
     names = {
         str(group.resource[PROJECT_NAME_ATTRIBUTE])
@@ -108,11 +125,19 @@ def _projects_by_name(project: Project, decoded: DecodedExport) -> dict[str, int
     names.discard(project.name)
     if not names:
         return {}
-    return dict(
-        Project.objects.filter(
-            space_id=project.space_id, internal=False, name__in=names
-        ).values_list("name", "pk")
-    )
+    in_space = Project.objects.filter(space_id=project.space_id, internal=False)
+    found = dict(in_space.filter(name__in=names).values_list("name", "pk"))
+    missing = [name for name in names - found.keys() if len(name) <= _PROJECT_NAME_MAX]
+    if missing and not Space.objects.filter(pk=project.space_id, refuse_unknown_projects=True):
+        # Created outside the spans' transaction, ignoring a concurrent export
+        # that creates the same name: either way it exists once, and a failed
+        # insert leaves an empty project the exporter's retry fills.
+        Project.objects.bulk_create(
+            [Project(space_id=project.space_id, name=name) for name in missing],
+            ignore_conflicts=True,
+        )
+        found.update(in_space.filter(name__in=missing).values_list("name", "pk"))
+    return found
 
 
 def _insert_spans(batch: Batch, now) -> None:

@@ -16,13 +16,14 @@ order instead of contending in SQLite's busy handler).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from django.conf import settings
 
 from agentloop import fastpath
 from agentloop.database_threads import DatabaseThreads
-from agentloop.teams.models import ProjectApiKey
+from agentloop.teams.models import ApiKeyRefusal, ProjectApiKey
 from agentloop.traces import attribute_index, otlp
 from agentloop.traces.ingest import ingest_export
 
@@ -70,6 +71,8 @@ class Answer:
     body: bytes
     content_type: str
     headers: list[tuple[str, str]] = field(default_factory=list)
+    refusal: str = ""  # why a whole export was refused, as counted for its key
+    message: str = ""  # an error's text (the gRPC receiver answers it as the status details)
 
 
 def receive_export(
@@ -97,6 +100,17 @@ def receive_export(
         answer.headers.append(("WWW-Authenticate", 'Bearer realm="agentloop"'))
         return answer
 
+    answer = _stored(project, content_type, encoding.strip().lower(), body, answer_as)
+    if answer.refusal:
+        # A whole export refused under a valid key: counted on the key's project's
+        # settings page, since an exporter logs such an answer once at most.
+        key_id = getattr(project, "api_key_id", None)
+        if key_id is not None:
+            ApiKeyRefusal.count(key_id, Counter({answer.refusal: 0}))
+    return answer
+
+
+def _stored(project, content_type: str, encoding: str, body: bytes | None, answer_as) -> Answer:
     if content_type not in otlp.CONTENT_TYPES:
         return _error(
             415,
@@ -104,20 +118,22 @@ def receive_export(
             f"Unsupported Content-Type {content_type or '(none)'!r}: "
             "send application/x-protobuf or application/json.",
             answer_as,
+            refusal="whole export refused: unsupported Content-Type",
         )
-    encoding = encoding.strip().lower()
     if encoding not in ("", "identity", "gzip"):
         return _error(
             415,
             otlp.INVALID_ARGUMENT,
             f"Unsupported Content-Encoding {encoding!r}: send gzip or no encoding.",
             answer_as,
+            refusal="whole export refused: unsupported Content-Encoding",
         )
 
     limit = settings.OTLP_MAX_BODY_BYTES
+    too_large = f"whole export refused: larger than {limit} bytes"
     if body is None:
         message = f"Request too large: the body is larger than {limit} bytes."
-        return _error(413, otlp.RESOURCE_EXHAUSTED, message, answer_as)
+        return _error(413, otlp.RESOURCE_EXHAUSTED, message, answer_as, refusal=too_large)
     try:
         if encoding == "gzip":
             body = otlp.gunzip_bounded(body, limit)
@@ -125,13 +141,16 @@ def receive_export(
             body, content_type, attribute_tokens=attribute_index.tokens_at_ingest()
         )
     except otlp.BodyTooLarge as exc:
-        return _error(413, otlp.RESOURCE_EXHAUSTED, f"Request too large: {exc}.", answer_as)
+        message = f"Request too large: {exc}."
+        return _error(413, otlp.RESOURCE_EXHAUSTED, message, answer_as, refusal=too_large)
     except otlp.OtlpDecodeError as exc:
         message = f"Invalid OTLP trace export: {exc}."
-        return _error(400, otlp.INVALID_ARGUMENT, message, answer_as)
-    result = ingest_export(project, decoded)
+        refusal = "whole export refused: not a valid OTLP trace export"
+        return _error(400, otlp.INVALID_ARGUMENT, message, answer_as, refusal=refusal)
+    result = ingest_export(project, decoded, key_id=getattr(project, "api_key_id", None))
     return Answer(200, otlp.export_response(result.rejected, content_type), content_type)
 
 
-def _error(status: int, code: int, message: str, content_type: str) -> Answer:
-    return Answer(status, otlp.status_body(code, message, content_type), content_type)
+def _error(status: int, code: int, message: str, content_type: str, refusal: str = "") -> Answer:
+    body = otlp.status_body(code, message, content_type)
+    return Answer(status, body, content_type, refusal=refusal, message=message)

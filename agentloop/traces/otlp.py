@@ -269,6 +269,8 @@ def _from_message(request: ExportTraceServiceRequest, with_tokens: bool = False)
                     continue
 
                 attrs = attributes_to_dict(span.attributes)
+                if type(attrs.get("metadata")) is str:
+                    _spread_metadata(attrs)
                 kind = attrs.get(_KIND_ATTRIBUTE)
                 kind = kind.upper() if isinstance(kind, str) else ""
                 status = span.status
@@ -302,6 +304,34 @@ def _from_message(request: ExportTraceServiceRequest, with_tokens: bool = False)
                 )
         decoded.resources.append(ResourceSpans(resource=resource, rows=rows))
     return decoded
+
+
+def _spread_metadata(attrs: dict) -> None:
+    """OpenInference sends `metadata` as a JSON string; an object is stored as
+    dotted `metadata.<key>` attributes instead, as an OTLP kvlist would be, so
+    `attr=metadata.tier=gold` filters on it. Anything else stays the string."""
+    text = attrs["metadata"]
+    if not text.startswith("{"):
+        return
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return
+    if not isinstance(parsed, dict):
+        return
+    del attrs["metadata"]
+    for key, value in _dotted(parsed, "metadata"):
+        attrs.setdefault(key, value)  # an attribute sent as metadata.<key> wins
+
+
+def _dotted(value: dict, prefix: str):
+    for key, item in value.items():
+        if isinstance(item, dict) and item:
+            yield from _dotted(item, f"{prefix}.{key}")
+        elif isinstance(item, float) and not math.isfinite(item):
+            yield f"{prefix}.{key}", str(item)
+        else:
+            yield f"{prefix}.{key}", item
 
 
 def _events(events) -> list[dict]:

@@ -17,19 +17,35 @@ Two things made an ingest request on SQLite pay for more than its own writes:
 
 Neither changes durability: spans are committed to the WAL before the 200
 either way (with synchronous=NORMAL, as before). Only ingest's commits leave
-checkpoints to the thread; every other writer keeps SQLite's default, so the
-WAL stays bounded even if the thread were gone.
+checkpoints to the thread; every other writer keeps SQLite's default.
+
+The WAL's size is bounded too. A PASSIVE checkpoint never waits, so under a
+steady burst with readers about (pages, the indexer) it never completes, the
+next writer can never start the WAL over, and the file grew to 2.7 GB during
+a 200k-span load (9.4× the database) and stayed there. So:
+- past WAL_LIMIT_BYTES, the thread's checkpoint is a RESTART: it waits (the
+  busy timeout) for readers to move to the database file, so the next commit
+  writes the WAL from its start again;
+- `journal_size_limit` (settings.py, every connection) then cuts the file
+  back to that size whenever it restarts;
+- when ingest has been idle for IDLE_SECONDS, a TRUNCATE checkpoint empties
+  the file (0 bytes) until the next burst.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
 
 log = logging.getLogger(__name__)
+
+# Past this, the checkpointer waits for readers so the WAL starts over, and
+# journal_size_limit (settings.py) cuts the file back to it.
+WAL_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 def keep_open(path: str) -> sqlite3.Connection:
@@ -42,7 +58,11 @@ def keep_open(path: str) -> sqlite3.Connection:
     against 0.1 ms with a keeper that has read). The read ends at once, so the
     keeper holds no read transaction and never stops a checkpoint.
     """
-    keeper = sqlite3.connect(path, check_same_thread=False)
+    # The busy timeout is how long a RESTART checkpoint waits for readers, and
+    # ingest's writers wait behind it meanwhile: short, and tried again on the
+    # next round (pause_seconds later) if a reader was still there.
+    keeper = sqlite3.connect(path, check_same_thread=False, timeout=0.2)
+    keeper.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
     keeper.execute("SELECT count(*) FROM sqlite_master").fetchall()
     return keeper
 
@@ -59,28 +79,54 @@ class WalCheckpointer:
     # wrote (the last page of the table and of each time-ordered index) is then
     # copied once. At 10,000 spans/s that is ~2,500 spans, ~1,500 WAL pages.
     pause_seconds = 0.25
+    idle_seconds = 2.0
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, start: bool = True):
+        """start=False: no thread (tests call checkpoint() themselves)."""
         self.path = path
         self._connection = keep_open(path)
         self._committed = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name="sqlite-wal-checkpointer", daemon=True
-        )
-        self._thread.start()
+        self._written_since_truncate = False
+        if start:
+            self._thread = threading.Thread(
+                target=self._run, name="sqlite-wal-checkpointer", daemon=True
+            )
+            self._thread.start()
 
     def committed(self) -> None:
         """Ingest committed: checkpoint soon."""
         self._committed.set()
 
+    def wal_bytes(self) -> int:
+        try:
+            return os.path.getsize(self.path + "-wal")
+        except OSError:
+            return 0
+
+    def checkpoint(self, idle: bool = False) -> str:
+        """One checkpoint; which mode (returned) depends on idleness and the WAL's size."""
+        if idle:
+            mode = "TRUNCATE"
+        elif self.wal_bytes() > WAL_LIMIT_BYTES:
+            mode = "RESTART"
+        else:
+            mode = "PASSIVE"
+        try:
+            self._connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+        except sqlite3.Error:
+            log.exception("checkpointing (%s) the WAL of %s failed", mode, self.path)
+        return mode
+
     def _run(self) -> None:
         while True:
-            self._committed.wait()
+            if not self._committed.wait(timeout=self.idle_seconds):
+                if self._written_since_truncate:
+                    self.checkpoint(idle=True)
+                    self._written_since_truncate = False
+                continue
             self._committed.clear()
-            try:
-                self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except sqlite3.Error:
-                log.exception("checkpointing the WAL of %s failed", self.path)
+            self._written_since_truncate = True
+            self.checkpoint()
             time.sleep(self.pause_seconds)
 
 

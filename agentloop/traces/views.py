@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET
 from django_htmx.http import push_url
 
 from agentloop.teams.access import get_project_for_user
-from agentloop.traces import queries
+from agentloop.traces import openinference, overview, queries
 from agentloop.traces.models import Span, SpanKind, StatusCode
 
 EXPLORER_PAGE_SIZE = 50
@@ -53,8 +53,16 @@ def explorer(request, project_id):
             filters.setlist(key, kept)
     next_params = filters.copy()
     next_params["cursor"] = next_cursor or ""
+    charts = None
+    if error is None and not cursor:  # "load more" appends rows only
+        try:
+            charts = overview.overview(project, request.GET)
+        except queries.InvalidFilter as e:
+            error = e.message
     context = {
         "project": project,
+        "overview": charts,
+        "quick_ranges": overview.quick_ranges(),
         "spans": spans,
         "error": error,
         "next_query": next_params.urlencode() if next_cursor else None,
@@ -144,6 +152,7 @@ def _span_context(span: Span) -> dict:
         "attributes": sorted((span.attributes or {}).items()),
         "events": events,
         "annotations": sorted(span.annotations.all(), key=lambda a: (a.name, a.identifier)),
+        **openinference.span_views(span.attributes),
     }
 
 
@@ -166,3 +175,28 @@ def span_detail(request, project_id, span_id):
     response = render(request, template, context)
     patch_vary_headers(response, ("HX-Request",))
     return response
+
+
+SESSION_TRACES = 500
+
+
+@login_required
+@require_GET
+def session_detail(request, project_id, session_id):
+    """A session's traces in the order they happened: each root span's input and output."""
+    project = get_project_for_user(request.user, project_id, "view")
+    roots = list(
+        Span.objects.filter(project=project, session_id=session_id, parent_span_id="").order_by(
+            "start_time", "id"
+        )[: SESSION_TRACES + 1]
+    )
+    if not roots:
+        raise Http404("No such session in this project.")
+    context = {
+        "project": project,
+        "session_id": session_id,
+        "turns": roots[:SESSION_TRACES],
+        "truncated": len(roots) > SESSION_TRACES,
+        "most": SESSION_TRACES,
+    }
+    return render(request, "traces/session_detail.html", context)

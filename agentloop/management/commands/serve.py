@@ -1,5 +1,6 @@
-"""Start the web process (daphne) and the worker (django-q2 cluster) together,
-and on SQLite the attribute indexer (`index_attributes --follow`).
+"""Start the web process (daphne), the OTLP/gRPC receiver (`otlp_grpc`, port
+4317) and the worker (django-q2 cluster) together, and on SQLite the
+attribute indexer (`index_attributes --follow`).
 
 `make run` calls this after migrating and seeding. Ctrl-C stops them all; if
 one dies, the others are stopped too, so nothing is left running half-way.
@@ -26,10 +27,16 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument(
+            "--grpc-port",
+            type=int,
+            default=4317,
+            help="Port of the OTLP/gRPC trace receiver (0: do not start it).",
+        )
+        parser.add_argument(
             "--no-worker", action="store_true", help="Only the web process (no worker, no indexer)."
         )
 
-    def handle(self, *args, host, port, no_worker, **options):
+    def handle(self, *args, host, port, grpc_port, no_worker, **options):
         refresh_planner_statistics()
         env = dict(os.environ)
         env.setdefault("AGENTLOOP_PUBLIC_URL", f"http://{host}:{port}")
@@ -45,6 +52,17 @@ class Command(BaseCommand):
         ]
         worker = [sys.executable, "manage.py", "qcluster"]
         procs = [subprocess.Popen(web, env=env)]
+        if grpc_port:
+            grpc = [
+                sys.executable,
+                "manage.py",
+                "otlp_grpc",
+                "--host",
+                host,
+                "--port",
+                str(grpc_port),
+            ]
+            procs.append(subprocess.Popen(grpc, env=env))
         if not no_worker:
             procs.append(subprocess.Popen(worker, env=env))
             if not attribute_index.tokens_at_ingest():
@@ -53,6 +71,8 @@ class Command(BaseCommand):
                 indexer = [sys.executable, "manage.py", "index_attributes", "--follow"]
                 procs.append(subprocess.Popen(indexer, env=env))
         self.stdout.write(self.style.SUCCESS(f"agentloop is running at http://{host}:{port}/"))
+        if grpc_port:
+            self.stdout.write(f"OTLP/gRPC trace exports: {host}:{grpc_port}")
         stopping = False
 
         def stop(*_):
