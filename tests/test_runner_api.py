@@ -244,7 +244,7 @@ def test_reposting_a_batch_stores_nothing_new_and_returns_the_same_seqs(running,
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("not json", "The body is not valid JSON."),
+        ("not json", "The body is not valid JSON ("),
         ({"events": []}, "events is empty."),
         ({"events": [event("x", kind="thought")]}, "events[0]: kind must be one of"),
         ({"events": [event("x", source="user")]}, "events[0]: source must be one of agent, system"),
