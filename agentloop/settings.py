@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import secrets
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from agentloop import private_files
 from agentloop.env import env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("AGENTLOOP_VAR_DIR", str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+private_files.make_private_dir(VAR_DIR)  # 0700, its files 0600 (agentloop/private_files.py)
 
 DEBUG = env_bool("DEBUG", False)
 
@@ -136,6 +138,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    private_files.create_private_file(Path(DATABASES["default"]["NAME"]))  # before SQLite's 0644
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
@@ -182,6 +185,12 @@ SANDBOX_PROVIDER_DEFAULT = env_str("AGENTLOOP_SANDBOX_PROVIDER", "local")
 SANDBOX_RO_BINDS = env_list("AGENTLOOP_SANDBOX_RO_BINDS")
 SANDBOX_HOST_UID = env_int("AGENTLOOP_SANDBOX_HOST_UID", 1000)
 SANDBOX_STOP_GRACE_SECONDS = env_int("AGENTLOOP_SANDBOX_STOP_GRACE_SECONDS", 10)
+# var/ is 0711 instead of 0700 only when that sandbox uid must pass through it.
+VAR_DIR.chmod(
+    private_files.var_dir_mode(
+        VAR_DIR, SANDBOX_ROOT, SANDBOX_HOST_UID if os.geteuid() == 0 else None
+    )
+)
 # Kubernetes provider: kubeconfig context (empty: in-cluster config), namespace,
 # runner image, optional RuntimeClass (gvisor, kata) for a stronger boundary.
 K8S_CONTEXT = env_str("AGENTLOOP_K8S_CONTEXT", "")
