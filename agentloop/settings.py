@@ -11,6 +11,7 @@ import base64
 import hashlib
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -77,6 +78,7 @@ INSTALLED_APPS = [
     "django_q",
     "channels",
     "template_partials",
+    "axes",
     "agentloop",
     # Domain apps, lowest layer first (docs/architecture.md: the dependency rule).
     "agentloop.teams",
@@ -103,6 +105,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into its page
 ]
 
 ROOT_URLCONF = "agentloop.urls"
@@ -142,11 +145,22 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login before the rest
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
 ANONYMOUS_USER_NAME = None  # guardian: no anonymous user row; anonymous sees nothing.
 LOGIN_URL = "login"
+# Login throttling (django-axes, agentloop/login_throttle.py): AXES_FAILURE_LIMIT
+# wrong passwords in a row for one account, or from one address, lock that
+# account or address for AXES_COOLOFF_MINUTES; a success resets the count.
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "agentloop.login_throttle.locked_out"
+# Behind a reverse proxy, the client address is the proxy's unless Daphne is told
+# to read X-Forwarded-For (README: production).
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
@@ -246,6 +260,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
 }
+
+# Failed key authentication on the APIs (agentloop/key_throttle.py): an address
+# whose keys were refused this many times within the window gets 429 until it ends.
+KEY_FAILURE_LIMIT = env_int("AGENTLOOP_KEY_FAILURE_LIMIT", 20)
+KEY_FAILURE_WINDOW_SECONDS = env_int("AGENTLOOP_KEY_FAILURE_WINDOW_SECONDS", 300)
 
 # OTLP ingest: the largest request body accepted, after gzip decompression too.
 OTLP_MAX_BODY_BYTES = env_int("OTLP_MAX_BODY_BYTES", 16 * 1024 * 1024)
