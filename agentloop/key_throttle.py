@@ -7,7 +7,11 @@ right key included, so guessing keys gets a few tries per window and no more.
 
 It wraps the whole HTTP application (agentloop.asgi), so the plain ASGI apps
 and Django's views are throttled by this one piece of code, whatever their
-authentication. The count is kept in this process: a check costs a dictionary
+authentication. Addresses in KEY_THROTTLE_EXEMPT (loopback by default) are
+not counted: the local sandboxes all reach the web process from 127.0.0.1
+through their bridge, so one agent guessing keys, or runners of finished runs
+calling once more with their revoked tokens, would otherwise lock every other
+run out. The count is kept in this process: a check costs a dictionary
 look-up on the hot paths, and with N web processes a guesser gets N times the
 tries, still a handful per window against 256-bit keys. People's logins are
 django-axes' (agentloop/login_throttle.py).
@@ -15,11 +19,13 @@ django-axes' (agentloop/login_throttle.py).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import threading
 import time
 from collections import deque
+from functools import lru_cache
 
 from django.conf import settings
 
@@ -72,6 +78,19 @@ class KeyThrottle:
 throttle = KeyThrottle()
 
 
+@lru_cache(maxsize=4096)
+def _exempt(address: str, networks: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(network, strict=False) for network in networks)
+
+
+def exempt(address: str) -> bool:
+    return _exempt(address, tuple(settings.KEY_THROTTLE_EXEMPT))
+
+
 def _has_credential(scope) -> bool:
     return any(name.lower() in CREDENTIAL_HEADERS for name, _ in scope.get("headers", []))
 
@@ -83,6 +102,8 @@ def throttled(app):
         if scope["type"] != "http" or not _has_credential(scope):
             return await app(scope, receive, send)
         address = (scope.get("client") or ("unknown", 0))[0]
+        if exempt(address):
+            return await app(scope, receive, send)
         wait = throttle.retry_after(address)
         if wait is not None:
             return await _too_many(send, address, wait)

@@ -268,6 +268,8 @@ SPECTACULAR_SETTINGS = {
 # whose keys were refused this many times within the window gets 429 until it ends.
 KEY_FAILURE_LIMIT = env_int("AGENTLOOP_KEY_FAILURE_LIMIT", 20)
 KEY_FAILURE_WINDOW_SECONDS = env_int("AGENTLOOP_KEY_FAILURE_WINDOW_SECONDS", 300)
+# Not counted: local sandboxes all come from loopback (their bridge), see key_throttle.py.
+KEY_THROTTLE_EXEMPT = env_list("AGENTLOOP_KEY_THROTTLE_EXEMPT", ["127.0.0.0/8", "::1/128"])
 
 # OTLP ingest: the largest request body accepted, after gzip decompression too.
 OTLP_MAX_BODY_BYTES = env_int("OTLP_MAX_BODY_BYTES", 16 * 1024 * 1024)

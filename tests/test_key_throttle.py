@@ -118,3 +118,21 @@ def test_failures_older_than_the_window_are_forgotten(project, served_db, clock)
     clock[0] += 301
     guess_keys(ATTACKER, 1)  # 4 more, but the first 16 have left the window
     assert export(key, ATTACKER).status_code == 200
+
+
+def test_loopback_is_not_counted_so_one_sandbox_cannot_lock_out_the_others(
+    project, served_db, clock
+):
+    # Local sandboxes reach the web process from 127.0.0.1 through their bridge.
+    _, key = ProjectApiKey.mint(project, "ingest")
+    assert guess_keys("127.0.0.1", 6) == [401] * 24
+    assert export(key, "127.0.0.1").status_code == 200
+
+
+def test_the_exempt_networks_come_from_settings(project, served_db, clock, settings):
+    settings.KEY_THROTTLE_EXEMPT = ["10.1.0.0/16"]
+    _, key = ProjectApiKey.mint(project, "ingest")
+    guess_keys(ATTACKER, 6)  # 10.1.1.1: exempt now
+    assert export(key, ATTACKER).status_code == 200
+    guess_keys("127.0.0.1", 5)  # and loopback counts
+    assert export(key, "127.0.0.1").status_code == 429
