@@ -6,3 +6,10 @@ class AgentloopConfig(AppConfig):
 
     name = "agentloop"
     verbose_name = "agentloop"
+
+    def ready(self):
+        from django.db.backends.signals import connection_created
+
+        from agentloop import private_files
+
+        connection_created.connect(private_files.on_connection_created)

@@ -11,6 +11,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from agentloop import key_throttle  # noqa: E402
 from agentloop.gateway import app as gateway  # noqa: E402
 from agentloop.routing import websocket_urlpatterns  # noqa: E402
 from agentloop.runs import events_app, inbox_app  # noqa: E402
@@ -40,7 +41,7 @@ def with_fast_paths(site_app):
 
 application = ProtocolTypeRouter(
     {
-        "http": with_fast_paths(django_asgi_app),
+        "http": key_throttle.throttled(with_fast_paths(django_asgi_app)),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from agentloop import private_files
 from agentloop.env import env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("AGENTLOOP_VAR_DIR", str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+private_files.make_private_dir(VAR_DIR)  # 0700, its files 0600 (agentloop/private_files.py)
 
 DEBUG = env_bool("DEBUG", False)
 
@@ -70,11 +73,13 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Redoc's files for /api/docs/, served by us
     "guardian",
     "django_htmx",
     "django_q",
     "channels",
     "template_partials",
+    "axes",
     "agentloop",
     # Domain apps, lowest layer first (docs/architecture.md: the dependency rule).
     "agentloop.teams",
@@ -93,6 +98,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "agentloop.security_headers.SecurityHeadersMiddleware",  # CSP, Permissions-Policy
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -102,6 +108,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into its page
 ]
 
 ROOT_URLCONF = "agentloop.urls"
@@ -144,14 +151,26 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "PRAGMA journal_size_limit=67108864;"
         ),
     }
+    private_files.create_private_file(Path(DATABASES["default"]["NAME"]))  # before SQLite's 0644
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login before the rest
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
 ANONYMOUS_USER_NAME = None  # guardian: no anonymous user row; anonymous sees nothing.
 LOGIN_URL = "login"
+# Login throttling (django-axes, agentloop/login_throttle.py): AXES_FAILURE_LIMIT
+# wrong passwords in a row for one account, or from one address, lock that
+# account or address for AXES_COOLOFF_MINUTES; a success resets the count.
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "agentloop.login_throttle.locked_out"
+# Behind a reverse proxy, the client address is the proxy's unless Daphne is told
+# to read X-Forwarded-For (README: production).
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
@@ -194,6 +213,12 @@ SANDBOX_PROVIDER_DEFAULT = env_str("AGENTLOOP_SANDBOX_PROVIDER", "local")
 SANDBOX_RO_BINDS = env_list("AGENTLOOP_SANDBOX_RO_BINDS")
 SANDBOX_HOST_UID = env_int("AGENTLOOP_SANDBOX_HOST_UID", 1000)
 SANDBOX_STOP_GRACE_SECONDS = env_int("AGENTLOOP_SANDBOX_STOP_GRACE_SECONDS", 10)
+# var/ is 0711 instead of 0700 only when that sandbox uid must pass through it.
+VAR_DIR.chmod(
+    private_files.var_dir_mode(
+        VAR_DIR, SANDBOX_ROOT, SANDBOX_HOST_UID if os.geteuid() == 0 else None
+    )
+)
 # Kubernetes provider: kubeconfig context (empty: in-cluster config), namespace,
 # runner image, optional RuntimeClass (gvisor, kata) for a stronger boundary.
 K8S_CONTEXT = env_str("AGENTLOOP_K8S_CONTEXT", "")
@@ -257,7 +282,15 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Traces, annotations and runs of agentloop.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "REDOC_DIST": "SIDECAR",
 }
+
+# Failed key authentication on the APIs (agentloop/key_throttle.py): an address
+# whose keys were refused this many times within the window gets 429 until it ends.
+KEY_FAILURE_LIMIT = env_int("AGENTLOOP_KEY_FAILURE_LIMIT", 20)
+KEY_FAILURE_WINDOW_SECONDS = env_int("AGENTLOOP_KEY_FAILURE_WINDOW_SECONDS", 300)
+# Not counted: local sandboxes all come from loopback (their bridge), see key_throttle.py.
+KEY_THROTTLE_EXEMPT = env_list("AGENTLOOP_KEY_THROTTLE_EXEMPT", ["127.0.0.0/8", "::1/128"])
 
 # OTLP ingest: the largest request body accepted, after gzip decompression too.
 OTLP_MAX_BODY_BYTES = env_int("OTLP_MAX_BODY_BYTES", 16 * 1024 * 1024)
@@ -267,6 +300,21 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 X_FRAME_OPTIONS = "DENY"
+# TLS (README: production). Behind a proxy that ends TLS, SECURE_PROXY_SSL_HEADER=1
+# trusts its X-Forwarded-Proto: https; HSTS and the redirect to https are for
+# when the site is served over https only. Machine clients under /api/ and the
+# plain ASGI paths are never redirected: they are configured with the URL to use
+# (a sandbox reaches the web process over loopback).
+if env_bool("SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^api/"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
 LOGGING = {
     "version": 1,

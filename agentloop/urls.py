@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
+from agentloop.security_headers import docs_policy
 from agentloop.teams import views as team_views
 
 urlpatterns = [
@@ -26,6 +27,10 @@ urlpatterns = [
     path("swarms/", include("swarms.urls")),
     path("skills/", include("skills.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
+    path(
+        "api/docs/",
+        docs_policy(SpectacularRedocView.as_view(url_name="api-schema")),
+        name="api-docs",
+    ),
     path("django-admin/", admin.site.urls),
 ]

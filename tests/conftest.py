@@ -26,6 +26,17 @@ def database_threads_closed_before_teardown(django_db_setup):
     database_threads.close_all()
 
 
+@pytest.fixture(autouse=True)
+def key_failures_forgotten():
+    """Every test starts with no failed key authentications counted
+    (agentloop/key_throttle.py): they all come from 127.0.0.1."""
+    from agentloop.key_throttle import throttle
+
+    throttle.clear()
+    yield
+    throttle.clear()
+
+
 def make_user(username: str):
     return get_user_model().objects.create_user(
         username=username, email=f"{username}@example.com", password=PASSWORD

@@ -331,7 +331,8 @@ class RunnerDouble:
                 self._seq += 1
                 self.event_keys.add(event.key)
                 self._seq_of[event.key] = self._seq
-                self.events.append({**event.model_dump(), "seq": self._seq})
+                # As the server: who posts sets the source, and a runner is the agent.
+                self.events.append({**event.model_dump(), "source": "agent", "seq": self._seq})
                 seqs.append(self._seq)
                 stored += 1
             self._cond.notify_all()

@@ -62,14 +62,12 @@ def literal(model, field) -> tuple:
 def test_the_vocabularies_are_the_run_models():
     assert protocol.RUN_STATUSES == tuple(models.RunStatus.values)
     assert protocol.EVENT_KINDS == tuple(models.EventKind.values)
-    assert protocol.EVENT_SOURCES == tuple(
-        s for s in models.EventSource.values if s != models.EventSource.USER
-    )
+    assert protocol.EVENT_SOURCES == tuple(models.EventSource.values)
     assert protocol.ARTIFACT_KINDS == tuple(
         k for k in models.ArtifactKind.values if k != models.ArtifactKind.PULL_REQUEST
     )
     assert literal(protocol.Event, "kind") == protocol.EVENT_KINDS
-    assert literal(protocol.Event, "source") == protocol.EVENT_SOURCES
+    assert "source" not in protocol.Event.model_fields  # the server's to say
     assert literal(protocol.Artifact, "kind") == protocol.ARTIFACT_KINDS
     assert literal(protocol.StatusPost, "state") == protocol.RUNNER_STATES
     assert set(protocol.PAYLOADS) == set(protocol.EVENT_KINDS)
@@ -285,7 +283,7 @@ class SchemaSink:
         self.kinds: list[str] = []
 
     def emit(self, kind: str, payload: dict, source: str = "agent") -> None:
-        protocol.Event.model_validate({"key": "k", "kind": kind, "source": source})
+        protocol.Event.model_validate({"key": "k", "kind": kind, "payload": payload})
         protocol.PAYLOADS[kind].model_validate(json.loads(json.dumps(payload)))
         self.kinds.append(kind)
 

@@ -148,7 +148,7 @@ def test_events_are_sent_after_the_delay_without_waiting_for_a_full_batch(double
     events.emit("status", {"state": "running", "detail": "x"}, source="system")
 
     assert double.wait_for(lambda: len(double.events) == 1, timeout=5)
-    assert double.events[0]["source"] == "system"
+    assert double.events[0]["kind"] == "status"
     events.close(timeout=5)
 
 

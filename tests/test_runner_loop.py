@@ -266,7 +266,7 @@ def test_a_crashing_harness_fails_the_run_and_says_why(tmp_path):
     assert states(double) == ["running", "failed"]
     assert double.statuses[-1]["exit_reason"] == "harness crashing crashed: RuntimeError('boom')"
     errors = [e for e in double.events if e["kind"] == "error"]
-    assert errors[0]["source"] == "system"
+    assert errors[0]["source"] == "agent"  # the server's to say: a runner posts as the agent
     assert "RuntimeError('boom')" in errors[0]["payload"]["message"]
 
 

@@ -24,6 +24,13 @@ def var_dir(settings, tmp_path):
     return tmp_path
 
 
+def logs_in(client, password: str) -> bool:
+    """Log in through the login page, as a person does (django-axes counts it)."""
+    client.logout()
+    client.post("/login/", {"username": "admin", "password": password})
+    return "_auth_user_id" in client.session
+
+
 def seed(*args) -> str:
     out = StringIO()
     call_command("seed_demo", *args, stdout=out)
@@ -46,7 +53,7 @@ def test_it_creates_the_admin_login_space_and_project(db, var_dir, client):
 
     assert "http://demo.test:8000/" in output
     assert "Username  admin" in output
-    assert client.login(username="admin", password=printed_password(output))
+    assert logs_in(client, printed_password(output))
 
 
 def test_it_keeps_the_login_in_a_private_file(db, var_dir):
@@ -130,7 +137,7 @@ def test_it_does_not_duplicate_when_run_twice(db, var_dir, client):
     assert Space.objects.filter(name="Demo").count() == 1
     assert Project.objects.filter(name="support-bot").count() == 1
     assert printed_password(second) == printed_password(first)
-    assert client.login(username="admin", password=printed_password(second))
+    assert logs_in(client, printed_password(second))
 
 
 def test_the_same_seed_gives_the_same_traces():
@@ -158,8 +165,8 @@ def test_a_lost_login_file_gets_a_new_password_that_works(db, var_dir, client):
     second = seed("--traces", "5")
 
     assert printed_password(second) != printed_password(first)
-    assert client.login(username="admin", password=printed_password(second))
-    assert not client.login(username="admin", password=printed_password(first))
+    assert logs_in(client, printed_password(second))
+    assert not logs_in(client, printed_password(first))
     assert "raw value is lost" in second
 
 

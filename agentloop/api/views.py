@@ -18,12 +18,12 @@ from drf_spectacular.utils import (
 )
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agentloop.api import schema as _schema  # noqa: F401  (registers auth schemes)
 from agentloop.api import serializers as s
+from agentloop.api.parsers import JSONParser
 from agentloop.teams.access import get_project_for_user, projects_for_user
 from agentloop.teams.principals import KeyPrincipal
 from agentloop.traces.analytics import aggregate, parse_analytics_query

@@ -27,7 +27,7 @@ import httpx
 from django.db import transaction
 from django.utils import timezone
 
-from agentloop import fastpath
+from agentloop import fastpath, safe_json
 from agentloop.database_threads import DatabaseThreads
 from agentloop.gateway import auth, budget, upstream
 from agentloop.gateway.spans import CallRecord, StreamCollector, collect_message, error_message
@@ -71,19 +71,18 @@ async def _handle(scope, receive, send):
     except fastpath.BodyTooLarge as exc:
         return await _error(send, 413, "request_too_large", str(exc))
     try:
-        payload = json.loads(body or b"")
-        if not isinstance(payload, dict):
-            raise ValueError
-    except ValueError:
-        payload = None
+        payload = safe_json.loads(body or b"")
+        refusal = None if isinstance(payload, dict) else "The body must be a JSON object."
+    except safe_json.JsonError as exc:
+        refusal = f"The body must be a JSON object. {exc}"
     # One hop to the admission thread for both checks: each hop costs latency.
     # A read (and at most an idempotent write): safe to retry on a new connection.
     caller = await admission.run(_admit, headers, check_budget=record, retry=True)
     if isinstance(caller, auth.Refusal):
         return await _error(send, caller.status, caller.error_type, caller.message)
     run, token = caller
-    if payload is None:
-        return await _error(send, 400, "invalid_request_error", "The body must be a JSON object.")
+    if refusal:
+        return await _error(send, 400, "invalid_request_error", refusal)
     try:
         key = upstream.real_key()
     except upstream.UpstreamNotConfigured as exc:

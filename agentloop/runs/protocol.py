@@ -30,6 +30,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -47,7 +48,10 @@ StatusName = Literal[
 ]
 # What a runner may report; it reports cancelled itself when it stopped on request.
 RunnerStateName = Literal["running", "waiting", "succeeded", "failed", "cancelled"]
-EventSourceName = Literal["agent", "system"]  # "user" events come from people, never a runner
+# Who wrote an event is the server's to say, from who posts it (never a field of the
+# post): "agent" for everything a runner posts, "system" for the server's own
+# (status changes), "user" for people's follow-ups.
+EventSourceName = Literal["user", "agent", "system"]
 EventKindName = Literal["message", "tool_call", "tool_result", "status", "artifact", "error"]
 ArtifactKindName = Literal["investigation", "eval_labels", "file", "branch"]  # no pull_request
 
@@ -144,12 +148,29 @@ class Spec(Answer):
 
 
 class Event(Request):
+    """One event a runner posts. It has no source: the server stores every one as
+    the agent's ("system" is the server's own, so a sandbox cannot forge one)."""
+
     key: Key = Field(description="client idempotency key, unique per run")
-    source: EventSourceName = "agent"
     kind: EventKindName
     payload: dict[str, Any] = Field(
         default_factory=dict, description="by kind: MessagePayload, ToolCallPayload, …"
     )
+
+    @model_validator(mode="after")
+    def _status_only_while_running(self):
+        # A runner reports the run's state with POST status, which the server
+        # records as a "system" status event; a status event of its own is a
+        # note while the run goes on (Claude Code started, a model call retried),
+        # never "succeeded" shown on a run that still waits.
+        if self.kind == "status" and self.payload.get("state") != "running":
+            raise PydanticCustomError(
+                "problem",
+                "is a status event saying {state}: a runner's status events can only say "
+                "running (report the run's state with POST status).",
+                {"state": repr(self.payload.get("state"))},
+            )
+        return self
 
 
 class EventBatch(Request):
@@ -195,7 +216,7 @@ class ToolResultPayload(Payload):
 
 
 class StatusPayload(Payload):
-    state: str
+    state: Literal["running"] = Field(description="the run's own state is POST status's")
     detail: str
 
 

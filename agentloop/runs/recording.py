@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from agentloop.runs import protocol, worker_trace
-from agentloop.runs.models import Artifact, Run, RunEvent
+from agentloop.runs.models import Artifact, EventSource, Run, RunEvent
 from agentloop.runs.notify import ring
 from agentloop.runs.redaction import Secrets, redact, redact_batch
 
@@ -37,8 +37,9 @@ def validate_events(body) -> list[dict]:
         batch = protocol.EventBatch.model_validate(body)
     except pydantic.ValidationError as error:
         raise _invalid(error) from None
+    # The source is who posts: a runner's events are the agent's, whatever it claims.
     return [
-        {"key": e.key, "source": e.source, "kind": e.kind, "payload": e.payload}
+        {"key": e.key, "source": EventSource.AGENT, "kind": e.kind, "payload": e.payload}
         for e in batch.events
     ]
 

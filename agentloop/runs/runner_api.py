@@ -9,7 +9,6 @@ plain ASGI and calls `post_events` here, agentloop/runs/inbox_app.py the second.
 
 from __future__ import annotations
 
-import json
 from functools import wraps
 
 import pydantic
@@ -19,6 +18,7 @@ from django.http import JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
+from agentloop import safe_json
 from agentloop.runs import actions, lifecycle, protocol, recording
 from agentloop.runs.models import (
     IllegalTransition,
@@ -56,9 +56,9 @@ def runner_route(method: str, *, scope: str = "events:write", refuse_finished: b
             body = None
             if method == "POST":
                 try:
-                    body = json.loads(request.body or b"{}")
-                except (ValueError, UnicodeDecodeError):
-                    return _error(400, "The body is not valid JSON.")
+                    body = safe_json.loads(request.body or b"{}")
+                except safe_json.JsonError as error:
+                    return _error(400, str(error))
             run = Run.objects.select_related("project").get(pk=key.run_id)
             if refuse_finished and run.is_terminal:
                 return _error(409, f"The run has already finished ({run.status}).")
@@ -121,9 +121,9 @@ def post_events(token: str, body: bytes) -> tuple[int, dict]:
     if "events:write" not in scopes:
         return 403, {"detail": "This token lacks the events:write scope."}
     try:
-        data = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        return 400, {"detail": "The body is not valid JSON."}
+        data = safe_json.loads(body or b"{}")
+    except safe_json.JsonError as error:
+        return 400, {"detail": str(error)}
     if run.is_terminal:
         return 409, {"detail": f"The run has already finished ({run.status})."}
     try:

@@ -262,7 +262,10 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.signal(signal.SIGINT, self._on_sigterm)
-        log = open(self.run_dir / "runner.log", "ab")
+        log = os.fdopen(  # 0600 as the docs say: what the agent printed may hold secrets
+            os.open(self.run_dir / "runner.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+            "ab",
+        )
         supervisor_pid = os.getpid()
         started = time.time()
         try:

@@ -33,6 +33,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from agentloop import safe_json
 from agentloop.traces.attribute_index import attribute_tokens
 from agentloop.traces.models import SpanKind, StatusCode
 
@@ -125,9 +126,10 @@ def _parse_protobuf(body: bytes) -> ExportTraceServiceRequest:
 
 def _parse_json(body: bytes) -> ExportTraceServiceRequest:
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise OtlpDecodeError(f"the body is not valid JSON ({exc})") from None
+        data = safe_json.loads(body)
+    except safe_json.JsonError as exc:
+        why = str(exc).rstrip(".")  # "The body is …" inside "Invalid OTLP trace export: …"
+        raise OtlpDecodeError(why[0].lower() + why[1:]) from None
     if not isinstance(data, dict):
         raise OtlpDecodeError("the body must be a JSON object with a 'resourceSpans' list")
     _hex_ids_to_base64(data)
