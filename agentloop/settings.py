@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc served from here: no CDN
     "guardian",
     "django_htmx",
     "django_q",
@@ -225,6 +226,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
         "agentloop.teams.authentication.ProjectApiKeyAuthentication",
         "agentloop.runs.authentication.ServiceKeyAuthentication",
+        "agentloop.teams.authentication.PersonalTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -233,9 +235,19 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "agentloop API",
-    "DESCRIPTION": "Traces, annotations and runs of agentloop.",
+    "DESCRIPTION": "Traces, annotations, sessions, presets, skills, automations, Signal "
+    "and review of agentloop (docs/api.md).",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The docs pages' scripts and styles come from this server's static files.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "RunKindEnum": "agentloop.runs.models.RunKind",
+        "RunTriggerEnum": "agentloop.runs.models.RunTrigger",
+        "ArtifactKindEnum": "agentloop.runs.models.ArtifactKind",
+    },
 }
 
 # OTLP ingest: the largest request body accepted, after gzip decompression too.
