@@ -68,6 +68,7 @@ class PresetWriteSerializer(serializers.ModelSerializer):
         model = AgentPreset
         fields = ["space", *PRESET_FIELDS, "skills"]
         extra_kwargs = {"name": {"required": False}}
+        validators = []  # a name unique in its space: save_preset says so, per field
 
 
 PresetPage = page_serializer("PresetPage", PresetSerializer)
