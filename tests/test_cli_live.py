@@ -295,8 +295,8 @@ def test_an_analyst_session_started_with_follow_ends_and_exits_zero(
             "--config", str(config), "--follow", "Why do refunds fail?",
             timeout=300,
         )  # fmt: skip
-        run = Run.objects.get()
         assert started.returncode == 0, started.stdout + started.stderr
+        run = Run.objects.get()
         assert run.status == RunStatus.SUCCEEDED
         assert f"Session {run.code} succeeded" in started.stdout
         assert "refund-tool" in started.stdout  # the analyst's findings, as they came

@@ -11,6 +11,7 @@ without a connection, or on a refusal (401, 403, 404).
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -50,9 +51,11 @@ def follow(
     after: int = 0,
     give_up_after: float = 120.0,
     on_reconnect: Callable[[int, str], None] | None = None,
-) -> dict:
+    stop: threading.Event | None = None,
+) -> dict | None:
     """Hand each event after `after` to on_event, in order, once; return the end
-    `{status, exit_reason, last_seq}` when the run has ended."""
+    `{status, exit_reason, last_seq}` when the run has ended (None when `stop`
+    was set: the TUI closes a transcript by setting it and closing the client)."""
     last = after
     failing_since = None
     attempt = 0
@@ -80,7 +83,11 @@ def follow(
                     last = event["seq"]
         except ApiError:
             raise
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, RuntimeError) as error:  # RuntimeError: the client was closed
+            if stop is not None and stop.is_set():
+                return None
+            if isinstance(error, RuntimeError):
+                raise
             now = time.monotonic()
             failing_since = failing_since or now
             if now - failing_since > give_up_after:

@@ -199,6 +199,8 @@ def cmd_sessions(args, api: Api):
     if args.action == "show":
         return _show_one(args, api.get(f"/api/v1/sessions/{args.id}/"))
     if args.action == "start":
+        if args.id is not None and args.text is None:
+            args.text, args.id = args.id, None  # start takes no id: it was the prompt
         if args.project is None:
             raise UsageError("sessions start needs --project ID.")
         body = {"project": args.project, "prompt": _read_text(args, "prompt")}
@@ -492,9 +494,33 @@ def _needs_id(args) -> None:
         raise UsageError(f"{args.command} {args.action} needs an id.")
 
 
+POSITIONALS = ("id", "text", "name", "project", "issue")
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """argparse matches a command's optional positionals at their first chance,
+    so `sessions start --project 1 "the prompt"` would leave the prompt over:
+    what is left over fills the positionals still empty, in order."""
+    args, extra = parser.parse_known_args(argv)
+    unknown = [item for item in extra if item.startswith("-") and item != "-"]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    for name in POSITIONALS:
+        if extra and hasattr(args, name) and getattr(args, name) is None:
+            value = extra.pop(0)
+            if name in ("id", "project", "issue") and args.command not in ("sessions", "follow"):
+                if not value.isdigit():
+                    parser.error(f"{name} must be a number, not {value!r}")
+                value = int(value)
+            setattr(args, name, value)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     args.output = args.output or os.environ.get("AGENTLOOP_OUTPUT") or "table"
     if args.command is None:
         from agentloop.cli.tui import run_tui

@@ -57,10 +57,14 @@ class AgentloopApp(App):
         sessions.add_columns("id", "status", "project", "harness", "prompt", "created")
         issues = self.query_one("#issue-table", DataTable)
         issues.add_columns("project", "severity", "state", "title", "traces", "last seen")
+        sessions.focus()
         self.action_refresh()
 
     def action_tab(self, name: str) -> None:
         self.query_one(TabbedContent).active = name
+        focus = {"sessions": "#session-table", "issues": "#issue-table"}.get(name)
+        if focus:
+            self.query_one(focus).focus()
 
     def action_refresh(self) -> None:
         self.run_worker(self._load_lists, thread=True, group="lists", exclusive=True)
@@ -106,6 +110,14 @@ class AgentloopApp(App):
                 key=f"{project['id']}:{issue['id']}",
             )
 
+    async def action_quit(self) -> None:
+        # A followed transcript's thread is blocked reading the stream: stop it
+        # and close the client under it, so quitting does not wait for the next event.
+        if self.following is not None:
+            self.following.set()
+        self.api.close()
+        self.exit()
+
     def on_data_table_row_selected(self, message: DataTable.RowSelected) -> None:
         if message.data_table.id == "session-table":
             self.open_transcript(message.row_key.value)
@@ -127,14 +139,14 @@ class AgentloopApp(App):
             self.call_from_thread(log.write, event_text(event))
 
         try:
-            end = follow(self.api, code, on_event)
+            end = follow(self.api, code, on_event, stop=stop)
         except Stopped:
             return
         except ApiError as error:
             if not stop.is_set():
                 self.call_from_thread(log.write, f"✗ {error}")
             return
-        if not stop.is_set():
+        if end is not None and not stop.is_set():
             reason = f": {end['exit_reason']}" if end.get("exit_reason") else ""
             self.call_from_thread(log.write, f"Session {end['status']}{reason}")
 
