@@ -1,12 +1,9 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import (
-    SpectacularAPIView,
-    SpectacularRedocView,
-    SpectacularSwaggerView,
-)
+from drf_spectacular.views import SpectacularAPIView
 
+from agentloop.api import docs as api_docs
 from agentloop.teams import views as team_views
 
 urlpatterns = [
@@ -24,8 +21,12 @@ urlpatterns = [
     path("swarms/", include("swarms.urls")),
     path("skills/", include("skills.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    path("api/docs/", api_docs.SwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path(
+        "api/redoc/",
+        api_docs.RedocView.as_view(url_name="api-schema"),
+        name="api-redoc",
+    ),
     path("settings/tokens/", include("agentloop.teams.token_urls")),
     path("django-admin/", admin.site.urls),
 ]
