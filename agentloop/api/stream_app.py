@@ -136,6 +136,7 @@ async def _handle(scope, receive, send):
                 )
                 for task in pending:
                     task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
                 if not done:
                     idle += timeout
                     if idle >= KEEPALIVE_SECONDS:

@@ -20,6 +20,7 @@ from agentloop.cli.follow import follow
 
 OUTCOME_STATUS = {"succeeded": 0, "failed": 1, "cancelled": 3, "timed_out": 4}
 ERROR_STATUS = 2
+DEFAULT_LIST_LIMIT = 100  # sessions list: the newest; --all for every one
 
 SESSION_COLUMNS = ["id", "status", "project.name", "harness", "preset_name", "created_at"]
 PRESET_COLUMNS = ["id", "space.name", "name", "harness", "model"]
@@ -188,7 +189,7 @@ def cmd_sessions(args, api: Api):
     if args.action == "list":
         rows = api.all_pages(
             "/api/v1/sessions/",
-            limit=args.limit,
+            limit=None if args.all else (args.limit or DEFAULT_LIST_LIMIT),
             project=args.project,
             status=args.status,
             kind=args.kind,
@@ -419,7 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", help="list: comma separated statuses.")
     p.add_argument("--kind")
     p.add_argument("--creator")
-    p.add_argument("--limit", type=int)
+    p.add_argument(
+        "--limit", type=int, help=f"list: at most this many (default {DEFAULT_LIST_LIMIT})."
+    )
+    p.add_argument("--all", action="store_true", help="list: every session, page by page.")
     p.add_argument("--after", type=int, default=0)
     p.add_argument("--content", type=int, metavar="ARTIFACT", help="artifacts: print this one.")
     p.set_defaults(handler=cmd_sessions)
