@@ -75,6 +75,19 @@ def _state(run_id: int) -> Run:
     return Run.objects.only("status", "exit_reason", "next_seq").get(pk=run_id)
 
 
+async def _first_of(bell: asyncio.Event, gone: asyncio.Event, timeout: float) -> set:
+    """Wait for the doorbell or the hang-up, at most `timeout` s; the waits are
+    cancelled on the way out, also when this request itself is cancelled."""
+    waits = {asyncio.ensure_future(bell.wait()), asyncio.ensure_future(gone.wait())}
+    try:
+        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        return done
+    finally:
+        for wait in waits:
+            wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+
+
 async def _handle(scope, receive, send):
     if scope["method"] != "GET":
         return await fastpath.respond_json(send, 405, {"detail": "Use GET."})
@@ -129,14 +142,7 @@ async def _handle(scope, receive, send):
                     await send({"type": "http.response.body", "body": sse_end(state).encode()})
                     return
                 timeout = min(wait or KEEPALIVE_SECONDS, KEEPALIVE_SECONDS - idle)
-                rung = asyncio.ensure_future(bell.wait())
-                hung_up = asyncio.ensure_future(gone.wait())
-                done, pending = await asyncio.wait(
-                    {rung, hung_up}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+                done = await _first_of(bell, gone, timeout)
                 if not done:
                     idle += timeout
                     if idle >= KEEPALIVE_SECONDS:
