@@ -81,7 +81,13 @@ def test_events_page_after_a_seq(api, project):
 def test_the_stream_ends_with_the_outcome_of_a_finished_run(api, project):
     run = make_run(project, status=RunStatus.SUCCEEDED)
     run.append_event(EventSource.AGENT, EventKind.MESSAGE, {"text": "done"})
-    body = api.get(f"/api/v1/sessions/{run.code}/stream", HTTP_LAST_EVENT_ID="0").content.decode()
+    answer = api.get(
+        f"/api/v1/sessions/{run.code}/stream",
+        HTTP_LAST_EVENT_ID="0",
+        HTTP_ACCEPT="text/event-stream",
+    )
+    assert answer["Content-Type"] == "text/event-stream"
+    body = answer.content.decode()
     assert body.startswith("id: 1\nevent: message\n")
     assert body.endswith(
         'event: end\ndata: {"status": "succeeded", "exit_reason": "", "last_seq": 1}\n\n'

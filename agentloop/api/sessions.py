@@ -18,6 +18,7 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from agentloop.api.common import (
@@ -343,7 +344,19 @@ def sse_end(run: Run) -> str:
     return f"event: end\ndata: {json.dumps(data)}\n\n"
 
 
+class EventStreamRenderer(BaseRenderer):
+    """Lets a client that asks for `text/event-stream` past content negotiation."""
+
+    media_type = "text/event-stream"
+    format = "sse"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data if isinstance(data, bytes | str) else json.dumps(data)
+
+
 class SessionStreamView(ApiView):
+    renderer_classes = [JSONRenderer, EventStreamRenderer]
+
     @extend_schema(
         summary="Live events (Server-Sent Events), resuming after a sequence number",
         description="`text/event-stream`: one SSE event per run event, `id:` its seq, "

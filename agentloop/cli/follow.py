@@ -66,7 +66,7 @@ def follow(
             with api.http.stream(
                 "GET", path, headers=headers, timeout=httpx.Timeout(30, read=None)
             ) as response:
-                if response.status_code in (401, 403, 404) or 400 <= response.status_code < 500:
+                if 400 <= response.status_code < 500:  # refused: reconnecting would not help
                     response.read()
                     raise explain(response)
                 if response.status_code >= 500:
