@@ -9,6 +9,7 @@ Security Policy that lets nothing leave the server.
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerView
 
 ONLY_THIS_SERVER = (
@@ -21,6 +22,7 @@ ONLY_THIS_SERVER = (
 class RedocView(SpectacularRedocView):
     template_name = "api/redoc.html"
 
+    @extend_schema(exclude=True)  # as the views they extend: pages, not API routes
     def get(self, request, *args, **kwargs):
         response = super().get(request, *args, **kwargs)
         response["Content-Security-Policy"] = ONLY_THIS_SERVER
@@ -28,6 +30,7 @@ class RedocView(SpectacularRedocView):
 
 
 class SwaggerView(SpectacularSwaggerView):
+    @extend_schema(exclude=True)  # as the views they extend: pages, not API routes
     def get(self, request, *args, **kwargs):
         response = super().get(request, *args, **kwargs)
         response["Content-Security-Policy"] = ONLY_THIS_SERVER
