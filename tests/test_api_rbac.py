@@ -483,10 +483,10 @@ def test_every_new_route_is_in_the_rbac_table_and_the_schema(client):
     covered = {
         route.path.split("?")[0]
         .replace("{run}", "{code}")
-        .replace("{artifact}", "{id}")
-        .replace("{preset}", "{id}")
-        .replace("{skill}", "{id}")
-        .replace("{automation}", "{id}")
+        .replace("{artifact}", "{artifact_id}")
+        .replace("{preset}", "{preset_id}")
+        .replace("{skill}", "{skill_id}")
+        .replace("{automation}", "{automation_id}")
         .replace("{project}", "{project_id}")
         .replace("{issue}", "{issue_id}")
         for route in ROUTES.values()

@@ -337,6 +337,7 @@ def test_no_page_or_api_response_shows_a_canary(scene, project, alice, other_spa
         "issue_id": list(SignalIssue.objects.values_list("pk", flat=True)) or [1],
         "object_id": [run.pk],
         "id": [alice.pk],
+        "token_id": [1],
     }
     urls, skipped = reachable_urls(values)
     assert skipped == [], f"routes without test values: {skipped}"

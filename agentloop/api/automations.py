@@ -153,8 +153,8 @@ class AutomationListView(ApiView):
 
 class AutomationDetailView(ApiView):
     @extend_schema(summary="One automation", responses=AutomationSerializer)
-    def get(self, request, pk):
-        automation = actions.get_automation_for_user(request.user, pk, "view")
+    def get(self, request, automation_id):
+        automation = actions.get_automation_for_user(request.user, automation_id, "view")
         return Response(AutomationSerializer(automation).data)
 
     @extend_schema(
@@ -162,23 +162,23 @@ class AutomationDetailView(ApiView):
         request=AutomationWriteSerializer,
         responses=AutomationSerializer,
     )
-    def patch(self, request, pk):
-        automation = actions.get_automation_for_user(request.user, pk, "use")
+    def patch(self, request, automation_id):
+        automation = actions.get_automation_for_user(request.user, automation_id, "use")
         data = dict(validated(AutomationWriteSerializer, request.data, partial=True))
         automation = _apply(request.user, automation, data)
         return Response(AutomationSerializer(automation).data)
 
     @extend_schema(summary="Delete an automation (members); its runs stay", responses={204: None})
-    def delete(self, request, pk):
-        automation = actions.get_automation_for_user(request.user, pk, "use")
+    def delete(self, request, automation_id):
+        automation = actions.get_automation_for_user(request.user, automation_id, "use")
         actions.delete_automation(request.user, automation)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class AutomationPauseView(ApiView):
     @extend_schema(summary="Pause", request=PauseSerializer, responses=AutomationSerializer)
-    def post(self, request, pk):
-        automation = actions.get_automation_for_user(request.user, pk, "use")
+    def post(self, request, automation_id):
+        automation = actions.get_automation_for_user(request.user, automation_id, "use")
         body = validated(PauseSerializer, request.data or {})
         actions.pause(request.user, automation, (body.get("reason") or "").strip())
         return Response(AutomationSerializer(automation).data)
@@ -190,8 +190,8 @@ class AutomationResumeView(ApiView):
         request=None,
         responses={200: AutomationSerializer, 409: DetailSerializer},
     )
-    def post(self, request, pk):
-        automation = actions.get_automation_for_user(request.user, pk, "use")
+    def post(self, request, automation_id):
+        automation = actions.get_automation_for_user(request.user, automation_id, "use")
         actions.resume(request.user, automation)
         return Response(AutomationSerializer(automation).data)
 
@@ -202,7 +202,7 @@ class AutomationTriggerView(ApiView):
         request=None,
         responses={201: FireSerializer, 409: DetailSerializer},
     )
-    def post(self, request, pk):
-        automation = actions.get_automation_for_user(request.user, pk, "use")
+    def post(self, request, automation_id):
+        automation = actions.get_automation_for_user(request.user, automation_id, "use")
         record = actions.run_now(request.user, automation)
         return Response(FireSerializer(record).data, status=status.HTTP_201_CREATED)

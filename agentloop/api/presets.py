@@ -132,23 +132,23 @@ class PresetListView(ApiView):
 
 class PresetDetailView(ApiView):
     @extend_schema(summary="One preset", responses=PresetSerializer)
-    def get(self, request, pk):
-        return Response(PresetSerializer(get_preset_for_user(request.user, pk, "view")).data)
+    def get(self, request, preset_id):
+        return Response(PresetSerializer(get_preset_for_user(request.user, preset_id, "view")).data)
 
     @extend_schema(
         summary="Change a preset (space admins; only the fields given)",
         request=PresetWriteSerializer,
         responses=PresetSerializer,
     )
-    def patch(self, request, pk):
-        preset = get_preset_for_user(request.user, pk, "admin")
+    def patch(self, request, preset_id):
+        preset = get_preset_for_user(request.user, preset_id, "admin")
         data = dict(validated(PresetWriteSerializer, request.data, partial=True))
         preset = _apply(request.user, preset, data)
         return Response(PresetSerializer(preset).data)
 
     @extend_schema(summary="Delete a preset (space admins)", responses={204: None})
-    def delete(self, request, pk):
-        preset = get_preset_for_user(request.user, pk, "admin")
+    def delete(self, request, preset_id):
+        preset = get_preset_for_user(request.user, preset_id, "admin")
         preset_actions.delete_preset(request.user, preset)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -157,8 +157,8 @@ class PresetDuplicateView(ApiView):
     @extend_schema(
         summary="Duplicate a preset (“Copy of …”)", request=None, responses={201: PresetSerializer}
     )
-    def post(self, request, pk):
-        preset = get_preset_for_user(request.user, pk, "admin")
+    def post(self, request, preset_id):
+        preset = get_preset_for_user(request.user, preset_id, "admin")
         copy = preset_actions.duplicate_preset(request.user, preset)
         return Response(PresetSerializer(copy).data, status=status.HTTP_201_CREATED)
 
@@ -249,16 +249,16 @@ class SkillListView(ApiView):
 
 class SkillDetailView(ApiView):
     @extend_schema(summary="One skill (never its secrets)", responses=SkillSerializer)
-    def get(self, request, pk):
-        return Response(SkillSerializer(get_skill_for_user(request.user, pk, "use")).data)
+    def get(self, request, skill_id):
+        return Response(SkillSerializer(get_skill_for_user(request.user, skill_id, "use")).data)
 
     @extend_schema(
         summary="Change a skill (space admins); secrets left out keep their values",
         request=SkillWriteSerializer,
         responses=SkillSerializer,
     )
-    def patch(self, request, pk):
-        skill = get_skill_for_user(request.user, pk, "admin")
+    def patch(self, request, skill_id):
+        skill = get_skill_for_user(request.user, skill_id, "admin")
         data = validated(SkillWriteSerializer, request.data)
         if "kind" in data and data["kind"] != skill.kind:
             raise ValidationError({"kind": ["A skill's kind cannot change."]})
@@ -273,6 +273,8 @@ class SkillDetailView(ApiView):
         return Response(SkillSerializer(skill).data)
 
     @extend_schema(summary="Delete a skill (space admins)", responses={204: None})
-    def delete(self, request, pk):
-        skill_actions.delete_skill(request.user, get_skill_for_user(request.user, pk, "admin").pk)
+    def delete(self, request, skill_id):
+        skill_actions.delete_skill(
+            request.user, get_skill_for_user(request.user, skill_id, "admin").pk
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)

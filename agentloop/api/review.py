@@ -71,12 +71,12 @@ class ReviewQueueView(ApiView):
 class _Decide(ApiView):
     decision = ""
 
-    def post(self, request, pk):
-        artifact = artifact_for(request.user, pk, "use")
+    def post(self, request, artifact_id):
+        artifact = artifact_for(request.user, artifact_id, "use")
         body = validated(DecisionSerializer, request.data or {})
         decide = actions.approve if self.decision == "approve" else actions.reject
         artifact = decide(request.user, artifact, body.get("comment", ""))
-        return Response(QueueItemSerializer(artifact_for(request.user, pk, "view")).data)
+        return Response(QueueItemSerializer(artifact_for(request.user, artifact_id, "view")).data)
 
 
 class ReviewApproveView(_Decide):
@@ -87,8 +87,8 @@ class ReviewApproveView(_Decide):
         request=DecisionSerializer,
         responses={200: QueueItemSerializer, 409: DetailSerializer},
     )
-    def post(self, request, pk):
-        return super().post(request, pk)
+    def post(self, request, artifact_id):
+        return super().post(request, artifact_id)
 
 
 class ReviewRejectView(_Decide):
@@ -97,5 +97,5 @@ class ReviewRejectView(_Decide):
     @extend_schema(
         summary="Reject", request=DecisionSerializer, responses={200: QueueItemSerializer}
     )
-    def post(self, request, pk):
-        return super().post(request, pk)
+    def post(self, request, artifact_id):
+        return super().post(request, artifact_id)

@@ -158,7 +158,8 @@ class ArtifactSerializer(serializers.ModelSerializer):
 
     def get_content_url(self, artifact) -> str:
         return reverse(
-            "api-session-artifact-content", kwargs={"code": artifact.run.code, "pk": artifact.pk}
+            "api-session-artifact-content",
+            kwargs={"code": artifact.run.code, "artifact_id": artifact.pk},
         )
 
 
@@ -420,9 +421,9 @@ class SessionArtifactContentView(ApiView):
         summary="An artifact's content (text, or its file)",
         responses={(200, "text/plain"): OpenApiResponse(OpenApiTypes.STR)},
     )
-    def get(self, request, code, pk):
+    def get(self, request, code, artifact_id):
         run = get_run_for_user(request.user, code, "view")
-        artifact = Artifact.objects.filter(run=run, pk=pk).first()
+        artifact = Artifact.objects.filter(run=run, pk=artifact_id).first()
         if artifact is None:
             raise Http404("No such artifact.")
         if artifact.file:

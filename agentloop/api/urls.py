@@ -50,37 +50,39 @@ urlpatterns = [
         name="api-session-artifacts",
     ),
     path(
-        "sessions/<str:code>/artifacts/<int:pk>/content",
+        "sessions/<str:code>/artifacts/<int:artifact_id>/content",
         sessions.SessionArtifactContentView.as_view(),
         name="api-session-artifact-content",
     ),
     # Presets and skills.
     path("presets/", presets.PresetListView.as_view(), name="api-presets"),
-    path("presets/<int:pk>/", presets.PresetDetailView.as_view(), name="api-preset"),
+    path("presets/<int:preset_id>/", presets.PresetDetailView.as_view(), name="api-preset"),
     path(
-        "presets/<int:pk>/duplicate",
+        "presets/<int:preset_id>/duplicate",
         presets.PresetDuplicateView.as_view(),
         name="api-preset-duplicate",
     ),
     path("skills/", presets.SkillListView.as_view(), name="api-skills"),
-    path("skills/<int:pk>/", presets.SkillDetailView.as_view(), name="api-skill"),
+    path("skills/<int:skill_id>/", presets.SkillDetailView.as_view(), name="api-skill"),
     # Automations.
     path("automations/", automations.AutomationListView.as_view(), name="api-automations"),
     path(
-        "automations/<int:pk>/", automations.AutomationDetailView.as_view(), name="api-automation"
+        "automations/<int:automation_id>/",
+        automations.AutomationDetailView.as_view(),
+        name="api-automation",
     ),
     path(
-        "automations/<int:pk>/pause",
+        "automations/<int:automation_id>/pause",
         automations.AutomationPauseView.as_view(),
         name="api-automation-pause",
     ),
     path(
-        "automations/<int:pk>/resume",
+        "automations/<int:automation_id>/resume",
         automations.AutomationResumeView.as_view(),
         name="api-automation-resume",
     ),
     path(
-        "automations/<int:pk>/trigger",
+        "automations/<int:automation_id>/trigger",
         automations.AutomationTriggerView.as_view(),
         name="api-automation-trigger",
     ),
@@ -114,6 +116,14 @@ urlpatterns = [
     ),
     # Review.
     path("review/", review.ReviewQueueView.as_view(), name="api-review"),
-    path("review/<int:pk>/approve", review.ReviewApproveView.as_view(), name="api-review-approve"),
-    path("review/<int:pk>/reject", review.ReviewRejectView.as_view(), name="api-review-reject"),
+    path(
+        "review/<int:artifact_id>/approve",
+        review.ReviewApproveView.as_view(),
+        name="api-review-approve",
+    ),
+    path(
+        "review/<int:artifact_id>/reject",
+        review.ReviewRejectView.as_view(),
+        name="api-review-reject",
+    ),
 ]
