@@ -12,6 +12,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from agentloop import key_throttle  # noqa: E402
+from agentloop.api import stream_app  # noqa: E402
 from agentloop.gateway import app as gateway  # noqa: E402
 from agentloop.routing import websocket_urlpatterns  # noqa: E402
 from agentloop.runs import events_app, inbox_app  # noqa: E402
@@ -34,6 +35,8 @@ def with_fast_paths(site_app):
             return await inbox_app.application(scope, receive, send)
         if path == ingest_app.PATH:
             return await ingest_app.application(scope, receive, send)
+        if path.endswith("/stream") and stream_app.matches(path):
+            return await stream_app.application(scope, receive, send)
         return await site_app(scope, receive, send)
 
     return app

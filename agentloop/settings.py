@@ -73,7 +73,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "drf_spectacular",
-    "drf_spectacular_sidecar",  # Redoc's files for /api/docs/, served by us
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc served from here: no CDN
     "guardian",
     "django_htmx",
     "django_q",
@@ -271,6 +271,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
         "agentloop.teams.authentication.ProjectApiKeyAuthentication",
         "agentloop.runs.authentication.ServiceKeyAuthentication",
+        "agentloop.teams.authentication.PersonalTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -279,10 +280,21 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "agentloop API",
-    "DESCRIPTION": "Traces, annotations and runs of agentloop.",
+    "DESCRIPTION": "Traces, annotations, sessions, presets, skills, automations, Signal "
+    "and review of agentloop (docs/api.md).",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The docs pages' scripts and styles come from this server's static files.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # No badge from the public validator service: nothing loads from outside.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    "ENUM_NAME_OVERRIDES": {
+        "RunKindEnum": "agentloop.runs.models.RunKind",
+        "RunTriggerEnum": "agentloop.runs.models.RunTrigger",
+        "ArtifactKindEnum": "agentloop.runs.models.ArtifactKind",
+    },
 }
 
 # Failed key authentication on the APIs (agentloop/key_throttle.py): an address

@@ -3,9 +3,9 @@ from django.contrib.auth import views as auth_views
 from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+from drf_spectacular.views import SpectacularAPIView
 
-from agentloop.security_headers import docs_policy
+from agentloop.api import docs as api_docs
 from agentloop.teams import views as team_views
 
 urlpatterns = [
@@ -27,10 +27,12 @@ urlpatterns = [
     path("swarms/", include("swarms.urls")),
     path("skills/", include("skills.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", api_docs.SwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path(
-        "api/docs/",
-        docs_policy(SpectacularRedocView.as_view(url_name="api-schema")),
-        name="api-docs",
+        "api/redoc/",
+        api_docs.RedocView.as_view(url_name="api-schema"),
+        name="api-redoc",
     ),
+    path("settings/tokens/", include("agentloop.teams.token_urls")),
     path("django-admin/", admin.site.urls),
 ]

@@ -340,6 +340,7 @@ def test_no_page_or_api_response_shows_a_canary(scene, project, alice, other_spa
         "session_id": ["sess-1"],
         # Phoenix's paths name a project by id or name.
         "identifier": [project.pk, space.worker_project().pk, project.name],
+        "token_id": [1],
     }
     urls, skipped = reachable_urls(values)
     assert skipped == [], f"routes without test values: {skipped}"

@@ -32,3 +32,16 @@ class ServiceKeyScheme(OpenApiAuthenticationExtension):
             "description": "A run's service key, `Authorization: Bearer al_sk_…`. "
             "Scoped to the run's bound project; expires with the run.",
         }
+
+
+class PersonalTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "agentloop.teams.authentication.PersonalTokenAuthentication"
+    name = "personalToken"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A person's API token, `Authorization: Bearer al_pt_…` (Settings → "
+            "API tokens). Acts with its owner's roles, optionally only in some spaces.",
+        }

@@ -19,10 +19,10 @@ from drf_spectacular.utils import (
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from agentloop.api import schema as _schema  # noqa: F401  (registers auth schemes)
 from agentloop.api import serializers as s
+from agentloop.api.common import ApiView
 from agentloop.api.parsers import JSONParser
 from agentloop.teams.access import get_project_for_user, projects_for_user
 from agentloop.teams.principals import KeyPrincipal
@@ -35,7 +35,6 @@ from agentloop.traces.annotations import (
 )
 from agentloop.traces.models import SpanAnnotation, SpanKind, StatusCode
 from agentloop.traces.queries import (
-    InvalidFilter,
     filter_spans,
     page_by_time,
     page_spans,
@@ -43,20 +42,6 @@ from agentloop.traces.queries import (
     parse_span_filter,
     trace_tree,
 )
-
-
-class ApiView(APIView):
-    parser_classes = [JSONParser]
-
-    def get_authenticate_header(self, request):
-        # Session auth comes first in the settings and has no challenge, which
-        # would turn "not logged in" into 403; an API caller should see 401.
-        return 'Bearer realm="agentloop"'
-
-    def handle_exception(self, exc):
-        if isinstance(exc, InvalidFilter | InvalidAnnotation):
-            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-        return super().handle_exception(exc)
 
 
 def _first_error(errors, prefix: str = "") -> str:

@@ -7,6 +7,9 @@ PermissionDenied when they may see it but not do what they asked.
 
 `need` is one of "view", "use", "admin" (see teams.models.ROLE_PERMISSIONS).
 `user` may be a Django user or a KeyPrincipal (project API key, service key).
+A user authenticated by a personal token limited to some spaces carries
+`limited_to_spaces` (agentloop.teams.authentication): everything outside those
+spaces is then as if the user were not a member (404).
 """
 
 from __future__ import annotations
@@ -28,13 +31,20 @@ def _check_need(need: str) -> str:
     return f"teams.{need}_space"
 
 
+def _outside_token_limit(user, space_id) -> bool:
+    limit = getattr(user, "limited_to_spaces", None)
+    return limit is not None and space_id not in limit
+
+
 def spaces_for_user(user, need: str = "view") -> QuerySet[Space]:
     perm = _check_need(need)
     if isinstance(user, KeyPrincipal):
         return Space.objects.none()
     if not user.is_authenticated:
         return Space.objects.none()
-    return get_objects_for_user(user, perm, klass=Space, accept_global_perms=False)
+    spaces = get_objects_for_user(user, perm, klass=Space, accept_global_perms=False)
+    limit = getattr(user, "limited_to_spaces", None)
+    return spaces if limit is None else spaces.filter(pk__in=limit)
 
 
 def projects_for_user(user, need: str = "view") -> QuerySet[Project]:
@@ -62,7 +72,7 @@ def get_space_for_user(user, space_id, need: str = "view") -> Space:
         space = Space.objects.get(pk=space_id)
     except (Space.DoesNotExist, ValueError, TypeError):
         raise Http404("No such space.") from None
-    if not user.has_perm("teams.view_space", space):
+    if _outside_token_limit(user, space.pk) or not user.has_perm("teams.view_space", space):
         raise Http404("No such space.")
     if not user.has_perm(perm, space):
         raise PermissionDenied(f"Your role in {space.name} does not allow this.")
@@ -82,7 +92,11 @@ def get_project_for_user(user, project_id, need: str = "view") -> Project:
         if not user.allows(need):
             raise PermissionDenied("This key's scopes do not allow this.")
         return project
-    if not user.is_authenticated or not user.has_perm("teams.view_space", project.space):
+    if (
+        not user.is_authenticated
+        or _outside_token_limit(user, project.space_id)
+        or not user.has_perm("teams.view_space", project.space)
+    ):
         raise Http404("No such project.")
     if not user.has_perm(perm, project.space):
         raise PermissionDenied(f"Your role in {project.space.name} does not allow this.")

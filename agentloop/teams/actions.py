@@ -130,3 +130,26 @@ def revoke_api_key(project: Project, key_id) -> ProjectApiKey:
 def set_time_zone(user, name: str) -> None:
     """The zone the person's pages show times in (an IANA name the form checked)."""
     UserSettings.objects.update_or_create(user=user, defaults={"time_zone": name})
+
+
+def create_personal_token(user, name: str, expires_in_days: int | None, spaces=()):
+    """(token, raw): the raw token is for showing once, never stored."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agentloop.teams.models import PersonalToken
+
+    expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
+    return PersonalToken.mint(user, name, expires_at=expires_at, spaces=spaces)
+
+
+def revoke_personal_token(user, token_id):
+    """Revoke one of the user's own tokens (someone else's is not found)."""
+    from agentloop.teams.models import PersonalToken
+
+    token = PersonalToken.objects.filter(user=user, pk=token_id).first()
+    if token is None:
+        raise ActionError("No such token.")
+    token.revoke()
+    return token

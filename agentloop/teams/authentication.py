@@ -1,10 +1,11 @@
-"""DRF authentication by project API key (`Authorization: Bearer al_pk_…` or `api_key`)."""
+"""DRF authentication by project API key (`Authorization: Bearer al_pk_…` or `api_key`)
+and by a person's token (`Authorization: Bearer al_pt_…`)."""
 
 from __future__ import annotations
 
 from rest_framework import authentication, exceptions
 
-from agentloop.teams.models import ProjectApiKey
+from agentloop.teams.models import PersonalToken, ProjectApiKey
 from agentloop.teams.principals import KeyPrincipal
 
 PROJECT_KEY_SCOPES = frozenset({"traces:read", "traces:write", "annotations:write"})
@@ -38,6 +39,35 @@ class ProjectApiKeyAuthentication(authentication.BaseAuthentication):
         if key is None:
             raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
         return principal_for_project_key(key), key
+
+    def authenticate_header(self, request):
+        return 'Bearer realm="agentloop"'
+
+
+def user_for_personal_token(raw: str | None):
+    """(user, token) for a usable personal token, else None. The user carries the
+    token's space limit for the access helpers (`limited_to_spaces`)."""
+    token = PersonalToken.authenticate(raw) if raw else None
+    if token is None:
+        return None
+    user = token.user
+    user.limited_to_spaces = token.space_ids()
+    return user, token
+
+
+class PersonalTokenAuthentication(authentication.BaseAuthentication):
+    """A person's token: acts as its owner, with the owner's roles (no CSRF: not a cookie)."""
+
+    def authenticate(self, request):
+        raw = bearer_token(request)
+        if raw is None or not raw.startswith(PersonalToken.PREFIX):
+            return None  # not ours: let another authenticator try
+        found = user_for_personal_token(raw)
+        if found is None:
+            raise exceptions.AuthenticationFailed(
+                "Unknown, expired or revoked token. Create a new one under Settings → API tokens."
+            )
+        return found
 
     def authenticate_header(self, request):
         return 'Bearer realm="agentloop"'

@@ -70,3 +70,24 @@ class ApiKeyForm(forms.Form):
     name = forms.CharField(
         max_length=100, strip=True, help_text="What uses it, e.g. “production ingest”."
     )
+
+
+class PersonalTokenForm(forms.Form):
+    EXPIRY_CHOICES = [("30", "30 days"), ("90", "90 days"), ("365", "1 year"), ("", "never")]
+
+    name = forms.CharField(
+        max_length=100, strip=True, help_text="What uses it, e.g. “CI pipeline” or “laptop”."
+    )
+    expires_in_days = forms.ChoiceField(
+        label="Expires", choices=EXPIRY_CHOICES, initial="90", required=False
+    )
+    spaces = forms.ModelMultipleChoiceField(
+        queryset=None,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Leave all unchecked for every space you belong to.",
+    )
+
+    def __init__(self, *args, spaces, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["spaces"].queryset = spaces

@@ -346,3 +346,92 @@ class ApiKeyRefusal(models.Model):
                 cls.objects.filter(key_id=key_id, reason=reason).update(
                     spans=models.F("spans") + spans, exports=models.F("exports") + 1, last_at=now
                 )
+
+
+class PersonalTokenQuerySet(models.QuerySet):
+    def usable(self, now=None):
+        now = now or timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+        )
+
+
+class PersonalToken(models.Model):
+    """A person's API token for scripts and the `agentloop` CLI (docs/cli.md).
+
+    It acts as its owner, through the same access helpers as the pages: the
+    owner's roles, never more. `spaces`, when any are set, narrows it to those
+    spaces (agentloop.teams.access reads `limited_to_spaces` off the user the
+    token authenticates). Only a SHA-256 is stored; the raw token is shown once.
+    """
+
+    PREFIX = "al_pt_"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="personal_tokens"
+    )
+    name = models.CharField(max_length=100)
+    key_hash = models.CharField(max_length=64, unique=True)
+    hint = models.CharField(max_length=8, help_text="Last characters, to tell tokens apart.")
+    spaces = models.ManyToManyField(Space, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = PersonalTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (…{self.hint})"
+
+    @classmethod
+    def mint(cls, user, name: str, expires_at=None, spaces=()) -> tuple[PersonalToken, str]:
+        raw = cls.PREFIX + secrets.token_urlsafe(32)
+        with transaction.atomic():
+            token = cls.objects.create(
+                user=user, name=name, key_hash=_hash_key(raw), hint=raw[-4:], expires_at=expires_at
+            )
+            token.spaces.set(spaces)
+        return token, raw
+
+    @classmethod
+    def authenticate(cls, raw: str, now=None) -> PersonalToken | None:
+        if not raw or not raw.startswith(cls.PREFIX):
+            return None
+        now = now or timezone.now()
+        token = (
+            cls.objects.usable(now)
+            .select_related("user")
+            .filter(key_hash=_hash_key(raw), user__is_active=True)
+            .first()
+        )
+        if token is not None and (
+            token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60
+        ):
+            # At most one write a minute: a followed transcript calls often.
+            cls.objects.filter(pk=token.pk).update(last_used_at=now)
+            token.last_used_at = now
+        return token
+
+    def space_ids(self) -> frozenset[int] | None:
+        """The spaces it is limited to, or None for all of its owner's."""
+        ids = frozenset(self.spaces.values_list("pk", flat=True))
+        return ids or None
+
+    def revoke(self, now=None) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = now or timezone.now()
+            PersonalToken.objects.filter(pk=self.pk, revoked_at__isnull=True).update(
+                revoked_at=self.revoked_at
+            )
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None and not self.is_expired
