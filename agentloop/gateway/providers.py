@@ -152,7 +152,7 @@ class OpenAI(Provider):
     default_url = "https://api.openai.com"
     content_fields = ("input", "instructions", "messages")
     # Codex names its conversation in these headers.
-    session_headers = ("session_id", "conversation_id")
+    session_headers = ("session-id", "session_id", "thread-id")
     ROUTES = {
         "/v1/responses": Route("/v1/responses", True, "openai.responses"),
         "/v1/chat/completions": Route("/v1/chat/completions", True, "openai.chat.completions"),
@@ -178,7 +178,9 @@ class OpenAI(Provider):
         return {**payload, "stream_options": options}
 
     def error_body(self, status, error_type, message):
-        return {"error": {"message": message, "type": error_type, "param": None, "code": error_type}}
+        return {
+            "error": {"message": message, "type": error_type, "param": None, "code": error_type}
+        }
 
     def reader(self, route):
         if route.operation == "openai.responses":
@@ -248,7 +250,6 @@ class Gemini(Provider):
 
 PROVIDERS: dict[str, Provider] = {p.name: p for p in (Anthropic(), OpenAI(), Gemini())}
 NAMES = tuple(PROVIDERS)
-
 
 
 def find(path: str) -> tuple[Provider | None, str]:

@@ -7,7 +7,7 @@ whole body; the bytes pass through unchanged), a JSON answer is read whole
 Usage, as each API counts it, into the record's Anthropic-style fields
 (input excludes cached input; prompt_tokens adds them up again):
 - Anthropic: input_tokens, cache_creation_input_tokens, cache_read_input_tokens, output_tokens;
-- OpenAI Responses: input_tokens (cached included: input_tokens_details.cached_tokens), output_tokens;
+- OpenAI Responses: input_tokens (input_tokens_details.cached_tokens included), output_tokens;
 - OpenAI Chat: prompt_tokens (prompt_tokens_details.cached_tokens), completion_tokens;
 - Gemini: promptTokenCount (cachedContentTokenCount included), candidatesTokenCount
   + thoughtsTokenCount (thinking is billed as output). Each chunk's usageMetadata

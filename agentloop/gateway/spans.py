@@ -80,7 +80,6 @@ class CallRecord:
         return prompt, completion
 
 
-
 def model_of(record: CallRecord) -> str:
     return record.model or record.route_model or record.request.get("model") or ""
 
