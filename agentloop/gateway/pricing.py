@@ -3,8 +3,9 @@
 Matched by the longest model-name prefix. Anthropic cache writes cost 1.25×
 input and cache reads 0.1× input (5-minute cache); OpenAI's and Gemini's cached
 input is priced by its own factor (`cached`); they have no cache writes.
-A model not listed is priced like Sonnet — a budget should rather stop a little early than never — and its spans
-say so (`llm.cost.estimated`). Update the table when prices change.
+A model not listed is priced like Sonnet — a budget should rather stop a
+little early than never — and its spans say so (`llm.cost.estimated`).
+Update the table when prices change.
 """
 
 from __future__ import annotations
