@@ -70,6 +70,10 @@ class OpenCodeHarness(CliHarness):
         command += ["-m", f"{PROVIDER_ID}/{self.model or 'default'}"]
         if self.session_id:
             command += ["--session", self.session_id]
+        else:
+            # A title of our own: otherwise OpenCode spends a model call on one.
+            title = " ".join(prompt.split())[:80] or "agentloop session"
+            command += ["--title", title]
         return [*command, "--", prompt]
 
     def provider_env(self, env, token):
