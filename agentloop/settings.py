@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "agentloop.automations",
     "agentloop.signal",
     "agentloop.review",
+    "agentloop.comparisons",
     # Pages.
     "studio",
     "swarms",

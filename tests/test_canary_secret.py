@@ -407,6 +407,7 @@ def test_no_page_or_api_response_shows_a_canary(scene, project, alice, other_spa
         "automation_id": list(Automation.objects.values_list("pk", flat=True)) or [1],
         "artifact_id": list(run.artifacts.values_list("pk", flat=True)),
         "issue_id": list(SignalIssue.objects.values_list("pk", flat=True)) or [1],
+        "group_id": [1],  # side-by-side groups: none in this scene (a 404 page)
         "object_id": [run.pk],
         "id": [alice.pk],
     }
