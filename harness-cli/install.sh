@@ -28,6 +28,16 @@ for cli in codex opencode gemini; do
     || { echo "harness-cli: $cli does not start" >&2; exit 1; }
   echo "harness-cli: $cli $version"
 done
-# The sandbox uid reads it through a read-only bind.
+# The sandbox uid reads it through a read-only bind: every directory above it must
+# let that uid through too (a clone in a 0700 directory would not).
 chmod -R a+rX "$dir"
+parent="$dir"
+while [ "$parent" != "/" ]; do
+  parent="$(dirname "$parent")"
+  if ! [ -x "$parent" ] || [ "$(( 0$(stat -c %a "$parent") & 1 ))" -eq 0 ]; then
+    echo "harness-cli: warning: $parent is not searchable by other users; sandboxes cannot" \
+      "bind $dir (set AGENTLOOP_HARNESS_CLI_DIR to a path they can reach)" >&2
+    break
+  fi
+done
 touch "$stamp"
