@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run install test test-sqlite test-postgres test-production screenshots bench lint images test-images
+.PHONY: run install harness-cli test test-sqlite test-postgres test-production screenshots bench lint images test-images
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# The harness CLIs (codex, opencode, gemini), pinned in harness-cli/package.json, into var/harness-cli.
+harness-cli:
+	harness-cli/install.sh
 
 # Migrate, seed the demo (admin login, space, project, traces) and start web + worker.
 run: install

@@ -90,6 +90,7 @@ INSTALLED_APPS = [
     "agentloop.automations",
     "agentloop.signal",
     "agentloop.review",
+    "agentloop.comparisons",
     # Pages.
     "studio",
     "swarms",
@@ -203,6 +204,16 @@ AGENTLOOP_ALLOW_FILE_REPOSITORIES = env_bool("AGENTLOOP_ALLOW_FILE_REPOSITORIES"
 # and the real key it adds (never sent to a sandbox; _FILE variant for secrets).
 AGENTLOOP_LLM_UPSTREAM_URL = env_str("AGENTLOOP_LLM_UPSTREAM_URL", "https://api.anthropic.com")
 AGENTLOOP_ANTHROPIC_API_KEY = env_str("AGENTLOOP_ANTHROPIC_API_KEY", "")
+# The same for OpenAI (Responses, Chat Completions: Codex, OpenCode) and Gemini (Gemini CLI).
+AGENTLOOP_OPENAI_UPSTREAM_URL = env_str("AGENTLOOP_OPENAI_UPSTREAM_URL", "https://api.openai.com")
+AGENTLOOP_OPENAI_API_KEY = env_str("AGENTLOOP_OPENAI_API_KEY", "")
+AGENTLOOP_GEMINI_UPSTREAM_URL = env_str(
+    "AGENTLOOP_GEMINI_UPSTREAM_URL", "https://generativelanguage.googleapis.com"
+)
+AGENTLOOP_GEMINI_API_KEY = env_str("AGENTLOOP_GEMINI_API_KEY", "")
+# The harness CLIs (codex, opencode, gemini), installed by `make harness-cli` with npm;
+# local sandboxes bind it read-only at /opt/harness-cli (docs/harnesses.md).
+HARNESS_CLI_DIR = Path(env_str("AGENTLOOP_HARNESS_CLI_DIR", str(VAR_DIR / "harness-cli")))
 # The model Signal's Claude Code preset uses when a key is set ("" = the default model).
 AGENTLOOP_SIGNAL_MODEL = env_str("AGENTLOOP_SIGNAL_MODEL", "")
 # Per-run workspaces of the local (bubblewrap) sandbox provider.

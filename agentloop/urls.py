@@ -18,9 +18,11 @@ urlpatterns = [
     path("spaces/", include("agentloop.teams.urls")),
     path("projects/<int:project_id>/", include("agentloop.traces.page_urls")),
     path("projects/<int:project_id>/signal/", include("agentloop.signal.urls")),
+    path("api/v1/run-groups/", include("agentloop.comparisons.api_urls")),
     path("api/v1/", include("agentloop.api.urls")),
     path("", include("agentloop.api.phoenix_urls")),  # Phoenix's client's paths
     path("api/runner/v1/", include("agentloop.runs.urls")),
+    path("studio/compare/", include("agentloop.comparisons.urls")),
     path("studio/", include("studio.urls")),
     path("automations/", include("agentloop.automations.urls")),
     path("review/", include("agentloop.review.urls")),

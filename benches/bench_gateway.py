@@ -96,7 +96,56 @@ def event(kind, data):
     body = f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
     return b"%x\r\n%s\r\n" % (len(body), body)
 
-async def answer(writer):
+async def answer_openai(writer):
+    # OpenAI Responses: created, item added, DELTAS text deltas, item done, completed.
+    writer.write(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+        b"transfer-encoding: chunked\r\n\r\n"
+    )
+    writer.write(event("response.created", {"type": "response.created", "response": {
+        "id": "resp_bench", "model": "gpt-5", "status": "in_progress", "output": []}}))
+    writer.write(event("response.output_item.added", {"type": "response.output_item.added",
+        "output_index": 0, "item": {"id": "msg_bench", "type": "message", "content": []}}))
+    await writer.drain()
+    for i in range(DELTAS):
+        await asyncio.sleep(GAP)
+        writer.write(event("response.output_text.delta", {"type": "response.output_text.delta",
+            "item_id": "msg_bench", "output_index": 0, "content_index": 0, "delta": f"word{i} "}))
+        await writer.drain()
+    writer.write(event("response.output_item.done", {"type": "response.output_item.done",
+        "output_index": 0, "item": {"id": "msg_bench", "type": "message", "content": []}}))
+    writer.write(event("response.completed", {"type": "response.completed", "response": {
+        "id": "resp_bench", "model": "gpt-5", "status": "completed", "output": [],
+        "usage": {"input_tokens": 12, "output_tokens": DELTAS}}}))
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
+
+async def answer_gemini(writer):
+    # Gemini streamGenerateContent?alt=sse: DELTAS chunks, the last with usage.
+    writer.write(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+        b"transfer-encoding: chunked\r\n\r\n"
+    )
+    for i in range(DELTAS):
+        if i:
+            await asyncio.sleep(GAP)
+        chunk = {"candidates": [{"content": {"parts": [{"text": f"word{i} "}], "role": "model"}}],
+                 "modelVersion": "gemini-2.5-flash"}
+        if i == DELTAS - 1:
+            chunk["candidates"][0]["finishReason"] = "STOP"
+            chunk["usageMetadata"] = {"promptTokenCount": 12, "candidatesTokenCount": DELTAS}
+        chunk["t"] = now()
+        body = f"data: {json.dumps(chunk)}\r\n\r\n".encode()
+        writer.write(b"%x\r\n%s\r\n" % (len(body), body))
+        await writer.drain()
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
+
+async def answer(writer, path=b"/v1/messages"):
+    if path.startswith(b"/v1/responses"):
+        return await answer_openai(writer)
+    if path.startswith(b"/v1beta/"):
+        return await answer_gemini(writer)
     writer.write(
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
         b"transfer-encoding: chunked\r\nrequest-id: req_bench\r\n\r\n"
@@ -130,7 +179,7 @@ async def serve(reader, writer):
                     length = int(value)
             if length:
                 await reader.readexactly(length)
-            await answer(writer)
+            await answer(writer, head.split(b" ")[1])
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
     finally:
@@ -159,24 +208,51 @@ def now() -> float:
     return time.clock_gettime(time.CLOCK_MONOTONIC)
 
 
-class Caller:
-    """One kept-alive connection making streamed /v1/messages calls, one at a time."""
+# Per provider: (gateway prefix, path, body, the key's header, events per answer).
+PROVIDERS = {
+    "anthropic": (
+        "/llm/anthropic",
+        "/v1/messages?beta=true",
+        REQUEST_BODY,
+        "x-api-key",
+        DELTAS + 5,
+    ),
+    "openai": (
+        "/llm/openai",
+        "/v1/responses",
+        json.dumps({"model": "gpt-5", "stream": True, "input": "Say twenty words."}).encode(),
+        "authorization",
+        DELTAS + 4,
+    ),
+    "gemini": (
+        "/llm/gemini",
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+        json.dumps({"contents": [{"role": "user", "parts": [{"text": "Twenty words."}]}]}).encode(),
+        "x-goog-api-key",
+        DELTAS,
+    ),
+}
 
-    def __init__(self, port: int, path_prefix: str, key: str):
+
+class Caller:
+    """One kept-alive connection making streamed calls of one provider's API, one at a time."""
+
+    def __init__(self, port: int, path_prefix: str, key: str, provider: str = "anthropic"):
+        prefix, path, self.body, key_header, self.expected = PROVIDERS[provider]
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        self.path = f"{path_prefix}/v1/messages?beta=true"
+        self.path = f"{path_prefix}{path}"
         self.headers = {
-            "x-api-key": key,
             "anthropic-version": "2023-06-01",
             "content-type": "application/json",
             "accept": "application/json",
             "user-agent": "agentloop-bench/1",
         }
+        self.headers[key_header] = f"Bearer {key}" if key_header == "authorization" else key
 
     def call(self) -> dict:
         """Times in ms: first byte, per-event transit, inter-arrival gaps, whole call."""
         started = now()
-        self.connection.request("POST", self.path, body=REQUEST_BODY, headers=self.headers)
+        self.connection.request("POST", self.path, body=self.body, headers=self.headers)
         response = self.connection.getresponse()
         if response.status != 200:
             raise RuntimeError(f"{self.path} answered {response.status}: {response.read()[:300]!r}")
@@ -191,8 +267,8 @@ class Caller:
                 arrivals.append(arrived)
                 transits.append((arrived - json.loads(line[6:])["t"]) * 1000)
         ended = now()
-        if len(arrivals) != DELTAS + 5:
-            raise RuntimeError(f"{self.path}: {len(arrivals)} events, expected {DELTAS + 5}")
+        if len(arrivals) != self.expected:
+            raise RuntimeError(f"{self.path}: {len(arrivals)} events, expected {self.expected}")
         return {
             "first_byte": (arrivals[0] - started) * 1000,
             "transit": transits,
@@ -232,8 +308,13 @@ def measure(args, calls: int, load_before: float, database_url: str | None) -> i
         env.update(
             AGENTLOOP_LLM_UPSTREAM_URL=f"http://127.0.0.1:{upstream_port}",
             AGENTLOOP_ANTHROPIC_API_KEY=UPSTREAM_KEY,
+            AGENTLOOP_OPENAI_UPSTREAM_URL=f"http://127.0.0.1:{upstream_port}",
+            AGENTLOOP_OPENAI_API_KEY=UPSTREAM_KEY,
+            AGENTLOOP_GEMINI_UPSTREAM_URL=f"http://127.0.0.1:{upstream_port}",
+            AGENTLOOP_GEMINI_API_KEY=UPSTREAM_KEY,
         )
-        env.pop("AGENTLOOP_ANTHROPIC_API_KEY_FILE", None)
+        for name in ("ANTHROPIC", "OPENAI", "GEMINI"):
+            env.pop(f"AGENTLOOP_{name}_API_KEY_FILE", None)
         django_python([str(ROOT / "manage.py"), "migrate", "--noinput", "-v", "0"], env)
         setup = json.loads(django_python(["-c", SETUP_SCRIPT], env).splitlines()[-1])
         upstream = subprocess.Popen(
@@ -252,6 +333,13 @@ def measure(args, calls: int, load_before: float, database_url: str | None) -> i
             for (name, (_, port)), process in zip(servers.items(), processes[1:], strict=True):
                 wait_for_port(port, process)
                 callers[name] = Caller(port, "/llm/anthropic", setup["token"])
+            # The other providers' APIs, interleaved in the same loop: direct and gateway.
+            for provider in ("openai", "gemini"):
+                prefix = PROVIDERS[provider][0]
+                callers[f"direct {provider}"] = Caller(upstream_port, "", UPSTREAM_KEY, provider)
+                callers[f"gateway {provider}"] = Caller(
+                    gateway_port, prefix, setup["token"], provider
+                )
             for _ in range(5):  # warm up: imports, first connections, first queries
                 for caller in callers.values():
                     caller.call()
@@ -267,8 +355,26 @@ def measure(args, calls: int, load_before: float, database_url: str | None) -> i
             for process in processes:
                 process.wait(timeout=30)
 
+    providers = {name: results.pop(name) for name in list(results) if " " in name}
     print_report(results, calls, load_before, "PostgreSQL" if database_url else "SQLite")
+    print_providers(results, providers)
     return 0
+
+
+def print_providers(results: dict[str, list[dict]], providers: dict[str, list[dict]]) -> None:
+    """First byte per provider, p50, each gateway path against its own direct calls."""
+    rows = {"anthropic": (results["direct"], results["gateway"])}
+    for provider in ("openai", "gemini"):
+        rows[provider] = (providers[f"direct {provider}"], providers[f"gateway {provider}"])
+    print(
+        "\n| provider (API) | direct first byte p50 ms | gateway first byte p50 ms | added p50 ms |"
+    )
+    print("|---|---:|---:|---:|")
+    apis = {"anthropic": "Messages", "openai": "Responses", "gemini": "streamGenerateContent"}
+    for provider, (direct, gateway) in rows.items():
+        d50 = percentile([r["first_byte"] for r in direct], 50)
+        g50 = percentile([r["first_byte"] for r in gateway], 50)
+        print(f"| {provider} ({apis[provider]}) | {d50:.2f} | {g50:.2f} | {g50 - d50:+.2f} |")
 
 
 def daphne(code_dir: Path, port: int, env: dict) -> subprocess.Popen:

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from django import forms
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
 from agentloop.presets.access import presets_for_user
 from agentloop.presets.actions import config_from_preset
-from agentloop.runs.config import DEFAULT_MODEL, HARNESSES
+from agentloop.presets.forms import HarnessSelect, provider_choices
+from agentloop.runs.availability import harness_choices, unavailable
+from agentloop.runs.config import DEFAULT_MODEL
 from agentloop.runs.providers import provider_names
 from agentloop.skills.access import skills_for_user
 from agentloop.teams.access import projects_for_user
@@ -31,15 +34,28 @@ class ProjectChoiceField(forms.ModelChoiceField):
 class SessionForm(forms.Form):
     preset = forms.ChoiceField(required=False, label="Preset")
     project = ProjectChoiceField(queryset=None, label="Project", empty_label="Choose a project")
-    harness = forms.ChoiceField(choices=[(h, h) for h in HARNESSES], initial="analyst")
+    harness = forms.ChoiceField(
+        widget=HarnessSelect(disable_unavailable=True),
+        initial="analyst",
+        help_text="A harness needs its CLI and its provider's key; an unavailable one says what "
+        "is missing.",
+    )
+    llm_provider = forms.ChoiceField(required=False, label="Model provider")
     sandbox = forms.ChoiceField(label="Sandbox provider")
-    model = forms.CharField(max_length=200, initial=DEFAULT_MODEL)
+    model = forms.CharField(
+        max_length=200,
+        required=False,
+        initial=DEFAULT_MODEL,
+        help_text="Blank: the provider's default.",
+    )
     skills = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
     prompt = forms.CharField(widget=forms.Textarea(attrs={"rows": 8}), label="Task", strip=True)
 
     def __init__(self, user, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.user = user
+        self.fields["harness"].choices = harness_choices()
+        self.fields["llm_provider"].choices = provider_choices()
         self.fields["project"].queryset = projects_for_user(user, "use").order_by(
             "space__name", "name"
         )
@@ -64,8 +80,12 @@ class SessionForm(forms.Form):
         data = super().clean()
         if data.get("preset"):
             # A preset decides harness, sandbox, model and skills: ad-hoc fields are ignored.
-            for name in ("harness", "sandbox", "model", "skills"):
+            for name in ("harness", "llm_provider", "sandbox", "model", "skills"):
                 self.errors.pop(name, None)
+        elif data.get("harness"):
+            why = unavailable(data["harness"], data.get("llm_provider") or "")
+            if why:
+                self.add_error("harness", why)
         return data
 
     def config(self) -> tuple[object | None, dict]:
@@ -73,9 +93,14 @@ class SessionForm(forms.Form):
         project (ValidationError)."""
         data = self.cleaned_data
         if data.get("preset"):
-            return config_from_preset(self.user, data["project"], int(data["preset"]))
+            preset, config = config_from_preset(self.user, data["project"], int(data["preset"]))
+            why = unavailable(config["harness"], config.get("llm_provider") or "")
+            if why:
+                raise ValidationError({"preset": why})
+            return preset, config
         return None, {
             "harness": data["harness"],
+            "llm_provider": data.get("llm_provider") or "",
             "sandbox": data["sandbox"],
             "model": data["model"],
             "skills": [int(pk) for pk in data.get("skills") or []],

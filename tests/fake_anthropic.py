@@ -89,8 +89,11 @@ class FakeAnthropic:
         self._server: ThreadingHTTPServer | None = None
 
     # -- lifecycle -------------------------------------------------------
+    def handler_class(self):
+        return _Handler
+
     def start(self) -> FakeAnthropic:
-        handler = type("Handler", (_Handler,), {"fake": self})
+        handler = type("Handler", (self.handler_class(),), {"fake": self})
         self._server = _Server(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()

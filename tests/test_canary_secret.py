@@ -30,14 +30,24 @@ from agentloop.runs.worker_trace import root_span_id, trace_id_for
 from agentloop.signal.models import SignalIssue
 from agentloop.skills.models import Skill
 from agentloop.teams.models import ProjectApiKey
+from agentloop.traces.models import Span
 from tests.asgi_client import asgi_request
+from tests.fake_anthropic import FakeAnthropic, text
+from tests.fake_gemini import FakeGemini
+from tests.fake_openai import FakeOpenAI
 
 # fake_provider; served_db, for the event posts, whose app stores on its own threads
 pytest_plugins = ["tests.fake_sandbox", "tests.gateway_server"]
 
 CANARY = "canary-7f3a9c2e5b1d4f608a2c91"
 GH_CANARY = "ghp_canary0b9e8d7c6b5a4f3e2d1c0b9a8"
-CANARIES = (CANARY, GH_CANARY)
+# The deployment's model keys: they may go upstream, and nowhere else.
+PROVIDER_CANARIES = {
+    "AGENTLOOP_ANTHROPIC_API_KEY": "sk-ant-canary-3e9d1b7a5c2f4e6081",
+    "AGENTLOOP_OPENAI_API_KEY": "sk-proj-canary-8c1f2a9d7e3b5c4a60",
+    "AGENTLOOP_GEMINI_API_KEY": "AIzaCanary5d2e8f1a9b3c7d6e4f0a",
+}
+CANARIES = (CANARY, GH_CANARY, *PROVIDER_CANARIES.values())
 RUNNER = "/api/runner/v1/"
 
 
@@ -97,8 +107,17 @@ def scene(
     django_capture_on_commit_callbacks,
     served_db,
     monkeypatch,
+    settings,
+    model_upstreams,
 ):
     """Plant the canaries, run a session that leaks them everywhere it can."""
+    for name, value in PROVIDER_CANARIES.items():
+        setattr(settings, name, value)
+    settings.AGENTLOOP_LLM_UPSTREAM_URL = model_upstreams["anthropic"].url
+    settings.AGENTLOOP_OPENAI_UPSTREAM_URL = model_upstreams["openai"].url
+    settings.AGENTLOOP_GEMINI_UPSTREAM_URL = model_upstreams["gemini"].url
+    for server in model_upstreams.values():
+        server.script([text("ok"), text("ok")])
     # Launched below, not at commit (the scene commits: served_db), so not twice.
     monkeypatch.setattr(actions, "enqueue_launch", lambda run: None)
     caplog.set_level(logging.DEBUG)
@@ -153,6 +172,14 @@ def scene(
 
     spec = runner.get(RUNNER + "spec").json()  # the runner needs them: the one sanctioned copy
     post("status", {"state": "running"})
+    # One model call per provider through the gateway, with the run token.
+    token = env["AGENTLOOP_RUN_TOKEN"]
+    for path, body, headers in MODEL_CALLS:
+        headers = {k: v.format(token=token) for k, v in headers.items()}
+        with override_settings(DEBUG=True):
+            answer = asgi_request("POST", path, content=json.dumps(body), headers=headers)
+        assert answer.status_code == 200, answer.text
+        answers.append(answer.text)
     cut = 11
     post(
         "events",
@@ -269,6 +296,51 @@ def scene(
     }
 
 
+MODEL_CALLS = [
+    (
+        "/llm/anthropic/v1/messages",
+        {"model": "claude-sonnet-4-5", "max_tokens": 8, "messages": [], "tools": [{"name": "x"}]},
+        {"x-api-key": "{token}", "anthropic-version": "2023-06-01"},
+    ),
+    ("/llm/openai/v1/responses", {"model": "gpt-5", "input": [], "tools": [{"name": "x"}]},
+     {"authorization": "Bearer {token}"}),
+    ("/llm/openai/v1/chat/completions", {"model": "gpt-5", "messages": [], "stream": True,
+     "tools": [{"name": "x"}]}, {"authorization": "Bearer {token}"}),
+    ("/llm/gemini/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse",
+     {"contents": [], "tools": [{"functionDeclarations": [{"name": "x"}]}]},
+     {"x-goog-api-key": "{token}"}),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model_upstreams():
+    servers = {"anthropic": FakeAnthropic(), "openai": FakeOpenAI(), "gemini": FakeGemini()}
+    for server in servers.values():
+        server.start()
+    yield servers
+    for server in servers.values():
+        server.close()
+
+
+def test_the_sandbox_holds_no_provider_key_and_only_the_upstreams_get_them(scene, model_upstreams):
+    provider_keys = list(PROVIDER_CANARIES.values())
+    assert [k for k in provider_keys if k in json.dumps(scene["env"])] == []
+    assert [k for k in provider_keys if k in json.dumps(scene["spec"])] == []
+    # The gateway's calls reached each upstream with that provider's key, and were recorded.
+    seen = {
+        name: json.dumps([r["headers"] for r in server.requests])
+        for name, server in model_upstreams.items()
+    }
+    assert PROVIDER_CANARIES["AGENTLOOP_ANTHROPIC_API_KEY"] in seen["anthropic"]
+    assert PROVIDER_CANARIES["AGENTLOOP_OPENAI_API_KEY"] in seen["openai"]
+    assert PROVIDER_CANARIES["AGENTLOOP_GEMINI_API_KEY"] in seen["gemini"]
+    for name, headers in seen.items():
+        others = [k for n, k in PROVIDER_CANARIES.items() if name.upper() not in n]
+        assert [k for k in others if k in headers] == [], name
+    worker = scene["run"].space.worker_project()
+    assert Span.objects.filter(project=worker, kind="LLM").count() == len(MODEL_CALLS)
+
+
 def test_the_sandbox_gets_the_canaries(scene):
     env = scene["env"]
     assert env["CANARY_TOKEN"] == CANARY and env["GH_TOKEN"] == GH_CANARY
@@ -276,7 +348,7 @@ def test_the_sandbox_gets_the_canaries(scene):
 
 
 def test_runner_api_answers_do_not_echo_canaries(scene):
-    assert len(scene["runner_answers"]) == 10
+    assert len(scene["runner_answers"]) == 10 + len(MODEL_CALLS)
     assert leaks("".join(scene["runner_answers"])) == []
 
 
@@ -335,6 +407,7 @@ def test_no_page_or_api_response_shows_a_canary(scene, project, alice, other_spa
         "automation_id": list(Automation.objects.values_list("pk", flat=True)) or [1],
         "artifact_id": list(run.artifacts.values_list("pk", flat=True)),
         "issue_id": list(SignalIssue.objects.values_list("pk", flat=True)) or [1],
+        "group_id": [1],  # side-by-side groups: none in this scene (a 404 page)
         "object_id": [run.pk],
         "id": [alice.pk],
         "session_id": ["sess-1"],

@@ -123,6 +123,7 @@ def test_spec(launched, settings):
         "time_limit_seconds": 600,
         "api_url": f"{settings.AGENTLOOP_PUBLIC_URL}/api/v1/projects/{run.project_id}/",
         "llm_base_url": f"{settings.AGENTLOOP_PUBLIC_URL}/llm/anthropic",
+        "llm_provider": "",  # the analyst calls no model
         "env": {"REGION": "eu", "DATADOG_KEY": "dd-secret-123456"},
         "repository": None,
         "skills": [],

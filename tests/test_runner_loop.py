@@ -277,7 +277,7 @@ def test_an_unknown_harness_fails_the_run(tmp_path):
     assert code == 0
     assert states(double) == ["running", "failed"]
     assert double.statuses[-1]["exit_reason"] == (
-        "unknown harness 'gpt-pilot' (known: analyst, claude-code)"
+        "unknown harness 'gpt-pilot' (known: analyst, claude-code, codex, gemini, opencode)"
     )
 
 

@@ -257,6 +257,7 @@ def test_the_environment_is_the_specs_and_nothing_of_the_host(provider, monkeypa
         "AGENTLOOP_URL",
         "AGENTLOOP_RUN_TOKEN",
         "AGENTLOOP_WORKSPACE",
+        "AGENTLOOP_HARNESS_CLI_DIR",
         "PATH",
         "HOME",
         "USER",
@@ -267,6 +268,8 @@ def test_the_environment_is_the_specs_and_nothing_of_the_host(provider, monkeypa
         "PWD",
     }
     assert "host-secret" not in json.dumps(result)
+    # No provider key of any kind: the harnesses reach models through the gateway only.
+    assert not [name for name in result if name.endswith(("_API_KEY", "_AUTH_TOKEN"))]
 
 
 def test_the_run_token_is_in_no_command_line_and_not_left_on_disk(provider):

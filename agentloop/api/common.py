@@ -18,10 +18,10 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agentloop.api.parsers import JSONParser  # deep JSON is a 400, not a 500
 from agentloop.automations.actions import AutomationError
 from agentloop.review.actions import ReviewError
 from agentloop.runs.actions import RunNotActive

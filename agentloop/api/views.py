@@ -23,7 +23,6 @@ from rest_framework.response import Response
 from agentloop.api import schema as _schema  # noqa: F401  (registers auth schemes)
 from agentloop.api import serializers as s
 from agentloop.api.common import ApiView
-from agentloop.api.parsers import JSONParser
 from agentloop.teams.access import get_project_for_user, projects_for_user
 from agentloop.teams.principals import KeyPrincipal
 from agentloop.traces.analytics import aggregate, parse_analytics_query

@@ -1,4 +1,4 @@
-"""The Anthropic-compatible endpoints sandboxes call, as a plain ASGI app.
+"""The model APIs sandboxes call (Anthropic, OpenAI, Gemini), as a plain ASGI app.
 
 Served for `/llm/…` by agentloop.asgi without Django's request handling
 (agentloop/fastpath.py says why: it cost more than the 5 ms the gateway may
@@ -7,8 +7,9 @@ checked against the run's budget, forwarded upstream with the real key, and
 answered with the upstream's status, headers and body. A streamed answer is
 relayed chunk by chunk as it arrives while a collector reads usage and text
 from it; when it ends, the call is recorded (LLM span + run counters) before
-the response closes. Errors of the gateway itself are Anthropic-shaped, with
-`x-should-retry: false` so SDK clients do not retry what cannot succeed.
+the response closes. Errors of the gateway itself are in the shape of the
+provider's own API (agentloop/gateway/providers.py), with `x-should-retry:
+false` so SDK clients do not retry what cannot succeed.
 
 Database work runs on two pools of threads whose connections stay open
 (agentloop/database_threads.py): admission (before the first byte, so it
@@ -29,8 +30,9 @@ from django.utils import timezone
 
 from agentloop import fastpath, safe_json
 from agentloop.database_threads import DatabaseThreads
-from agentloop.gateway import auth, budget, upstream
-from agentloop.gateway.spans import CallRecord, StreamCollector, collect_message, error_message
+from agentloop.gateway import auth, budget, providers, upstream
+from agentloop.gateway.providers import Provider
+from agentloop.gateway.spans import CallRecord
 from agentloop.gateway.spans import record_call as store_span
 from agentloop.runs.models import Run
 from agentloop.runs.redaction import prepare, run_secrets
@@ -38,109 +40,127 @@ from agentloop.runs.redaction import prepare, run_secrets
 log = logging.getLogger(__name__)
 
 PREFIX = "/llm/"
-# Gateway path -> (upstream path, recorded and counted?). Counting tokens is
-# free and generates nothing: forwarded, not recorded.
-ROUTES = {
-    "/llm/anthropic/v1/messages": ("/v1/messages", True),
-    "/llm/anthropic/v1/messages/count_tokens": ("/v1/messages/count_tokens", False),
-}
+# Errors before the provider is known (an unknown /llm/<name>/) take Anthropic's shape.
+ANTHROPIC = providers.PROVIDERS["anthropic"]
 
 admission = DatabaseThreads("llm-gateway-admission")
 recording = DatabaseThreads("llm-gateway-recording")
 
 
-async def _error(send, status: int, error_type: str, message: str) -> None:
+async def _error(send, provider: Provider, status: int, error_type: str, message: str) -> None:
     await fastpath.respond_json(
         send,
         status,
-        {"type": "error", "error": {"type": error_type, "message": message}},
+        provider.error_body(status, error_type, message),
         [("x-should-retry", "false")],
     )
 
 
 async def _handle(scope, receive, send):
-    route = ROUTES.get(scope["path"])
+    provider, rest = providers.find(scope["path"])
+    route = provider.route(rest, scope["method"]) if provider else None
     if route is None:
-        return await _error(send, 404, "not_found_error", f"No such endpoint: {scope['path']}.")
-    path, record = route
-    if scope["method"] != "POST":
-        return await _error(send, 405, "invalid_request_error", "Use POST.")
+        provider = provider or ANTHROPIC
+        return await _error(
+            send, provider, 404, "not_found_error", f"No such endpoint: {scope['path']}."
+        )
+    if scope["method"] != route.method:
+        return await _error(send, provider, 405, "invalid_request_error", f"Use {route.method}.")
     headers = fastpath.headers_of(scope)
+    query = fastpath.query_string(scope)
     try:
         body = await fastpath.read_body(receive)
     except fastpath.BodyTooLarge as exc:
-        return await _error(send, 413, "request_too_large", str(exc))
-    try:
-        payload = safe_json.loads(body or b"")
-        refusal = None if isinstance(payload, dict) else "The body must be a JSON object."
-    except safe_json.JsonError as exc:
-        refusal = f"The body must be a JSON object. {exc}"
+        return await _error(send, provider, 413, "request_too_large", str(exc))
+    payload: dict | None = {}
+    refusal = None
+    if route.method == "POST":
+        try:
+            payload = safe_json.loads(body or b"")
+            if not isinstance(payload, dict):
+                refusal = "The body must be a JSON object."
+        except safe_json.JsonError as exc:
+            refusal = f"The body must be a JSON object. {exc}"
     # One hop to the admission thread for both checks: each hop costs latency.
     # A read (and at most an idempotent write): safe to retry on a new connection.
-    caller = await admission.run(_admit, headers, check_budget=record, retry=True)
+    presented = provider.presented_key(headers, query)
+    caller = await admission.run(_admit, presented, check_budget=route.recorded, retry=True)
     if isinstance(caller, auth.Refusal):
-        return await _error(send, caller.status, caller.error_type, caller.message)
+        return await _error(send, provider, caller.status, caller.error_type, caller.message)
     run, token = caller
     if refusal:
-        return await _error(send, 400, "invalid_request_error", refusal)
+        return await _error(send, provider, 400, "invalid_request_error", refusal)
     try:
-        key = upstream.real_key()
+        key = upstream.real_key(provider)
     except upstream.UpstreamNotConfigured as exc:
-        return await _error(send, 503, "api_error", str(exc))
+        return await _error(send, provider, 503, "api_error", str(exc))
 
     call = CallRecord(
         request=payload,
         started_at=timezone.now(),
-        session_id=headers.get("x-claude-code-session-id", ""),
+        session_id=next((headers[h] for h in provider.session_headers if headers.get(h)), ""),
+        provider=provider.name,
+        operation=route.operation,
+        route_model=route.model,
     )
+    changed = provider.prepare_body(payload, route)
+    if changed is not None:
+        body = json.dumps(changed).encode()
+    record = route.recorded
     try:
         answer = await upstream.open_call(
-            path,
-            fastpath.query_string(scope),
-            upstream.request_headers(headers, key),
+            route.upstream_path,
+            query,
+            upstream.request_headers(headers, key, provider),
             body,
+            provider,
+            route.method,
         )
     except httpx.HTTPError as exc:
         why = f"the LLM upstream could not be reached ({type(exc).__name__})"
-        return await _upstream_failed(send, why, run, token, key, call, record)
+        return await _upstream_failed(send, provider, why, run, token, key, call, record)
 
     call.http_status = answer.status_code
     content_type = answer.headers.get("content-type", "")
+    reader = provider.reader(route).start(call)
     if answer.status_code == 200 and content_type.startswith("text/event-stream"):
-        return await _stream(receive, send, answer, run, token, key, call, record)
+        return await _stream(receive, send, answer, reader, run, token, key, call, record)
 
     try:
         answer_body = await answer.aread()
     except httpx.HTTPError as exc:
         why = f"the upstream answer broke off ({type(exc).__name__})"
-        return await _upstream_failed(send, why, run, token, key, call, record)
+        return await _upstream_failed(send, provider, why, run, token, key, call, record)
     finally:
         await answer.aclose()
     call.ended_at = timezone.now()
     if answer.is_success:
         try:
-            collect_message(call, json.loads(answer_body))
+            reader.read_json(json.loads(answer_body))
+            reader.done()
         except (ValueError, AttributeError):
             call.error = "the upstream answered something that is not a JSON message"
     else:
-        call.error = f"HTTP {answer.status_code}: {error_message(answer_body)}"
+        call.error = f"HTTP {answer.status_code}: {provider.error_message(answer_body)}"
     if record:
         await recording.run(_finish, run, token, key, call)
     await fastpath.respond(send, answer.status_code, answer_body, upstream.response_headers(answer))
 
 
-async def _upstream_failed(send, why: str, run, token, key, call: CallRecord, record) -> None:
+async def _upstream_failed(
+    send, provider: Provider, why: str, run, token, key, call: CallRecord, record
+) -> None:
     """Record the failed call (an error span) and answer 502."""
     call.error = why
     call.ended_at = timezone.now()
     if record:
         await recording.run(_finish, run, token, key, call)
-    await _error(send, 502, "api_error", f"The LLM gateway: {why}.")
+    await _error(send, provider, 502, "api_error", f"The LLM gateway: {why}.")
 
 
-async def _stream(receive, send, answer: httpx.Response, run, token, key, call, record):
+async def _stream(receive, send, answer: httpx.Response, reader, run, token, key, call, record):
     """Relay an SSE answer as it arrives; stop (and record why) if the caller hangs up."""
-    relay = asyncio.create_task(_relay(send, answer, call))
+    relay = asyncio.create_task(_relay(send, answer, reader, call))
     hang_up = asyncio.create_task(_wait_for_disconnect(receive))
     relayed = False
     try:
@@ -169,8 +189,7 @@ async def _stream(receive, send, answer: httpx.Response, run, token, key, call, 
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _relay(send, answer: httpx.Response, call: CallRecord) -> None:
-    collector = StreamCollector(call)
+async def _relay(send, answer: httpx.Response, collector, call: CallRecord) -> None:
     response_headers = [
         *upstream.response_headers(answer),
         ("cache-control", "no-cache"),
@@ -193,9 +212,9 @@ async def _wait_for_disconnect(receive) -> None:
         pass
 
 
-def _admit(headers, *, check_budget: bool):
+def _admit(presented: str, *, check_budget: bool):
     """(run, token) of a caller that may call now, or the Refusal to answer."""
-    caller = auth.authenticate(headers)
+    caller = auth.authenticate_key(presented)
     if isinstance(caller, auth.Refusal) or not check_budget:
         return caller
     run, _ = caller
@@ -211,7 +230,8 @@ def _finish(run, token: str, key: str, call: CallRecord) -> None:
     # Admission loaded only the fields it checks: load the whole run here, off
     # the caller's first byte.
     run = Run.objects.select_related("project__space", "space").get(pk=run.pk)
-    secrets = prepare([*run_secrets(run, token), ("AGENTLOOP_ANTHROPIC_API_KEY", key)])
+    key_name = providers.PROVIDERS[call.provider].key_setting
+    secrets = prepare([*run_secrets(run, token), (key_name, key)])
     try:
         with transaction.atomic():
             store_span(run, call, secrets)
@@ -229,7 +249,7 @@ def _finish(run, token: str, key: str, call: CallRecord) -> None:
 
 
 async def _answer_failure(send):
-    await _error(send, 500, "api_error", "The LLM gateway failed; see its log.")
+    await _error(send, ANTHROPIC, 500, "api_error", "The LLM gateway failed; see its log.")
 
 
 application = fastpath.plain_app(_handle, _answer_failure, "LLM gateway")

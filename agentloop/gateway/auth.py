@@ -1,7 +1,8 @@
 """Who is calling the gateway: a run, by its service key.
 
-Claude Code sends its API key in `x-api-key`; other clients may send
-`Authorization: Bearer`. Only a run's service key (al_sk_…) is accepted — a
+Claude Code sends its API key in `x-api-key`, Codex and OpenCode in
+`Authorization: Bearer`, Gemini CLI in `x-goog-api-key` (the provider finds it:
+agentloop/gateway/providers.py). Only a run's service key (al_sk_…) is accepted — a
 project API key reads traces, it does not spend model tokens.
 """
 
@@ -35,12 +36,17 @@ def presented_key(headers) -> str:
 
 def authenticate(headers) -> tuple[Run, str] | Refusal:
     """(run, raw token) of the caller, or why it may not call (sync: the admission thread)."""
-    raw = presented_key(headers)
+    return authenticate_key(presented_key(headers))
+
+
+def authenticate_key(raw: str) -> tuple[Run, str] | Refusal:
+    """The same for a key the provider found (x-api-key, Bearer, x-goog-api-key, ?key=)."""
     if not raw:
         return Refusal(
             401,
             "authentication_error",
-            "No run key: send the run's service key in x-api-key (or Authorization: Bearer).",
+            "No run key: send the run's service key as the API key "
+            "(x-api-key, Authorization: Bearer or x-goog-api-key).",
         )
     if raw.startswith(ProjectApiKey.PREFIX):
         return Refusal(

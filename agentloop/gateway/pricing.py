@@ -1,9 +1,11 @@
-"""Anthropic list prices per million tokens, for the cost on spans and the cost budget.
+"""List prices per million tokens (Anthropic, OpenAI, Gemini), for the cost on spans and budgets.
 
-Matched by the longest model-name prefix. Cache writes cost 1.25× input and
-cache reads 0.1× input (5-minute cache). A model not listed is priced like
-Sonnet — a budget should rather stop a little early than never — and its spans
-say so (`llm.cost.estimated`). Update the table when prices change.
+Matched by the longest model-name prefix. Anthropic cache writes cost 1.25×
+input and cache reads 0.1× input (5-minute cache); OpenAI's and Gemini's cached
+input is priced by its own factor (`cached`); they have no cache writes.
+A model not listed is priced like Sonnet — a budget should rather stop a
+little early than never — and its spans say so (`llm.cost.estimated`).
+Update the table when prices change.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ class Price:
     input: Decimal
     output: Decimal
     known: bool = True
+    cached: Decimal = Decimal("0.1")  # a cache read, as a share of input
 
     @property
     def cache_write(self) -> Decimal:
@@ -24,11 +27,11 @@ class Price:
 
     @property
     def cache_read(self) -> Decimal:
-        return self.input * Decimal("0.1")
+        return self.input * self.cached
 
 
-def _p(input_usd: str, output_usd: str) -> Price:
-    return Price(Decimal(input_usd), Decimal(output_usd))
+def _p(input_usd: str, output_usd: str, cached: str = "0.1") -> Price:
+    return Price(Decimal(input_usd), Decimal(output_usd), cached=Decimal(cached))
 
 
 PRICES: dict[str, Price] = {
@@ -42,6 +45,22 @@ PRICES: dict[str, Price] = {
     "claude-haiku-4-5": _p("1", "5"),
     "claude-3-5-haiku": _p("0.80", "4"),
     "claude-3-haiku": _p("0.25", "1.25"),
+    # OpenAI
+    "gpt-5": _p("1.25", "10"),
+    "gpt-5-codex": _p("1.25", "10"),
+    "gpt-5-mini": _p("0.25", "2"),
+    "gpt-5-nano": _p("0.05", "0.40"),
+    "gpt-4.1": _p("2", "8", "0.25"),
+    "gpt-4.1-mini": _p("0.40", "1.60", "0.25"),
+    "gpt-4o": _p("2.50", "10", "0.5"),
+    "gpt-4o-mini": _p("0.15", "0.60", "0.5"),
+    "o3": _p("2", "8", "0.25"),
+    "o4-mini": _p("1.10", "4.40", "0.25"),
+    # Gemini (prompts up to 200k tokens)
+    "gemini-2.5-pro": _p("1.25", "10", "0.25"),
+    "gemini-2.5-flash": _p("0.30", "2.50", "0.25"),
+    "gemini-2.5-flash-lite": _p("0.10", "0.40", "0.25"),
+    "gemini-2.0-flash": _p("0.10", "0.40", "0.25"),
 }
 DEFAULT = Price(Decimal("3"), Decimal("15"), known=False)
 

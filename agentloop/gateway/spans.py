@@ -1,8 +1,8 @@
 """Each model call through the gateway becomes an OpenInference LLM span in the run's trace.
 
-A streamed answer is parsed as it passes through (`StreamCollector.feed`, one
-chunk at a time, never the whole body) for the model, token usage, text and
-stop reason; a JSON answer is read whole (`collect_message`). `record_call`
+A streamed answer is parsed as it passes through (the provider's reader,
+agentloop/gateway/readers.py, one chunk at a time, never the whole body) for
+the model, token usage, text and stop reason; a JSON answer is read whole. `record_call`
 writes the span into the space's worker project under the run's root span
 (agentloop.runs.worker_trace), so it shows up in the run's "View traces".
 
@@ -22,14 +22,15 @@ from decimal import Decimal
 from django.db.models.functions import Greatest, Least
 
 from agentloop.gateway.pricing import price_of
+from agentloop.gateway.providers import PROVIDERS
 from agentloop.runs.redaction import redact_text
 from agentloop.runs.worker_trace import root_span_id, trace_id_for
 from agentloop.traces.models import Span, SpanKind, StatusCode, Trace
 
-# Claude Code resends the whole conversation on every call: cap what one span keeps.
+# The CLIs resend the whole conversation on every call: cap what one span keeps.
 MAX_VALUE_CHARS = 100_000
-# Request fields that are the call's parameters (the rest is content).
-CONTENT_FIELDS = ("messages", "system", "tools", "metadata")
+# Request fields that are never parameters (the content, and the tools' definitions).
+NOT_PARAMETERS = ("tools", "metadata")
 
 
 @dataclass
@@ -50,6 +51,9 @@ class CallRecord:
     http_status: int = 0
     error: str = ""  # set when the call failed: upstream error, stream error, disconnect
     session_id: str = ""
+    provider: str = "anthropic"
+    operation: str = "anthropic.messages"  # the span's name, before the model
+    route_model: str = ""  # the model named in the URL (Gemini)
 
     @property
     def prompt_tokens(self) -> int:
@@ -66,7 +70,7 @@ class CallRecord:
 
     def cost(self) -> tuple[Decimal, Decimal]:
         """(prompt cost, completion cost) in USD."""
-        price = price_of(self.model or self.request.get("model") or "")
+        price = price_of(model_of(self))
         prompt = (
             self.input_tokens * price.input
             + self.cache_creation_tokens * price.cache_write
@@ -75,120 +79,9 @@ class CallRecord:
         completion = self.output_tokens * price.output / 1_000_000
         return prompt, completion
 
-    def take_usage(self, usage: dict | None) -> None:
-        """Anthropic usage objects; a later one (message_delta) updates the earlier."""
-        if not isinstance(usage, dict):
-            return
-        for attr, name in (
-            ("input_tokens", "input_tokens"),
-            ("cache_creation_tokens", "cache_creation_input_tokens"),
-            ("cache_read_tokens", "cache_read_input_tokens"),
-            ("output_tokens", "output_tokens"),
-        ):
-            value = usage.get(name)
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-                setattr(self, attr, value)
 
-
-def collect_message(record: CallRecord, message: dict) -> None:
-    """A non-streamed answer (a JSON message) into the record."""
-    record.model = message.get("model") or record.model
-    record.take_usage(message.get("usage"))
-    record.stop_reason = message.get("stop_reason") or ""
-    for block in message.get("content") or []:
-        if not isinstance(block, dict):
-            continue
-        if block.get("type") == "text":
-            record.text_parts.append(block.get("text") or "")
-        elif block.get("type") == "tool_use":
-            record.tool_calls.append({"name": block.get("name"), "input": block.get("input")})
-
-
-def error_message(body: bytes) -> str:
-    """The message of an Anthropic error body, or the start of whatever it is."""
-    try:
-        data = json.loads(body)
-        error = data.get("error") or {}
-        return f"{error.get('type', 'error')}: {error.get('message', '')}".strip()
-    except (ValueError, AttributeError):
-        return body[:500].decode("utf-8", errors="replace")
-
-
-class StreamCollector:
-    """Reads Anthropic SSE incrementally into a CallRecord; the bytes pass through unchanged."""
-
-    def __init__(self, record: CallRecord):
-        self.record = record
-        self._buffer = b""
-        self._data: list[bytes] = []
-        self._tool_json: dict[int, list[str]] = {}
-        self._tool_names: dict[int, str] = {}
-
-    def feed(self, chunk: bytes) -> None:
-        self._buffer += chunk
-        while True:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                return
-            line = self._buffer[:end].rstrip(b"\r")
-            self._buffer = self._buffer[end + 1 :]
-            if not line:
-                self._dispatch()
-            elif line.startswith(b"data:"):
-                self._data.append(line[5:].lstrip())
-
-    def finish(self) -> None:
-        if self._buffer:
-            self.feed(b"\n")
-        self._dispatch()
-        for index, parts in sorted(self._tool_json.items()):
-            try:
-                tool_input = json.loads("".join(parts) or "{}")
-            except ValueError:
-                tool_input = "".join(parts)
-            name = self._tool_names.get(index)
-            self.record.tool_calls.append({"name": name, "input": tool_input})
-        self._tool_json.clear()
-
-    def _dispatch(self) -> None:
-        if not self._data:
-            return
-        raw = b"\n".join(self._data)
-        self._data = []
-        try:
-            event = json.loads(raw)
-        except ValueError:
-            return
-        if isinstance(event, dict):
-            self._event(event)
-
-    def _event(self, event: dict) -> None:
-        record = self.record
-        kind = event.get("type")
-        if kind == "message_start":
-            message = event.get("message") or {}
-            record.model = message.get("model") or record.model
-            record.take_usage(message.get("usage"))
-        elif kind == "content_block_start":
-            block = event.get("content_block") or {}
-            if block.get("type") == "tool_use":
-                index = event.get("index", 0)
-                self._tool_names[index] = block.get("name") or ""
-                self._tool_json[index] = []
-        elif kind == "content_block_delta":
-            delta = event.get("delta") or {}
-            if delta.get("type") == "text_delta":
-                record.text_parts.append(delta.get("text") or "")
-            elif delta.get("type") == "input_json_delta":
-                self._tool_json.setdefault(event.get("index", 0), []).append(
-                    delta.get("partial_json") or ""
-                )
-        elif kind == "message_delta":
-            record.stop_reason = (event.get("delta") or {}).get("stop_reason") or record.stop_reason
-            record.take_usage(event.get("usage"))
-        elif kind == "error":
-            error = event.get("error") or {}
-            record.error = f"{error.get('type', 'error')}: {error.get('message', '')}"
+def model_of(record: CallRecord) -> str:
+    return record.model or record.route_model or record.request.get("model") or ""
 
 
 def _clip(text: str) -> str:
@@ -200,10 +93,10 @@ def _clip(text: str) -> str:
 def span_attributes(record: CallRecord, secrets_: list) -> dict:
     prompt_cost, completion_cost = record.cost()
     request = record.request
-    parameters = {k: v for k, v in request.items() if k not in CONTENT_FIELDS}
-    input_value = {"messages": request.get("messages") or []}
-    if request.get("system"):
-        input_value["system"] = request["system"]
+    provider = PROVIDERS[record.provider]
+    skipped = (*provider.content_fields, *NOT_PARAMETERS)
+    parameters = {k: v for k, v in request.items() if k not in skipped}
+    input_value = provider.input_value(request)
     output_value = record.output_text
     if record.tool_calls:
         calls = "\n".join(
@@ -212,9 +105,9 @@ def span_attributes(record: CallRecord, secrets_: list) -> dict:
         output_value = f"{output_value}\n{calls}" if output_value else calls
     attributes = {
         "openinference.span.kind": SpanKind.LLM,
-        "llm.system": "anthropic",
-        "llm.provider": "anthropic",
-        "llm.model_name": record.model or request.get("model") or "",
+        "llm.system": record.provider,
+        "llm.provider": record.provider,
+        "llm.model_name": model_of(record),
         "llm.invocation_parameters": json.dumps(parameters, sort_keys=True),
         "llm.token_count.prompt": record.prompt_tokens,
         "llm.token_count.completion": record.output_tokens,
@@ -234,8 +127,8 @@ def span_attributes(record: CallRecord, secrets_: list) -> dict:
     }
     if not price_of(attributes["llm.model_name"]).known:
         attributes["llm.cost.estimated"] = True
-    if request.get("tools"):
-        attributes["llm.tools.count"] = len(request["tools"])
+    if provider.tools_count(request):
+        attributes["llm.tools.count"] = provider.tools_count(request)
     if record.session_id:
         attributes["session.id"] = record.session_id
     return attributes
@@ -252,7 +145,7 @@ def record_call(run, record: CallRecord, secrets_: list) -> Span:
         trace_id=trace_id,
         span_id=secrets.token_hex(8),
         parent_span_id=root_span_id(run),
-        name=f"anthropic.messages {record.model or record.request.get('model') or ''}".strip(),
+        name=f"{record.operation} {model_of(record)}".strip(),
         kind=SpanKind.LLM,
         status_code=StatusCode.ERROR if error else StatusCode.OK,
         status_message=error[:2000],
@@ -261,7 +154,7 @@ def record_call(run, record: CallRecord, secrets_: list) -> Span:
         duration_ms=(end - record.started_at).total_seconds() * 1000,
         attributes=span_attributes(record, secrets_),
         resource={"service.name": "agentloop-llm-gateway"},
-        model_name=(record.model or record.request.get("model") or "")[:200],
+        model_name=model_of(record)[:200],
         prompt_tokens=record.prompt_tokens,
         completion_tokens=record.output_tokens,
         total_tokens=record.total_tokens,

@@ -1,10 +1,12 @@
 """The upstream side of the gateway: where calls go, with which key and headers.
 
-The real key lives in the web process only (settings.AGENTLOOP_ANTHROPIC_API_KEY,
+The real keys live in the web process only (one setting per provider,
+AGENTLOOP_ANTHROPIC_API_KEY, AGENTLOOP_OPENAI_API_KEY, AGENTLOOP_GEMINI_API_KEY,
 from the environment or a `_FILE`); the sandbox knows the run token, which the
-gateway swaps for the real key here. Header handling is an allowlist in spirit:
+gateway swaps for the real key here, in the header the provider reads
+(agentloop/gateway/providers.py). Header handling is an allowlist in spirit:
 hop-by-hop headers, the caller's credentials, cookies and framing headers never
-cross; everything Anthropic-specific (anthropic-version, anthropic-beta, …) does.
+cross; everything API-specific (anthropic-version, openai-beta, x-goog-api-client, …) does.
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ import asyncio
 import weakref
 
 import httpx
-from django.conf import settings
+
+from agentloop.gateway.providers import PROVIDERS, Provider, UpstreamNotConfigured
+
+ANTHROPIC = PROVIDERS["anthropic"]
+__all__ = ["UpstreamNotConfigured", "base_url", "real_key", "request_headers", "open_call"]
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the ones this hop sets itself.
 HOP_BY_HOP = frozenset(
@@ -38,6 +44,7 @@ REQUEST_DROPPED = HOP_BY_HOP | {
     "x-api-key",
     "authorization",
     "api-key",
+    "x-goog-api-key",
     "cookie",
     "x-forwarded-for",
     "x-forwarded-host",
@@ -61,22 +68,12 @@ TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=10.0)
 _clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-class UpstreamNotConfigured(Exception):
-    pass
+def base_url(provider: Provider = ANTHROPIC) -> str:
+    return provider.base_url()
 
 
-def base_url() -> str:
-    return (settings.AGENTLOOP_LLM_UPSTREAM_URL or "https://api.anthropic.com").rstrip("/")
-
-
-def real_key() -> str:
-    key = getattr(settings, "AGENTLOOP_ANTHROPIC_API_KEY", "") or ""
-    if not key:
-        raise UpstreamNotConfigured(
-            "The LLM gateway has no upstream key: set AGENTLOOP_ANTHROPIC_API_KEY "
-            "(or AGENTLOOP_ANTHROPIC_API_KEY_FILE) on the web process."
-        )
-    return key
+def real_key(provider: Provider = ANTHROPIC) -> str:
+    return provider.real_key()
 
 
 def client() -> httpx.AsyncClient:
@@ -88,7 +85,9 @@ def client() -> httpx.AsyncClient:
     return found
 
 
-def request_headers(incoming: dict[str, str], key: str) -> dict[str, str]:
+def request_headers(
+    incoming: dict[str, str], key: str, provider: Provider = ANTHROPIC
+) -> dict[str, str]:
     """The caller's headers minus credentials and hop-by-hop ones, plus the real key."""
     connection_named = {
         name.strip().lower()
@@ -99,7 +98,7 @@ def request_headers(incoming: dict[str, str], key: str) -> dict[str, str]:
         for name, value in incoming.items()
         if name.lower() not in REQUEST_DROPPED and name.lower() not in connection_named
     }
-    headers["x-api-key"] = key
+    provider.add_key(headers, key)
     # The gateway parses the stream as it passes: ask for it uncompressed.
     headers["accept-encoding"] = "identity"
     return headers
@@ -113,8 +112,17 @@ def response_headers(upstream: httpx.Response) -> list[tuple[str, str]]:
     ]
 
 
-async def open_call(path: str, query: str, headers: dict[str, str], body: bytes) -> httpx.Response:
+async def open_call(
+    path: str,
+    query: str,
+    headers: dict[str, str],
+    body: bytes,
+    provider: Provider = ANTHROPIC,
+    method: str = "POST",
+) -> httpx.Response:
     """Send the call; the answer's body is left unread so it can be streamed."""
-    url = f"{base_url()}{path}" + (f"?{query}" if query else "")
-    request = client().build_request("POST", url, headers=headers, content=body)
+    query = provider.upstream_query(query)
+    url = f"{provider.base_url()}{path}" + (f"?{query}" if query else "")
+    content = body if method == "POST" else None
+    request = client().build_request(method, url, headers=headers, content=content)
     return await client().send(request, stream=True)

@@ -67,6 +67,7 @@ def preset_to_config(preset: AgentPreset, skill_ids: list[int] | None = None) ->
     config = {
         "harness": preset.harness,
         "model": preset.model,
+        "llm_provider": preset.llm_provider,
         "system_prompt": preset.system_prompt,
         "allowed_tools": list(preset.allowed_tools or []),
         "max_turns": preset.max_turns,

@@ -10,7 +10,9 @@ from django.core.exceptions import ValidationError
 
 from agentloop.presets.actions import GITHUB_KIND, check_preset
 from agentloop.presets.models import AgentPreset
-from agentloop.runs.config import HARNESSES, MAX_SYSTEM_PROMPT_LENGTH, MAX_TIME_LIMIT_SECONDS
+from agentloop.runs.availability import PROVIDER_LABELS, availability, harness_choices
+from agentloop.runs.config import MAX_SYSTEM_PROMPT_LENGTH, MAX_TIME_LIMIT_SECONDS
+from agentloop.runs.protocol import HARNESS_PROVIDERS, LLM_PROVIDERS
 from agentloop.runs.providers import provider_names
 from agentloop.skills.models import Skill
 
@@ -32,8 +34,45 @@ class SkillCheckboxes(forms.CheckboxSelectMultiple):
         return option
 
 
+class HarnessSelect(forms.Select):
+    """Harness options labelled with their availability; `disable_unavailable`
+    also makes them unselectable (the session form: such a run could not start)."""
+
+    def __init__(self, *args, disable_unavailable=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.disable_unavailable = disable_unavailable
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+        option = super().create_option(name, value, label, selected, index, subindex, attrs)
+        found = availability(str(value))
+        if not found.available:
+            option["attrs"]["data-unavailable"] = found.reason
+            if self.disable_unavailable and not selected:
+                option["attrs"]["disabled"] = True
+        return option
+
+
+def provider_choices() -> list[tuple[str, str]]:
+    speakers = {
+        p: [h for h, speaks in HARNESS_PROVIDERS.items() if p in speaks] for p in LLM_PROVIDERS
+    }
+    return [("", "the harness's own")] + [
+        (p, f"{PROVIDER_LABELS[p]} ({', '.join(speakers[p])})") for p in LLM_PROVIDERS
+    ]
+
+
 class PresetForm(forms.ModelForm):
-    harness = forms.ChoiceField(choices=[(h, h) for h in HARNESSES])
+    harness = forms.ChoiceField(
+        widget=HarnessSelect,
+        help_text="A harness marked unavailable can be saved in a preset, but its sessions "
+        "start only once the deployment has its CLI and key.",
+    )
+    llm_provider = forms.ChoiceField(
+        required=False,
+        label="Model provider",
+        help_text="Which API the harness calls through the gateway; only OpenCode speaks more "
+        "than one.",
+    )
     sandbox = forms.ChoiceField(required=False, label="Sandbox provider")
     system_prompt = forms.CharField(
         required=False,
@@ -67,6 +106,7 @@ class PresetForm(forms.ModelForm):
         fields = [
             "name",
             "harness",
+            "llm_provider",
             "sandbox",
             "model",
             "system_prompt",
@@ -95,6 +135,8 @@ class PresetForm(forms.ModelForm):
     def __init__(self, *args, space, **kwargs):
         super().__init__(*args, **kwargs)
         self.instance.space = space
+        self.fields["harness"].choices = harness_choices()
+        self.fields["llm_provider"].choices = provider_choices()
         for field in self.fields.values():
             # A browser's maxlength cuts a paste short without a word; the
             # server refuses over-long text with a message instead.

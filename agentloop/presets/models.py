@@ -26,6 +26,8 @@ class AgentPreset(models.Model):
     space = models.ForeignKey(Space, on_delete=models.CASCADE, related_name="presets")
     name = models.CharField(max_length=200)
     harness = models.CharField(max_length=32, default="claude-code")
+    # The model API ("anthropic", "openai", "gemini"); "": the harness's own.
+    llm_provider = models.CharField(max_length=32, blank=True, default="")
     sandbox = models.CharField(max_length=32, blank=True, default="")  # "": the default provider
     model = models.CharField(max_length=200, default=DEFAULT_MODEL)
     system_prompt = models.TextField(blank=True, default="", max_length=MAX_SYSTEM_PROMPT_LENGTH)

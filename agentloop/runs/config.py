@@ -26,7 +26,14 @@ from typing import Annotated, Any, Literal
 import pydantic
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from agentloop.runner.repo import repository_url_problem, valid_branch_name
@@ -35,7 +42,10 @@ from agentloop.runs.providers import provider_names
 from agentloop.skills.runtime import check_skill_ids
 
 HARNESSES = protocol.HARNESSES
+HARNESS_PROVIDERS = protocol.HARNESS_PROVIDERS
 DEFAULT_MODEL = "claude-sonnet-4-5"
+# A blank model is the provider's default.
+DEFAULT_MODELS = {"anthropic": DEFAULT_MODEL, "openai": "gpt-5", "gemini": "gemini-2.5-pro"}
 DEFAULT_TIME_LIMIT_SECONDS = 30 * 60
 MAX_TIME_LIMIT_SECONDS = 24 * 3600
 DEFAULT_MAX_TURNS = 50
@@ -134,7 +144,10 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="ignore", validate_default=True)
 
-    harness: Literal["analyst", "claude-code"] = "analyst"
+    harness: Literal["analyst", "claude-code", "codex", "opencode", "gemini"] = "analyst"
+    llm_provider: str = Field(
+        default="", description="the model API (anthropic, openai, gemini); blank: the harness's"
+    )
     sandbox: str = Field(default="", description="a sandbox provider; blank: the default one")
     model: str = DEFAULT_MODEL
     system_prompt: Annotated[str, Field(max_length=MAX_SYSTEM_PROMPT_LENGTH)] = ""
@@ -182,10 +195,25 @@ class RunConfig(BaseModel):
             raise _sentence(f"Unknown sandbox provider {sandbox!r}; known: {names}.")
         return sandbox
 
-    @field_validator("model", mode="before")
+    @field_validator("model", "llm_provider", mode="before")
     @classmethod
-    def _model(cls, value):
-        return str(value or DEFAULT_MODEL)
+    def _text(cls, value):
+        return str(value or "")
+
+    @model_validator(mode="after")
+    def _provider_and_model(self):
+        speaks = HARNESS_PROVIDERS.get(self.harness, ())
+        if self.llm_provider and self.llm_provider not in speaks:
+            if not speaks:
+                raise _sentence(
+                    f"The {self.harness} harness calls no model: leave the provider blank."
+                )
+            raise _sentence(
+                f"The {self.harness} harness speaks {', '.join(speaks)}, not {self.llm_provider}."
+            )
+        self.llm_provider = self.llm_provider or (speaks[0] if speaks else "")
+        self.model = self.model or DEFAULT_MODELS.get(self.llm_provider, DEFAULT_MODEL)
+        return self
 
     @field_validator("system_prompt", mode="before")
     @classmethod
@@ -296,6 +324,7 @@ def normalize_config(config: dict, *, space=None, user=None) -> tuple[dict, dict
     repository = asked.repository.model_dump() if asked.repository else None
     snapshot = {
         "harness": asked.harness,
+        "llm_provider": asked.llm_provider,
         "sandbox": asked.sandbox,
         "model": asked.model,
         "system_prompt": asked.system_prompt,

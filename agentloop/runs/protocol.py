@@ -60,7 +60,16 @@ RUNNER_STATES = get_args(RunnerStateName)
 EVENT_SOURCES = get_args(EventSourceName)
 EVENT_KINDS = get_args(EventKindName)
 ARTIFACT_KINDS = get_args(ArtifactKindName)
-HARNESSES = ("analyst", "claude-code")
+HARNESSES = ("analyst", "claude-code", "codex", "opencode", "gemini")
+# The model APIs the LLM gateway speaks (/llm/<provider>/), and which each harness's CLI can use.
+LLM_PROVIDERS = ("anthropic", "openai", "gemini")
+HARNESS_PROVIDERS = {
+    "analyst": (),
+    "claude-code": ("anthropic",),
+    "codex": ("openai",),
+    "opencode": ("openai", "anthropic"),
+    "gemini": ("gemini",),
+}
 
 MAX_BATCH = 500
 MAX_KEY_LENGTH = 200
@@ -119,7 +128,7 @@ class Spec(Answer):
 
     run: str = Field(description="the run's code")
     project: Project
-    harness: str = Field(description="analyst or claude-code")
+    harness: str = Field(description="analyst, claude-code, codex, opencode or gemini")
     model: str | None
     system_prompt: str
     prompt: str = Field(description="the first prompt (never returned by the inbox)")
@@ -127,7 +136,10 @@ class Spec(Answer):
     allowed_tools: list[str]
     time_limit_seconds: Annotated[float, Field(gt=0)] | None
     api_url: str = Field(description="{AGENTLOOP_URL}/api/v1/projects/<id>/")
-    llm_base_url: str
+    llm_base_url: str = Field(
+        description="the gateway for llm_provider: {public URL}/llm/<provider>"
+    )
+    llm_provider: str = Field(default="", description="anthropic, openai or gemini; blank: none")
     env: dict[str, str] = Field(description="NAME: value, secret values included")
     repository: Repository | None
     skills: list[SkillInstall]

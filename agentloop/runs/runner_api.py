@@ -72,6 +72,12 @@ def runner_route(method: str, *, scope: str = "events:write", refuse_finished: b
     return decorate
 
 
+def llm_provider(config: dict) -> str:
+    """The run's model API; a snapshot from before providers is its harness's first."""
+    speaks = protocol.HARNESS_PROVIDERS.get(config.get("harness") or "", ())
+    return config.get("llm_provider") or (speaks[0] if speaks else "")
+
+
 def _public_url() -> str:
     return settings.AGENTLOOP_PUBLIC_URL.rstrip("/")
 
@@ -79,9 +85,12 @@ def _public_url() -> str:
 @runner_route("GET", scope="traces:read")
 def spec(request, run: Run, token, body):
     config = run.config
-    llm_base_url = config.get("llm_base_url") or getattr(
-        settings, "AGENTLOOP_LLM_BASE_URL", f"{_public_url()}/llm/anthropic"
-    )
+    provider = llm_provider(config)
+    if provider == "anthropic":
+        default = getattr(settings, "AGENTLOOP_LLM_BASE_URL", f"{_public_url()}/llm/anthropic")
+    else:
+        default = f"{_public_url()}/llm/{provider or 'anthropic'}"
+    llm_base_url = config.get("llm_base_url") or default
     continued = actions.continuation(run)
     return JsonResponse(
         {
@@ -96,6 +105,7 @@ def spec(request, run: Run, token, body):
             "time_limit_seconds": config.get("time_limit_seconds"),
             "api_url": f"{_public_url()}/api/v1/projects/{run.project_id}/",
             "llm_base_url": llm_base_url,
+            "llm_provider": provider,
             "env": {**config.get("env", {}), **run.secret_env()},
             "repository": config.get("repository"),
             "skills": config.get("skill_installs") or [],  # custom skills to install

@@ -54,6 +54,8 @@ WORKSPACE = "/workspace"
 HOME = "/home/agent"
 RUNNER_PYTHONPATH = "/opt/agentloop"
 CLAUDE_DIR = "/opt/claude"
+HARNESS_CLI_DIR = "/opt/harness-cli"  # settings.HARNESS_CLI_DIR, read-only
+HARNESS_CLI_BIN = f"{HARNESS_CLI_DIR}/node_modules/.bin"
 BRIDGE_DIR = "/run/agentloop"
 RUN_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
@@ -116,7 +118,8 @@ class LocalProvider(SandboxProvider):
         env = {"LANG": "C.UTF-8", **spec.env}
         env.update(
             {
-                "PATH": f"{CLAUDE_DIR}:/usr/bin:/bin:/usr/local/bin",
+                "PATH": f"{CLAUDE_DIR}:{HARNESS_CLI_BIN}:/usr/bin:/bin:/usr/local/bin",
+                "AGENTLOOP_HARNESS_CLI_DIR": HARNESS_CLI_DIR,
                 "HOME": HOME,
                 "USER": "agent",
                 "PYTHONPATH": RUNNER_PYTHONPATH,
@@ -184,6 +187,10 @@ class LocalProvider(SandboxProvider):
         opts += ["--ro-bind", str(package), f"{RUNNER_PYTHONPATH}/agentloop"]
         if claude is not None:
             opts += ["--ro-bind", str(claude), f"{CLAUDE_DIR}/claude"]
+        # The harness CLIs (make harness-cli): node packages, read-only, where present.
+        cli_dir = _setting("HARNESS_CLI_DIR", None)
+        if cli_dir and Path(cli_dir, "node_modules").is_dir():
+            opts += ["--ro-bind", str(cli_dir), HARNESS_CLI_DIR]
         for host, inside in parse_binds(_setting("SANDBOX_RO_BINDS", [])):
             opts += ["--ro-bind", host, inside]
         if runner_only:

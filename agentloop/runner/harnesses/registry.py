@@ -9,6 +9,9 @@ from agentloop.runner.harnesses.base import Harness
 HARNESSES = {
     "analyst": "agentloop.runner.harnesses.analyst:AnalystHarness",
     "claude-code": "agentloop.runner.harnesses.claude_code:ClaudeCodeHarness",
+    "codex": "agentloop.runner.harnesses.codex:CodexHarness",
+    "opencode": "agentloop.runner.harnesses.opencode:OpenCodeHarness",
+    "gemini": "agentloop.runner.harnesses.gemini:GeminiHarness",
 }
 
 
