@@ -548,7 +548,7 @@ def _measure_spans(project, query: AnalyticsQuery, bucket) -> tuple[dict, list, 
 # -- from rollups ------------------------------------------------------------------------
 
 ROLLUP_MIN_WINDOW = timedelta(hours=1)  # a shorter window reads its spans
-MAX_RAW_RANGES = 200  # edges read from spans; more, and the whole query does
+MAX_RAW_RANGES = 120  # edges read from spans; more, and the whole query does
 _ALL_GROUPS = 10_000_000
 
 
@@ -852,16 +852,10 @@ def _measure_mixed(project, query: AnalyticsQuery, bucket, plan: _RollupPlan):
             if len(ranges) > MAX_RAW_RANGES:
                 return _measure_spans(project, query, bucket)
             from_rollups[period] = cells
-            if ranges:
-                # Bounded by the edges themselves (not the window), so the planner
-                # reads their time's index range, not the whole window's.
-                first, last = min(lo for lo, _ in ranges), max(hi for _, hi in ranges)
-                edges = Q()
-                for lo, hi in ranges if len(ranges) > 1 else []:
-                    edges |= Q(start_time__gte=lo, start_time__lt=hi)
-                windows.append(
-                    _window_rows(project, query, period, first, last, period_bucket, edges & ~tail)
-                )
+            # One part of the statement per edge, bounded by the edge's own times,
+            # so the planner reads each one's index range, not the whole window's.
+            for lo, hi in ranges:
+                windows.append(_window_rows(project, query, period, lo, hi, period_bucket, ~tail))
             windows.append(
                 _window_rows(project, query, period, start, end, period_bucket, tail_ids)
             )
