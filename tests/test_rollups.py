@@ -31,7 +31,7 @@ QUERIES = [
     {"group_by": ["name"], "bucket": "1h", "limit": "100"},
     {"group_by": ["status"], "bucket": "30m"},
     {"name": "plan_step", "bucket": "30m"},
-    {"name": "plan_step", "status": "ERROR", "bucket": "15m"},
+    {"name": "plan_step", "status": "ERROR", "bucket": "40m"},
     {"kind": "LLM", "group_by": ["name", "status"], "limit": "3"},
     {"group_by": ["attr:region"], "name": "lookup_order"},
     {"group_by": ["attr:tier"], "bucket": "2h"},
