@@ -201,6 +201,7 @@ K8S_WEB_PEER = env_str(
 )
 K8S_DNS_PEER = env_str("AGENTLOOP_K8S_DNS_PEER", "kube-system/k8s-app=kube-dns:53")
 K8S_EGRESS_PROXY_PEER = env_str("AGENTLOOP_K8S_EGRESS_PROXY_PEER", "")
+K8S_SECCOMP_PROFILE = env_str("AGENTLOOP_K8S_SECCOMP_PROFILE", "")  # Localhost profile path
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:

@@ -131,6 +131,9 @@ class LocalProvider(SandboxProvider):
         """bwrap options (everything before the command); read from a memfd by bwrap."""
         opts = [
             "--unshare-user",
+            # No nested user namespace either (the seccomp filter also refuses
+            # unshare and clone with CLONE_NEW*): bwrap >= 0.8.
+            "--disable-userns",
             "--unshare-pid",
             "--unshare-ipc",
             "--unshare-uts",

@@ -27,6 +27,7 @@ import threading
 import time
 from pathlib import Path
 
+from agentloop.sandboxes import seccomp
 from agentloop.sandboxes.netbridge import serve
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -252,10 +253,14 @@ class Supervisor:
         # host uid, and counts every process of that uid (all runs together).
         nproc = None if pids_limited or cfg.get("host_uid") is None else cfg["processes"]
 
+        # The syscall filter (agentloop/sandboxes/seccomp.py), loaded by bwrap just
+        # before it execs the command: everything inside runs under it.
+        seccomp_fd = seccomp.program_fd()
+        options = [*cfg["bwrap_options"], "--seccomp", str(seccomp_fd)]
         # bwrap reads its options from a memfd: the run token in --setenv never
         # appears in a command line that `ps` shows.
         args_fd = os.memfd_create("bwrap-args", 0)
-        os.write(args_fd, b"".join(arg.encode() + b"\0" for arg in cfg["bwrap_options"]))
+        os.write(args_fd, b"".join(arg.encode() + b"\0" for arg in options))
         os.lseek(args_fd, 0, os.SEEK_SET)
 
         listener = self._bridge_listener() if cfg.get("bridge") else None
@@ -272,7 +277,7 @@ class Supervisor:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={},
-                pass_fds=(args_fd,),
+                pass_fds=(args_fd, seccomp_fd),
                 preexec_fn=lambda: self._child_setup(cgroups, nproc, supervisor_pid),
                 close_fds=True,
             )
@@ -291,6 +296,7 @@ class Supervisor:
             return 1
         finally:
             os.close(args_fd)
+            os.close(seccomp_fd)
         if listener is not None:
             # Threads only after the fork above: preexec_fn and threads do not mix.
             threading.Thread(target=serve, args=(listener, self._connect_web), daemon=True).start()
@@ -301,6 +307,7 @@ class Supervisor:
                 "bwrap_start": process_start_time(proc.pid),
                 "cgroups": cgroups,
                 "nproc_rlimit": nproc,
+                "seccomp": True,
             },
         )
 
