@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 from agentloop.sandboxes import seccomp
-from agentloop.sandboxes.netbridge import serve
+from agentloop.sandboxes.egress import EgressProxy, parse_rule
+from agentloop.sandboxes.netbridge import pipe, serve
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -220,6 +221,7 @@ class Supervisor:
         self.stop_reason: str | None = None
         self.deadline = time.monotonic() + self.config["wall_seconds"]
         self.kill_at: float | None = None
+        self.posters: list[threading.Thread] = []  # refusal events on their way
 
     def _child_setup(self, cgroups: list[dict], nproc: int | None, supervisor_pid: int) -> None:
         """In the forked child before exec: join the cgroups, set rlimits, drop to the host uid."""
@@ -264,6 +266,7 @@ class Supervisor:
         os.lseek(args_fd, 0, os.SEEK_SET)
 
         listener = self._bridge_listener() if cfg.get("bridge") else None
+        egress = self._egress_listener() if cfg.get("egress") else None
 
         signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.signal(signal.SIGINT, self._on_sigterm)
@@ -300,6 +303,8 @@ class Supervisor:
         if listener is not None:
             # Threads only after the fork above: preexec_fn and threads do not mix.
             threading.Thread(target=serve, args=(listener, self._connect_web), daemon=True).start()
+        if egress is not None:
+            threading.Thread(target=self._serve_egress, args=egress, daemon=True).start()
         write_json(
             self.run_dir / "sandbox.json",
             {
@@ -313,6 +318,8 @@ class Supervisor:
 
         code = self._wait(proc)
         log.close()
+        for poster in self.posters:  # the last refusals must reach the transcript too
+            poster.join(timeout=10)
         write_json(
             self.run_dir / "state.json",
             {
@@ -327,7 +334,53 @@ class Supervisor:
 
     def _bridge_listener(self) -> socket.socket:
         """The Unix socket a RUNNER_ONLY sandbox's netbridge connects to."""
-        path = self.config["bridge"]["socket"]
+        return self._unix_listener(self.config["bridge"]["socket"])
+
+    def _egress_listener(self) -> tuple[socket.socket, EgressProxy]:
+        """The egress proxy's socket (the bridge's second route) and the proxy."""
+        egress = self.config["egress"]
+        proxy = EgressProxy(
+            [parse_rule(entry) for entry in egress["hosts"]],
+            open_networks=egress.get("open_networks") or [],
+            static_hosts=egress.get("static_hosts") or {},
+            on_refusal=self._report_refusal,
+        )
+        return self._unix_listener(egress["socket"]), proxy
+
+    def _serve_egress(self, listener: socket.socket, proxy: EgressProxy) -> None:
+        def one(conn: socket.socket) -> None:
+            upstream = proxy.handle(conn)
+            if upstream is not None:
+                pipe(conn, upstream)
+
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=one, args=(conn,), daemon=True).start()
+
+    def _report_refusal(self, host: str, port: int, reason: str) -> None:
+        """A refusal becomes an event of the run's transcript: posted as the
+        runner would (its token), once per host and port (the event's key)."""
+        egress = self.config["egress"]
+        print(f"egress refused {host}:{port}: {reason}", file=sys.stderr, flush=True)
+        if not egress.get("events_url"):
+            return
+        event = {
+            "key": f"egress-refused:{host}:{port}"[:200],
+            "source": "system",
+            "kind": "error",
+            "payload": {
+                "message": f"The egress proxy refused {host}:{port}: {reason}.",
+                "egress": {"host": host, "port": port, "reason": reason},
+            },
+        }
+        poster = threading.Thread(target=_post_event, args=(egress, event), daemon=True)
+        poster.start()
+        self.posters.append(poster)
+
+    def _unix_listener(self, path: str) -> socket.socket:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(path)
         uid = self.config.get("host_uid")
@@ -374,6 +427,24 @@ class Supervisor:
                 self.kill_at = now + grace
             if self.kill_at is not None and now >= self.kill_at:
                 proc.kill()  # the sandbox's pid 1 dies with bwrap, and every process with it
+
+
+def _post_event(egress: dict, event: dict) -> None:
+    import urllib.request  # here: most supervisors never post, and it costs their start
+
+    request = urllib.request.Request(
+        egress["events_url"],
+        data=json.dumps({"events": [event]}).encode(),
+        headers={
+            "Authorization": f"Bearer {egress['token']}",
+            "Content-Type": "application/json",
+        },
+        method="POST",
+    )
+    try:
+        urllib.request.urlopen(request, timeout=10).close()
+    except OSError as exc:
+        print(f"could not post the refusal event: {exc}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str]) -> int:
