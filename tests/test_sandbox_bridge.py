@@ -1,6 +1,7 @@
 """The runner-only network bridge inside a real bubblewrap sandbox: it carries
 large bodies both ways, and it survives the agent filling its process limit."""
 
+# ruff: noqa: F811 (the fixtures come from test_sandbox_local)
 from __future__ import annotations
 
 import hashlib
@@ -61,7 +62,7 @@ def runner_only(code: str, script: str, port: int, **limits):
     )
 
 
-def test_the_bridge_carries_megabytes_both_ways(provider, web):  # noqa: F811
+def test_the_bridge_carries_megabytes_both_ways(provider, web):
     script = """
     import hashlib, json, os, urllib.request
     url = os.environ["AGENTLOOP_URL"]
@@ -80,7 +81,7 @@ def test_the_bridge_carries_megabytes_both_ways(provider, web):  # noqa: F811
     assert result["upload_ok"] is True
 
 
-def test_the_bridge_survives_the_agent_filling_its_process_limit(provider, web):  # noqa: F811
+def test_the_bridge_survives_the_agent_filling_its_process_limit(provider, web):
     # The agent forks until the kernel says no, keeps every child, and only
     # then talks to the web process, over several new connections.
     script = """

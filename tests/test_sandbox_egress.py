@@ -6,6 +6,7 @@ Nothing here talks to an address outside this machine: the "outside" host is
 198.18.N.2 in a network namespace this test creates and removes.
 """
 
+# ruff: noqa: F811 (the fixtures come from test_sandbox_local)
 from __future__ import annotations
 
 import json
@@ -162,7 +163,7 @@ print(json.dumps(results))
 def test_allowed_hosts_are_reached_and_everything_else_is_refused_and_reported(
     provider,
     egress_settings,
-    web,  # noqa: F811
+    web,
 ):
     web_port, posted = web
     urls = [
@@ -196,7 +197,7 @@ def test_allowed_hosts_are_reached_and_everything_else_is_refused_and_reported(
                for e in events)  # fmt: skip
 
 
-def test_without_an_allow_list_there_is_no_proxy_at_all(provider, egress_settings, web):  # noqa: F811
+def test_without_an_allow_list_there_is_no_proxy_at_all(provider, egress_settings, web):
     web_port, _ = web
     script = """
     import json, os, socket
@@ -211,12 +212,12 @@ def test_without_an_allow_list_there_is_no_proxy_at_all(provider, egress_setting
     assert result == {"proxy": "ConnectionRefusedError", "env": None}
 
 
-def test_an_https_style_tunnel_opens_only_to_an_allowed_host(provider, egress_settings, web):  # noqa: F811
+def test_an_https_style_tunnel_opens_only_to_an_allowed_host(provider, egress_settings, web):
     web_port, _ = web
     script = """
     import http.client, json
     results = {}
-    for host in (%(allowed)r, "not-listed.example.test"):
+    for host in (ALLOWED, "not-listed.example.test"):
         connection = http.client.HTTPConnection("127.0.0.1", 3128, timeout=20)
         connection.set_tunnel(host, 80)  # CONNECT host:80, then HTTP inside the tunnel
         try:
@@ -225,14 +226,14 @@ def test_an_https_style_tunnel_opens_only_to_an_allowed_host(provider, egress_se
         except OSError as exc:
             results[host] = str(exc)
     print(json.dumps(results))
-    """ % {"allowed": PKG_NAME}
+    """.replace("ALLOWED", repr(PKG_NAME))
     result = run_json(provider, egress_run("egress2", script, web_port, [f"{PKG_NAME}:80"]))
 
     assert result[PKG_NAME].startswith(f"hello from {PKG_NAME} via {PKG_NAME}")
     assert "403" in result["not-listed.example.test"]
 
 
-def test_git_clone_and_push_work_through_the_proxy(provider, egress_settings, web, outside_host):  # noqa: F811
+def test_git_clone_and_push_work_through_the_proxy(provider, egress_settings, web, outside_host):
     web_port, _ = web
     script = f"""
     import json, subprocess
@@ -261,7 +262,7 @@ def test_git_clone_and_push_work_through_the_proxy(provider, egress_settings, we
     assert pushed.stdout == "written in the sandbox\n"
 
 
-def test_pip_and_npm_install_through_the_proxy(provider, egress_settings, web):  # noqa: F811
+def test_pip_and_npm_install_through_the_proxy(provider, egress_settings, web):
     web_port, _ = web
     script = f"""
     import json, subprocess, sys
@@ -291,7 +292,7 @@ def test_pip_and_npm_install_through_the_proxy(provider, egress_settings, web): 
     assert result["node"] == "hello from npm"
 
 
-def test_a_bad_allow_list_entry_is_a_clear_error(provider, sandbox_root):  # noqa: F811
+def test_a_bad_allow_list_entry_is_a_clear_error(provider, sandbox_root):
     sandbox_spec = egress_run("egressbad", "pass", 8000, ["git hub.com"])
     with pytest.raises(SandboxError, match="is not a host name"):
         provider.start(sandbox_spec)

@@ -1,5 +1,6 @@
 """The seccomp filter and the ban on nested user namespaces, proved inside a real bwrap run."""
 
+# ruff: noqa: F811 (the fixtures come from test_sandbox_local)
 from __future__ import annotations
 
 import errno
@@ -57,7 +58,7 @@ print(json.dumps(result))
 """
 
 
-def test_the_filter_denies_namespaces_mounts_ptrace_and_kernel_surfaces_inside_a_run(provider):  # noqa: F811
+def test_the_filter_denies_namespaces_mounts_ptrace_and_kernel_surfaces_inside_a_run(provider):
     numbers = json.dumps(seccomp.ARCHES[platform.machine()]["numbers"])
     result = run_json(provider, python("seccomp", SYSCALL_PROBE % {"numbers": numbers}))
 
@@ -73,7 +74,7 @@ def test_the_filter_denies_namespaces_mounts_ptrace_and_kernel_surfaces_inside_a
     assert result["git"] == 0
 
 
-def test_bwrap_alone_refuses_a_nested_user_namespace(provider, sandbox_root):  # noqa: F811
+def test_bwrap_alone_refuses_a_nested_user_namespace(provider, sandbox_root):
     # Defence in depth: --disable-userns holds without the filter. The provider
     # asks for it, and the installed bwrap honours it (run here without --seccomp).
     run_dir = sandbox_root / "probe"
