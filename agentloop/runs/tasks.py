@@ -44,6 +44,7 @@ def build_spec(run: Run, token: str) -> SandboxSpec:
         image=config.get("image") or None,
         limits=limits,
         network=NetworkPolicy(config.get("network") or NetworkPolicy.RUNNER_ONLY),
+        egress_hosts=tuple(config.get("egress_hosts") or ()),
     )
 
 
