@@ -119,7 +119,13 @@ class Spec(Answer):
     time_limit_seconds: Annotated[float, Field(gt=0)] | None
     api_url: str = Field(description="{AGENTLOOP_URL}/api/v1/projects/<id>/")
     llm_base_url: str
-    env: dict[str, str] = Field(description="NAME: value, secret values included")
+    env: dict[str, str] = Field(
+        description="NAME: value; secret values only in the run's first spec answer"
+    )
+    secrets_withheld: list[str] = Field(
+        default_factory=list,
+        description="names of secrets left out: they were handed out at start, once",
+    )
     repository: Repository | None
     skills: list[SkillInstall]
     status: StatusName

@@ -56,6 +56,7 @@ HOME = "/home/agent"
 RUNNER_PYTHONPATH = "/opt/agentloop"
 CLAUDE_DIR = "/opt/claude"
 BRIDGE_DIR = "/run/agentloop"
+RUN_TOKEN = "AGENTLOOP_RUN_TOKEN"
 RUN_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 # Read-only from the host's /etc: name resolution and TLS roots, nothing else
@@ -113,8 +114,14 @@ class LocalProvider(SandboxProvider):
     # -- start --------------------------------------------------------------
 
     def sandbox_env(self, spec: SandboxSpec) -> dict[str, str]:
-        """The whole environment inside: spec.env plus what the sandbox itself needs."""
+        """The whole environment inside: spec.env plus what the sandbox itself needs.
+
+        Not the run token: the supervisor hands it to the runner through a pipe
+        (AGENTLOOP_RUN_TOKEN_FD), so it is in no environment and, unlike an
+        option of bwrap's, in no memory the agent can read (bwrap's pid 1).
+        """
         env = {"LANG": "C.UTF-8", **spec.env}
+        env.pop(RUN_TOKEN, None)
         env.update(
             {
                 "PATH": f"{CLAUDE_DIR}:/usr/bin:/bin:/usr/local/bin",
@@ -355,6 +362,7 @@ class LocalProvider(SandboxProvider):
                 "command": list(spec.command),
                 "bridge": bridge,
                 "egress": egress,
+                "run_token": spec.env.get(RUN_TOKEN, ""),
                 "host_uid": uid,
                 "wall_seconds": limits.wall_seconds,
                 "cpu": limits.cpu,

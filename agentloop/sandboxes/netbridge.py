@@ -243,7 +243,9 @@ def main(argv: list[str]) -> int:
     pending: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: pending.append(signum))
     signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
-    proc = subprocess.Popen(command)
+    # The run token's pipe (agentloop.runner.credentials) goes on to the command.
+    token_fd = os.environ.get("AGENTLOOP_RUN_TOKEN_FD", "")
+    proc = subprocess.Popen(command, pass_fds=(int(token_fd),) if token_fd.isdigit() else ())
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda signum, frame: proc.send_signal(signum))
     for signum in pending:

@@ -259,6 +259,14 @@ class Supervisor:
         # before it execs the command: everything inside runs under it.
         seccomp_fd = seccomp.program_fd()
         options = [*cfg["bwrap_options"], "--seccomp", str(seccomp_fd)]
+        # The run token through a pipe the runner reads once (agentloop.runner.credentials):
+        # written and closed here, so once read, nothing inside can read it again.
+        token_fd = None
+        if cfg.get("run_token"):
+            token_fd, token_write = os.pipe()
+            os.write(token_write, cfg["run_token"].encode())
+            os.close(token_write)
+            options += ["--setenv", "AGENTLOOP_RUN_TOKEN_FD", str(token_fd)]
         # bwrap reads its options from a memfd: the run token in --setenv never
         # appears in a command line that `ps` shows.
         args_fd = os.memfd_create("bwrap-args", 0)
@@ -280,7 +288,7 @@ class Supervisor:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={},
-                pass_fds=(args_fd, seccomp_fd),
+                pass_fds=tuple(fd for fd in (args_fd, seccomp_fd, token_fd) if fd is not None),
                 preexec_fn=lambda: self._child_setup(cgroups, nproc, supervisor_pid),
                 close_fds=True,
             )
@@ -300,6 +308,8 @@ class Supervisor:
         finally:
             os.close(args_fd)
             os.close(seccomp_fd)
+            if token_fd is not None:
+                os.close(token_fd)
         if listener is not None:
             # Threads only after the fork above: preexec_fn and threads do not mix.
             threading.Thread(target=serve, args=(listener, self._connect_web), daemon=True).start()
