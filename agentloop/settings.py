@@ -186,6 +186,9 @@ SANDBOX_PROVIDER_DEFAULT = env_str("AGENTLOOP_SANDBOX_PROVIDER", "local")
 SANDBOX_RO_BINDS = env_list("AGENTLOOP_SANDBOX_RO_BINDS")
 SANDBOX_HOST_UID = env_int("AGENTLOOP_SANDBOX_HOST_UID", 1000)
 SANDBOX_STOP_GRACE_SECONDS = env_int("AGENTLOOP_SANDBOX_STOP_GRACE_SECONDS", 10)
+# The egress proxy (docs/sandboxes.md): private networks it may reach (loopback never),
+# e.g. "10.1.2.0/24" for an in-house git server.
+SANDBOX_EGRESS_PRIVATE_NETWORKS = env_list("AGENTLOOP_SANDBOX_EGRESS_PRIVATE_NETWORKS")
 # Kubernetes provider: kubeconfig context (empty: in-cluster config), namespace,
 # runner image, optional RuntimeClass (gvisor, kata) for a stronger boundary.
 K8S_CONTEXT = env_str("AGENTLOOP_K8S_CONTEXT", "")
