@@ -189,7 +189,7 @@ def test_allowed_hosts_are_reached_and_everything_else_is_refused_and_reported(
     events = [p["body"]["events"][0] for p in posted]
     assert {p["path"] for p in posted} == {"/api/runner/v1/events"}
     assert {p["auth"] for p in posted} == {"Bearer al_sk_x"}
-    refused = sorted(e["payload"]["egress"]["host"] for e in events)
+    refused = sorted(e["key"].split(":")[1] for e in events)  # egress-refused:<host>:<port>
     assert refused == sorted(
         ["not-listed.example.test", "loopback.example.test", "hostside.example.test", "127.0.0.2"]
     )

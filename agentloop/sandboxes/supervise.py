@@ -381,10 +381,8 @@ class Supervisor:
             "key": f"egress-refused:{host}:{port}"[:200],
             "source": "system",
             "kind": "error",
-            "payload": {
-                "message": f"The egress proxy refused {host}:{port}: {reason}.",
-                "egress": {"host": host, "port": port, "reason": reason},
-            },
+            # The protocol's ErrorPayload: the transcript shows the message.
+            "payload": {"message": f"The egress proxy refused {host}:{port}: {reason}."},
         }
         poster = threading.Thread(target=_post_event, args=(egress, event), daemon=True)
         poster.start()
