@@ -230,6 +230,9 @@ VAR_DIR.chmod(
         VAR_DIR, SANDBOX_ROOT, SANDBOX_HOST_UID if os.geteuid() == 0 else None
     )
 )
+# The egress proxy (docs/sandboxes.md): private networks it may reach (loopback never),
+# e.g. "10.1.2.0/24" for an in-house git server.
+SANDBOX_EGRESS_PRIVATE_NETWORKS = env_list("AGENTLOOP_SANDBOX_EGRESS_PRIVATE_NETWORKS")
 # Kubernetes provider: kubeconfig context (empty: in-cluster config), namespace,
 # runner image, optional RuntimeClass (gvisor, kata) for a stronger boundary.
 K8S_CONTEXT = env_str("AGENTLOOP_K8S_CONTEXT", "")
@@ -245,6 +248,7 @@ K8S_WEB_PEER = env_str(
 )
 K8S_DNS_PEER = env_str("AGENTLOOP_K8S_DNS_PEER", "kube-system/k8s-app=kube-dns:53")
 K8S_EGRESS_PROXY_PEER = env_str("AGENTLOOP_K8S_EGRESS_PROXY_PEER", "")
+K8S_SECCOMP_PROFILE = env_str("AGENTLOOP_K8S_SECCOMP_PROFILE", "")  # Localhost profile path
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:

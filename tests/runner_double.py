@@ -82,9 +82,13 @@ class RunnerDouble:
         spec: dict | None = None,
         spans: list[dict] | None = None,
         token: str = "al_sk_test",
+        harness_key: str = "al_sk_harness_test",
         project_id: int = 7,
     ):
         self.token = token
+        # As the server: the harness key reads spans (the agent's traces CLI) and
+        # nothing of the runner protocol; the runner hands it to its harness.
+        self.harness_key = harness_key
         self.project_id = project_id
         self.spec = {
             "run": "r-test",
@@ -103,6 +107,7 @@ class RunnerDouble:
             "skills": [],
             **(spec or {}),
         }
+        self.spec["env"] = {"AGENTLOOP_HARNESS_KEY": harness_key, **self.spec["env"]}
         # A spec the server could not send is the test's mistake: say so at once.
         self._check_answer(("GET", "spec"), self._spec_answer("provisioning"), strict=True)
         self.spans = list(spans or [])
@@ -229,7 +234,10 @@ class RunnerDouble:
         handler.wfile.write(data)
 
     def _route(self, method, path, query, raw, handler):
-        if handler.headers.get("Authorization") != f"Bearer {self.token}":
+        auth = handler.headers.get("Authorization")
+        if auth == f"Bearer {self.harness_key}" and path.startswith(RUNNER):
+            return 403, {"detail": "This token lacks the spec:read scope."}
+        if auth not in (f"Bearer {self.token}", f"Bearer {self.harness_key}"):
             return 401, {"detail": "Unknown, expired or revoked run token."}
         with self._cond:
             for failure in self._failures:

@@ -10,10 +10,12 @@ searched for the canaries. The one place they must be is the sandbox's env.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import logging
 import re
+import urllib.parse
 
 import pytest
 from django.apps import apps
@@ -51,8 +53,24 @@ CANARIES = (CANARY, GH_CANARY, *PROVIDER_CANARIES.values())
 RUNNER = "/api/runner/v1/"
 
 
+# The run's two keys, once the scene has launched it: they must not show either.
+TOKENS: list[str] = []
+
+
+def encoded(value: str) -> list[str]:
+    """What an agent would print: the value, `echo $X | base64`, hex, URL, JSON escapes."""
+    return [
+        value,
+        base64.b64encode((value + "\n").encode()).decode(),
+        base64.b64encode(value.encode()).decode(),
+        value.encode().hex(),
+        urllib.parse.quote(value, safe=""),
+        "".join(f"\\u{ord(c):04x}" for c in value),
+    ]
+
+
 def leaks(text: str) -> list[str]:
-    return [c for c in CANARIES if c in text]
+    return [form for c in (*CANARIES, *TOKENS) for form in encoded(c) if form in text]
 
 
 def walk(patterns, prefix=""):
@@ -152,6 +170,7 @@ def scene(
     assert launch_run(run.pk) is True
     env = fake_provider.started[0].env
     runner = Client(HTTP_AUTHORIZATION=f"Bearer {env['AGENTLOOP_RUN_TOKEN']}")
+    TOKENS[:] = [env["AGENTLOOP_RUN_TOKEN"], env["AGENTLOOP_HARNESS_KEY"]]
 
     answers = []  # every runner API answer except the spec
 
@@ -267,7 +286,21 @@ def scene(
                     "key": "e6",
                     "kind": "artifact",
                     "payload": {"name": "investigation.md", "preview": GH_CANARY},
-                }
+                },
+                # An agent printing its secrets and keys encoded, as a viewer could decode them.
+                {
+                    "key": "e7",
+                    "kind": "tool_result",
+                    "payload": {
+                        "tool_call_id": "t2",
+                        "output": "\n".join(
+                            form
+                            for value in (CANARY, GH_CANARY, *TOKENS)
+                            for form in encoded(value)
+                        ),
+                        "is_error": False,
+                    },
+                },
             ]
         },
     )
@@ -339,6 +372,14 @@ def test_the_sandbox_holds_no_provider_key_and_only_the_upstreams_get_them(scene
         assert [k for k in others if k in headers] == [], name
     worker = scene["run"].space.worker_project()
     assert Span.objects.filter(project=worker, kind="LLM").count() == len(MODEL_CALLS)
+
+
+def test_encoded_copies_of_secrets_and_keys_are_stored_as_markers(scene):
+    output = RunEvent.objects.get(run=scene["run"], key="e7").payload["output"]
+    assert leaks(output) == []
+    assert output.count("[REDACTED:") >= 6 * 4
+    for name in ("CANARY_TOKEN", "GH_TOKEN", "AGENTLOOP_RUN_TOKEN", "AGENTLOOP_HARNESS_KEY"):
+        assert f"[REDACTED:{name}]" in output
 
 
 def test_the_sandbox_gets_the_canaries(scene):

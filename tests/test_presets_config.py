@@ -80,18 +80,24 @@ def test_file_repositories_only_when_allowed():
     assert snapshot["repository"]["url"] == "file:///srv/shop.git"
 
 
-def test_a_run_with_a_repository_may_reach_the_git_host():
+def test_a_run_with_a_repository_reaches_the_git_host_through_the_egress_proxy():
     with_repo, _ = normalize_config({"repository": {"url": "https://github.com/acme/shop"}})
     without, _ = normalize_config({})
-    pinned, _ = normalize_config(
-        {"repository": {"url": "https://github.com/acme/shop"}, "network": "runner-only"}
-    )
+    listed, _ = normalize_config(
+        {"repository": {"url": "https://github.com/acme/shop"},
+         "egress_hosts": "pypi.org\n*.pythonhosted.org, GitHub.com"}
+    )  # fmt: skip
+    trusted, _ = normalize_config({"network": "open"})
 
-    assert (with_repo["network"], without["network"], pinned["network"]) == (
-        "open",
-        "runner-only",
-        "runner-only",
-    )
+    assert (with_repo["network"], with_repo["egress_hosts"]) == ("runner-only", ["github.com"])
+    assert (without["network"], without["egress_hosts"]) == ("runner-only", [])
+    assert listed["egress_hosts"] == ["pypi.org", "*.pythonhosted.org", "github.com"]
+    assert trusted["network"] == "open"  # only when asked for
+
+
+def test_a_bad_egress_host_names_the_field():
+    errors = errors_of({"egress_hosts": ["github.com", "not a host"]})
+    assert "'not a host' is not a host name" in errors["egress_hosts"][0]
 
 
 @pytest.mark.parametrize(

@@ -114,14 +114,17 @@ def test_a_stop_request_is_forced_after_the_grace_period(running, alice, fake_pr
 
 def test_finished_runs_are_cleaned_up_once(running, fake_provider):
     token = fake_provider.started[0].env["AGENTLOOP_RUN_TOKEN"]
-    running.transition(RunStatus.SUCCEEDED)
-    assert ServiceKey.authenticate(token) is not None  # still valid until teardown
+    running.transition(RunStatus.SUCCEEDED, now=later(seconds=5))
+    # Its keys die with the move, not at teardown (issue 13).
+    assert ServiceKey.authenticate(token) is None
+    assert set(ServiceKey.objects.filter(run=running).values_list("revoked_at", flat=True)) == {
+        later(seconds=5)
+    }
     assert reconcile(now=later(seconds=20)) == {"ended": 0, "cleaned": 1}
     run = reloaded(running)
     assert run.sandbox_cleaned_at == later(seconds=20)
     assert fake_provider.stopped == fake_provider.cleaned == [run.sandbox["id"]]
     assert ServiceKey.authenticate(token) is None
-    assert ServiceKey.objects.get(run=run).revoked_at == later(seconds=20)
     # Idempotent: a second pass has nothing to do.
     assert reconcile(now=later(seconds=40)) == {"ended": 0, "cleaned": 0}
     assert fake_provider.cleaned == [run.sandbox["id"]]
@@ -150,7 +153,7 @@ def test_a_start_failure_fails_the_run_and_revokes_its_key(project, alice, fake_
         run.exit_reason
         == "The sandbox did not start: bwrap: No permissions to create new namespace"
     )
-    assert ServiceKey.objects.get(run=run).revoked_at is not None
+    assert not ServiceKey.objects.filter(run=run, revoked_at__isnull=True).exists()
     # Nothing to stop; the reconciler just marks it clean.
     assert reconcile()["cleaned"] == 1
 
@@ -160,7 +163,7 @@ def test_launch_is_claimed_once(project, alice, fake_provider):
     assert launch_run(run.pk) is True
     assert launch_run(run.pk) is False  # a retried task, or a second worker
     assert len(fake_provider.started) == 1
-    assert ServiceKey.objects.filter(run=run).count() == 1
+    assert ServiceKey.objects.filter(run=run).count() == 2  # the runner's and the harness's
 
 
 def test_setup_schedules_is_idempotent(db):

@@ -231,7 +231,9 @@ def test_a_continued_run_is_launched_in_a_new_sandbox_after_the_old_one_goes(
     assert running_run.status == RunStatus.PROVISIONING
     assert running_run.sandbox["id"] == f"fake-{running_run.code}"
     assert running_run.sandbox_cleaned_at is None
-    assert ServiceKey.objects.filter(run=running_run, revoked_at__isnull=True).count() == 1
+    # The new launch's two keys (the runner's and the harness's); the old ones are dead.
+    assert ServiceKey.objects.filter(run=running_run, revoked_at__isnull=True).count() == 2
+    assert running_run.secrets_handed_out_at is None  # the new runner reads them once
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -12,7 +12,15 @@ from django.test import Client
 from django.utils import timezone
 
 from agentloop.runs import actions, inbox
-from agentloop.runs.models import Artifact, EventSource, Run, RunEvent, RunStatus, ServiceKey
+from agentloop.runs.models import (
+    Artifact,
+    EventSource,
+    Run,
+    RunEvent,
+    RunStatus,
+    ServiceKey,
+    hash_token,
+)
 from agentloop.runs.tasks import launch_run
 from tests.asgi_client import asgi_request
 
@@ -100,10 +108,15 @@ def test_launch_builds_the_sandbox_spec(launched, fake_provider, settings):
     assert spec.command == ["python3", "-m", "agentloop.runner"]
     assert spec.env["AGENTLOOP_URL"] == settings.AGENTLOOP_PUBLIC_URL
     assert runner.token.startswith("al_sk_")
-    key = ServiceKey.objects.get(run=run)
+    key = ServiceKey.objects.get(run=run, key_hash=hash_token(runner.token))
     assert key.key_hash != runner.token and runner.token not in key.key_hash
-    assert key.scopes == ["traces:read", "events:write", "artifacts:write"]
+    assert key.scopes == ["traces:read", "events:write", "artifacts:write", "spec:read", "llm"]
     assert key.expires_at == run.deadline
+    # The agent's processes get the other key: spans and the gateway only.
+    harness = spec.env["AGENTLOOP_HARNESS_KEY"]
+    harness_key = ServiceKey.objects.get(run=run, key_hash=hash_token(harness))
+    assert harness != runner.token
+    assert (harness_key.scopes, harness_key.expires_at) == (["traces:read", "llm"], run.deadline)
     assert run.status == RunStatus.PROVISIONING
     assert run.sandbox == {"provider": "fake", "id": f"fake-{run.code}", "data": {"n": 1}}
 
@@ -124,7 +137,12 @@ def test_spec(launched, settings):
         "api_url": f"{settings.AGENTLOOP_PUBLIC_URL}/api/v1/projects/{run.project_id}/",
         "llm_base_url": f"{settings.AGENTLOOP_PUBLIC_URL}/llm/anthropic",
         "llm_provider": "",  # the analyst calls no model
-        "env": {"REGION": "eu", "DATADOG_KEY": "dd-secret-123456"},
+        "env": {
+            "REGION": "eu",
+            "DATADOG_KEY": "dd-secret-123456",
+            "AGENTLOOP_HARNESS_KEY": run.secret_env()["AGENTLOOP_HARNESS_KEY"],
+        },
+        "secrets_withheld": [],
         "repository": None,
         "skills": [],
         "status": "provisioning",
@@ -153,8 +171,8 @@ def test_status_moves_the_run_and_records_usage(launched):
     assert (run.status, run.exit_reason, run.harness_session_id) == ("succeeded", "done", "s-1")
     assert (run.input_tokens, run.output_tokens, str(run.cost_usd)) == (1200, 340, "0.012300")
     assert run.started_at and run.finished_at
-    # A retried post of the same final state is answered, not refused.
-    assert runner.post("status", {"state": "succeeded"}).json() == {"status": "succeeded"}
+    # Its token died with the move: even a retried post of the final state is refused.
+    assert runner.post("status", {"state": "succeeded"}).status_code == 401
 
 
 def test_status_refuses_illegal_moves(launched):
@@ -495,19 +513,20 @@ def test_inbox_refuses_a_wait_that_is_not_a_number(running, served_db):
     assert answer.json() == {"detail": "wait must be a whole number; got 'soon'."}
 
 
-def test_writes_to_a_finished_run_get_409(running, served_db):
+def test_a_finished_runs_token_is_dead_at_once(running, served_db):
     run, runner = running
     runner.post("status", {"state": "succeeded"})
     before = RunEvent.objects.count()
     answer = runner.post("events", {"events": [event("late")]})
-    assert answer.status_code == 409
-    assert answer.json() == {"detail": "The run has already finished (succeeded)."}
-    assert runner.post("artifacts", {"key": "k", "kind": "file", "name": "x"}).status_code == 409
-    assert runner.post("status", {"state": "running"}).status_code == 409
+    assert answer.status_code == 401
+    assert answer.json() == {"detail": "Unknown, expired or revoked run token."}
+    assert runner.post("artifacts", {"key": "k", "kind": "file", "name": "x"}).status_code == 401
+    assert runner.post("status", {"state": "running"}).status_code == 401
+    assert runner.get("spec").status_code == 401
     assert RunEvent.objects.count() == before
     assert not Artifact.objects.exists()
-    # The heartbeat still answers, so a runner that missed the end learns to stop.
-    assert runner.post("heartbeat", {}).json() == {"status": "succeeded", "stop": True}
+    # A runner that missed the end learns it from the 401: it stops (STOP_GONE).
+    assert runner.post("heartbeat", {}).status_code == 401
 
 
 @pytest.mark.parametrize("path", ["spec", "inbox"])
@@ -520,7 +539,7 @@ def test_a_bad_token_gets_401(launched, path):
 
 def test_an_expired_or_revoked_token_gets_401(launched, served_db):
     run, runner = launched
-    key = ServiceKey.objects.get(run=run)
+    key = ServiceKey.objects.get(run=run, key_hash=hash_token(runner.token))
     ServiceKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     assert runner.post("events", {"events": [event("a")]}).status_code == 401
     ServiceKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() + timedelta(hours=1))

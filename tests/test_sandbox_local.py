@@ -246,16 +246,21 @@ def test_the_environment_is_the_specs_and_nothing_of_the_host(provider, monkeypa
     monkeypatch.setenv("SECRET_KEY", "host-secret-must-not-leak")
     monkeypatch.setenv("DATABASE_URL", "postgres://host:secret@db/agentloop")
 
-    result = run_json(
-        provider, python("env", "import json, os; print(json.dumps(dict(os.environ)))")
-    )
+    script = """
+    import json, os
+    env = dict(os.environ)
+    env["token_from_fd"] = os.read(int(env["AGENTLOOP_RUN_TOKEN_FD"]), 100).decode()
+    print(json.dumps(env))
+    """
+    result = run_json(provider, python("env", script))
 
-    assert result["AGENTLOOP_RUN_TOKEN"] == "al_sk_env_token"
+    # The run token comes through a pipe, never the environment (agentloop.runner.credentials).
+    assert result.pop("token_from_fd") == "al_sk_env_token"
     assert result["AGENTLOOP_URL"] == "http://127.0.0.1:8000"
     assert result["HOME"] == "/home/agent"
     assert set(result) == {
         "AGENTLOOP_URL",
-        "AGENTLOOP_RUN_TOKEN",
+        "AGENTLOOP_RUN_TOKEN_FD",
         "AGENTLOOP_WORKSPACE",
         "AGENTLOOP_HARNESS_CLI_DIR",
         "PATH",

@@ -47,7 +47,7 @@ def test_a_key_is_stored_hashed_with_the_run_scopes(run):
     assert raw.startswith("al_sk_") and len(raw) > 40
     assert key.key_hash == hash_token(raw)
     assert not ServiceKey.objects.filter(key_hash__contains=raw[6:]).exists()
-    assert key.scopes == ["traces:read", "events:write", "artifacts:write"]
+    assert key.scopes == ["traces:read", "events:write", "artifacts:write", "spec:read", "llm"]
     assert ServiceKey.authenticate(raw) == key
     assert ServiceKey.authenticate(raw + "x") is None
 
@@ -104,7 +104,7 @@ def test_the_principal_goes_through_the_access_helpers(token, project, other_pro
     from agentloop.runs.authentication import principal_for_service_key
 
     principal = principal_for_service_key(ServiceKey.authenticate(token))
-    assert principal.scopes == frozenset({"traces:read", "events:write", "artifacts:write"})
+    assert principal.scopes == frozenset(ServiceKey.RUN_SCOPES)
     assert get_project_for_user(principal, project.pk, "view") == project
     assert list(projects_for_user(principal)) == [project]
     with pytest.raises(Http404):
@@ -120,7 +120,7 @@ def test_run_for_token_finds_the_run_with_the_fields_admission_checks(run, token
     assert found.pk == run.pk and found.code == run.code
     assert (found.status, found.input_tokens, str(found.cost_usd)) == (run.status, 12, "0.500000")
     assert found.config == run.config and found.project_id == run.project_id
-    assert scopes == ["traces:read", "events:write", "artifacts:write"]
+    assert scopes == list(ServiceKey.RUN_SCOPES)
     assert found.prompt == "x" and found.get_deferred_fields() == set()
     assert not hasattr(found, "key_scopes") and not hasattr(found, "key_to_touch")
 

@@ -76,7 +76,14 @@ def test_launch_puts_skill_env_into_the_sandbox(project, alice, fake_provider):
     assert env["AGENTLOOP_RUN_TOKEN"].startswith("al_sk_")
     run.refresh_from_db()
     # Secret values are stored only encrypted; the snapshot has names, never values.
-    assert run.secret_env() == {"GH_TOKEN": GH_TOKEN, "DD_API_KEY": DD_API, "DD_APP_KEY": DD_APP}
+    harness_key = run.secret_env().pop("AGENTLOOP_HARNESS_KEY")
+    assert harness_key.startswith("al_sk_") and harness_key != env["AGENTLOOP_RUN_TOKEN"]
+    assert run.secret_env() == {
+        "GH_TOKEN": GH_TOKEN,
+        "DD_API_KEY": DD_API,
+        "DD_APP_KEY": DD_APP,
+        "AGENTLOOP_HARNESS_KEY": harness_key,
+    }
     assert GH_TOKEN not in str(run.config) and DD_API not in str(run.config)
     assert run.config["secret_env_names"] == ["DD_API_KEY", "DD_APP_KEY", "GH_TOKEN"]
     assert run.config["skill_names"] == ["GitHub", "Datadog"]
@@ -150,8 +157,8 @@ def test_a_run_keeps_the_secrets_it_launched_with(project, alice, fake_provider)
     launch_run(run.pk)
     update_skill(alice, gh.pk, "GitHub", {"token_type": "personal"}, {"token": "ghp_" + "n" * 36})
     run.refresh_from_db()
-    assert run.secret_env() == {"GH_TOKEN": GH_TOKEN}
-    assert dict(run_secrets(run))["GH_TOKEN"] == GH_TOKEN
+    assert run.secret_env()["GH_TOKEN"] == GH_TOKEN
+    assert ("GH_TOKEN", GH_TOKEN) in run_secrets(run)
 
 
 def test_the_prompt_is_redacted_even_before_launch(project, alice, fake_provider):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agentloop.gateway import budget
-from agentloop.runs.models import Run, RunStatus, ServiceKey
+from agentloop.runs.models import Run, RunStatus, ServiceKey, hash_token
 from agentloop.teams.models import ProjectApiKey
 
 CALLABLE_STATES = (RunStatus.RUNNING, RunStatus.WAITING)
@@ -57,6 +57,17 @@ def authenticate_key(raw: str) -> tuple[Run, str] | Refusal:
     # One precompiled query: admission runs before every call's first byte.
     found = ServiceKey.run_for_token(raw)
     if found is None:
+        # A run's keys die when it ends: say why when that is the reason (the
+        # run's own key, so this tells its holder nothing new).
+        ended = ServiceKey.objects.filter(key_hash=hash_token(raw)).select_related("run").first()
+        if ended is not None and ended.run.is_terminal:
+            if budget.ended_for_budget(ended.run):
+                return Refusal(400, "budget_exceeded", budget_message(ended.run))
+            return Refusal(
+                409,
+                "invalid_request_error",
+                f"The run is {ended.run.status}, not running: it cannot call the model.",
+            )
         return Refusal(401, "authentication_error", "Unknown, expired or revoked run key.")
     run, _ = found
     if budget.ended_for_budget(run):

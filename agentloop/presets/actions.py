@@ -80,6 +80,10 @@ def preset_to_config(preset: AgentPreset, skill_ids: list[int] | None = None) ->
     }
     if preset.sandbox:
         config["sandbox"] = preset.sandbox
+    if preset.network:
+        config["network"] = preset.network
+    if preset.egress_hosts:
+        config["egress_hosts"] = list(preset.egress_hosts)
     return config
 
 
@@ -142,6 +146,7 @@ _FORM_FIELD = {
     "repository.base_branch": "base_branch",
     "limits.cpu": "cpu",
     "limits.memory_mb": "memory_mb",
+    "egress_hosts": "egress_hosts_text",
 }
 
 

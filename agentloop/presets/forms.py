@@ -90,6 +90,27 @@ class PresetForm(forms.ModelForm):
         help_text="Comma or newline separated, e.g. Read, Edit, Bash(git:*). "
         "Empty: the harness default.",
     )
+    network = forms.ChoiceField(
+        required=False,
+        label="Network",
+        choices=[
+            ("", "Runner only: agentloop, and the allowed hosts below through the egress proxy"),
+            (
+                "open",
+                "Open (trusted workloads only): everything the host reaches, its database too",
+            ),
+        ],
+        help_text="Open gives the agent the host's own network, including services bound to "
+        "its loopback (PostgreSQL, Redis). Choose it only for code you trust.",
+    )
+    egress_hosts_text = forms.CharField(
+        required=False,
+        label="Allowed hosts",
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Comma or newline separated host names the agent may reach through the "
+        "egress proxy, e.g. pypi.org, *.pythonhosted.org, registry.npmjs.org:443 "
+        "(without a port: 80 and 443). The repository's host is added by itself.",
+    )
     time_limit_minutes = forms.IntegerField(
         min_value=1, max_value=MAX_TIME_LIMIT_SECONDS // 60, label="Time limit (minutes)"
     )
@@ -151,6 +172,8 @@ class PresetForm(forms.ModelForm):
         self.has_github_skills = self.fields["skills"].queryset.filter(kind=GITHUB_KIND).exists()
         if self.instance.pk:
             self.initial.setdefault("allowed_tools_text", ", ".join(self.instance.allowed_tools))
+            self.initial.setdefault("egress_hosts_text", "\n".join(self.instance.egress_hosts))
+            self.initial.setdefault("network", self.instance.network)
         self.initial.setdefault("time_limit_minutes", self.instance.time_limit_seconds // 60)
 
     def clean_name(self):
@@ -168,6 +191,8 @@ class PresetForm(forms.ModelForm):
             return
         preset = self.instance
         preset.allowed_tools = _tools(self.cleaned_data.get("allowed_tools_text") or "")
+        preset.network = self.cleaned_data.get("network") or ""
+        preset.egress_hosts = _tools(self.cleaned_data.get("egress_hosts_text") or "")
         preset.time_limit_seconds = self.cleaned_data["time_limit_minutes"] * 60
         try:
             check_preset(preset, self.cleaned_data.get("skills") or [])

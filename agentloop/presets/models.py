@@ -36,6 +36,10 @@ class AgentPreset(models.Model):
     repository_url = models.CharField(max_length=500, blank=True, default="")
     base_branch = models.CharField(max_length=200, blank=True, default="")
     allowed_tools = models.JSONField(default=list, blank=True)
+    # "": runner-only. Open reaches everything the host reaches (its database too):
+    # trusted workloads only. Runner-only runs reach egress_hosts through the proxy.
+    network = models.CharField(max_length=16, blank=True, default="")
+    egress_hosts = models.JSONField(default=list, blank=True)
     max_turns = models.PositiveIntegerField(default=DEFAULT_MAX_TURNS)
     time_limit_seconds = models.PositiveIntegerField(default=DEFAULT_TIME_LIMIT_SECONDS)
     token_budget = models.PositiveBigIntegerField(null=True, blank=True)

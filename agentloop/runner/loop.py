@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agentloop.runner.client import ApiError, RunnerClient
+from agentloop.runner.credentials import harness_environment, make_undumpable, take_run_token
 from agentloop.runner.events import EventQueue
 from agentloop.runner.harnesses.base import Harness, TurnResult
 from agentloop.runner.harnesses.registry import UnknownHarness, get_harness
@@ -231,7 +232,7 @@ class Runner:
         except ApiError as error:
             self.log(f"cannot read the run's spec: {error.message}")
             return 1
-        harness_env = prepare_workspace(self.workspace, self.spec, self.env)
+        harness_env = harness_environment(prepare_workspace(self.workspace, self.spec, self.env))
         self.events.start()
         try:
             self.client.post_status("running")
@@ -394,6 +395,11 @@ class Runner:
                     current = None
                 if current == state:
                     return 0
+            if error.status == 401:
+                # A run's token dies the moment it ends: a retried final post (its
+                # first answer lost), or a stop the server recorded first.
+                self.log(f"the server has ended the run (its token is revoked); ours: {state}")
+                return 0
             self.log(f"could not report the run {state}: {error.message}")
             return 1
         self.log(f"run {state}" + (f": {reason}" if reason else ""))
@@ -401,9 +407,14 @@ class Runner:
 
 
 def build_runner(env: dict[str, str], cwd: Path, **runner_kwargs) -> Runner | None:
-    """A Runner for this environment, or None (after saying why) when it lacks what it needs."""
+    """A Runner for this environment, or None (after saying why) when it lacks what it needs.
+
+    The run token leaves the environment here (agentloop.runner.credentials): the
+    harness gets the narrower harness key, and this process becomes undumpable so
+    the agent cannot read the token out of it."""
     url = env.get("AGENTLOOP_URL", "").strip()
-    token = env.get("AGENTLOOP_RUN_TOKEN", "").strip()
+    token = take_run_token(env)
+    make_undumpable()
     missing = [
         name
         for name, value in (("AGENTLOOP_URL", url), ("AGENTLOOP_RUN_TOKEN", token))

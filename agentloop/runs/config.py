@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import pydantic
 from django.conf import settings
@@ -39,6 +40,7 @@ from pydantic_core import PydanticCustomError
 from agentloop.runner.repo import repository_url_problem, valid_branch_name
 from agentloop.runs import protocol
 from agentloop.runs.providers import provider_names
+from agentloop.sandboxes.egress import RuleError, parse_rule
 from agentloop.skills.runtime import check_skill_ids
 
 HARNESSES = protocol.HARNESSES
@@ -48,6 +50,7 @@ DEFAULT_MODEL = "claude-sonnet-4-5"
 DEFAULT_MODELS = {"anthropic": DEFAULT_MODEL, "openai": "gpt-5", "gemini": "gemini-2.5-pro"}
 DEFAULT_TIME_LIMIT_SECONDS = 30 * 60
 MAX_TIME_LIMIT_SECONDS = 24 * 3600
+MAX_EGRESS_HOSTS = 50
 DEFAULT_MAX_TURNS = 50
 MAX_TURNS = 10_000
 MAX_TOKEN_BUDGET = 10**12
@@ -173,7 +176,13 @@ class RunConfig(BaseModel):
     preset_name: str = ""
     image: str | None = None
     network: Literal["open", "runner-only"] | None = Field(
-        default=None, description="blank: open with a repository, else runner-only"
+        default=None,
+        description="blank: runner-only; open reaches all the host reaches (trusted only)",
+    )
+    egress_hosts: list[str] = Field(
+        default_factory=list,
+        description="runner-only: host names reachable through the egress proxy "
+        "(github.com, pypi.org:443, *.pythonhosted.org); the repository's host is added",
     )
     llm_base_url: str = ""
 
@@ -278,6 +287,30 @@ class RunConfig(BaseModel):
             raise _problem(f"must be more than 0 and at most {MAX_COST_BUDGET_USD}.")
         return float(round(amount, 6))
 
+    @field_validator("egress_hosts", mode="before")
+    @classmethod
+    def _egress_hosts(cls, value):
+        if _blank(value):
+            return []
+        if isinstance(value, str):
+            value = [part for line in value.splitlines() for part in line.split(",")]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _problem("must be a list of host names.")
+        hosts = []
+        for entry in value:
+            if not entry.strip():
+                continue
+            try:
+                host, port = parse_rule(entry)
+            except RuleError as error:
+                raise _sentence(str(error)) from None
+            text = f"{host}:{port}" if port else host
+            if text not in hosts:
+                hosts.append(text)
+        if len(hosts) > MAX_EGRESS_HOSTS:
+            raise _problem(f"may hold at most {MAX_EGRESS_HOSTS} host names.")
+        return hosts
+
     @field_validator("preset_id", "image", "network", mode="before")
     @classmethod
     def _blank_is_none(cls, value):
@@ -287,6 +320,13 @@ class RunConfig(BaseModel):
     @classmethod
     def _blank_is_empty(cls, value):
         return value or ""
+
+
+def _with_repository_host(hosts: list[str], repository: dict | None) -> list[str]:
+    host = urlsplit(repository["url"]).hostname if repository else None
+    if host and repository["url"].startswith("https://") and host not in hosts:
+        return [*hosts, host]
+    return hosts
 
 
 def config_errors(error: pydantic.ValidationError) -> dict[str, str]:
@@ -342,9 +382,10 @@ def normalize_config(config: dict, *, space=None, user=None) -> tuple[dict, dict
         # that names a preset links nothing by itself.
         "preset_id": None,
         "image": asked.image,
-        # Cloning and pushing need the git host: a run with a repository is "open"
-        # unless its config says otherwise (there is no per-host policy yet).
-        "network": asked.network or ("open" if repository else "runner-only"),
+        # Open reaches the host's own services: only when asked for. Cloning and
+        # pushing need the git host, which goes on the egress proxy's allow-list.
+        "network": asked.network or "runner-only",
+        "egress_hosts": _with_repository_host(asked.egress_hosts, repository),
         "preset_name": "",
         "llm_base_url": asked.llm_base_url,
     }

@@ -83,6 +83,8 @@ RELAUNCH_CLEARS = {
     "deadline": None,
     "launched_at": None,
     "last_heartbeat_at": None,
+    # The new sandbox's runner reads the spec's secrets once, as the first did.
+    "secrets_handed_out_at": None,
 }
 
 
@@ -133,6 +135,9 @@ class Run(models.Model):
     # Secret env values (skills), MultiFernet-encrypted JSON {NAME: value}. The
     # runner gets them in its spec; redaction replaces them in everything stored.
     secret_env_encrypted = models.TextField(blank=True, default="")
+    # The spec hands the secret values out once, to the runner's first GET at
+    # start; later answers leave them out (agentloop.runs.runner_api.spec).
+    secrets_handed_out_at = models.DateTimeField(null=True, blank=True)
     prompt = models.TextField()
     status = models.CharField(
         max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True
@@ -243,6 +248,10 @@ class Run(models.Model):
             if moved != 1:
                 self.refresh_from_db()
                 return None
+            if to in TERMINAL:
+                # A finished run's keys die with the move, not at teardown a
+                # reconciler tick later: nothing may read its spec or post as it.
+                ServiceKey.revoke_for_run(self, now)
             from_status = self.status
             self.status = to
             for name, value in updates.items():
@@ -362,12 +371,17 @@ class ServiceKeyQuerySet(models.QuerySet):
 class ServiceKey(models.Model):
     """A run's token: reads its project's spans, writes its own events and artifacts.
 
+    Each run has two: the runner's (RUN_SCOPES) and the harness key (HARNESS_SCOPES).
     Only the SHA-256 is stored (the token is long and random, so a fast hash is
-    enough). It expires at the run's deadline and is revoked at teardown.
+    enough). Both expire at the run's deadline and are revoked the moment the run
+    reaches a terminal state (Run.transition).
     """
 
     PREFIX = "al_sk_"
-    RUN_SCOPES = ("traces:read", "events:write", "artifacts:write")
+    # The runner's own token; it never leaves the runner process (agentloop.runner.credentials).
+    RUN_SCOPES = ("traces:read", "events:write", "artifacts:write", "spec:read", "llm")
+    # The harness key the agent's processes hold: the span API and the LLM gateway only.
+    HARNESS_SCOPES = ("traces:read", "llm")
 
     key_hash = models.CharField(max_length=64, unique=True)
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="service_keys")

@@ -140,7 +140,13 @@ class Spec(Answer):
         description="the gateway for llm_provider: {public URL}/llm/<provider>"
     )
     llm_provider: str = Field(default="", description="anthropic, openai or gemini; blank: none")
-    env: dict[str, str] = Field(description="NAME: value, secret values included")
+    env: dict[str, str] = Field(
+        description="NAME: value; secret values only in the run's first spec answer"
+    )
+    secrets_withheld: list[str] = Field(
+        default_factory=list,
+        description="names of secrets left out: they were handed out at start, once",
+    )
     repository: Repository | None
     skills: list[SkillInstall]
     status: StatusName

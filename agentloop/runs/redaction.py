@@ -11,12 +11,17 @@ never stored, so it is taken from the request that presents it) and the run's
 secret env values (skills are merged into it at launch by agentloop.skills.runtime;
 before that, the skills' current secrets are added here).
 Values shorter than MIN_SECRET_LENGTH are ignored: redacting "1" or "yes"
-everywhere would destroy transcripts and protect nothing.
+everywhere would destroy transcripts and protect nothing. Each secret is also
+looked for in the encodings an agent may print it in (`encodings()`: base64,
+hex, URL, JSON escapes, reversed); every one becomes the same marker.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
+import urllib.parse
 from collections.abc import Iterable
 
 from agentloop.skills.runtime import skill_secret_pairs
@@ -40,8 +45,34 @@ def run_secrets(run, token: str | None = None) -> Secrets:
     return prepare(pairs)
 
 
+def encodings(value: str) -> set[str]:
+    """The secret as an agent might print it: itself, reversed, base64 (standard and
+    URL-safe, at each of the three alignments it can take inside a longer
+    encoded text, so `echo $TOKEN | base64` is caught too), hex, URL-encoded and
+    JSON-escaped."""
+    raw = value.encode()
+    found = {value, value[::-1], raw.hex(), raw.hex().upper()}
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        for shift, skip in ((0, 0), (1, 2), (2, 3)):
+            # Characters touched by bytes before or after the secret differ from
+            # text to text: keep only those made of the secret's bits alone.
+            whole = encode(b"\0" * shift + raw).decode()
+            found.add(whole[skip : (shift + len(raw)) * 8 // 6])
+    found.add(urllib.parse.quote(value, safe=""))
+    found.add(urllib.parse.quote_plus(value))
+    found.add(json.dumps(value)[1:-1])
+    found.add(json.dumps(value, ensure_ascii=True)[1:-1])
+    found.add("".join(f"\\u{ord(c):04x}" for c in value))
+    return {text for text in found if len(text) >= MIN_SECRET_LENGTH}
+
+
 def prepare(pairs: Iterable[tuple[str, str]]) -> Secrets:
-    usable = {(n, v) for n, v in pairs if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH}
+    usable = {
+        (name, text)
+        for name, value in pairs
+        if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH
+        for text in encodings(value)
+    }
     # Longest first so a secret that contains another is replaced whole.
     return sorted(usable, key=lambda pair: (-len(pair[1]), pair[0]))
 

@@ -82,9 +82,18 @@ def _public_url() -> str:
     return settings.AGENTLOOP_PUBLIC_URL.rstrip("/")
 
 
-@runner_route("GET", scope="traces:read")
+@runner_route("GET", scope="spec:read")
 def spec(request, run: Run, token, body):
+    """The run's spec. Its secret values only in the first answer: claimed with a
+    conditional update, so a token that leaks later reads names, not secrets."""
     config = run.config
+    first = (
+        Run.objects.filter(pk=run.pk, secrets_handed_out_at__isnull=True).update(
+            secrets_handed_out_at=timezone.now()
+        )
+        == 1
+    )
+    secrets = run.secret_env() if first else {}
     provider = llm_provider(config)
     if provider == "anthropic":
         default = getattr(settings, "AGENTLOOP_LLM_BASE_URL", f"{_public_url()}/llm/anthropic")
@@ -106,7 +115,8 @@ def spec(request, run: Run, token, body):
             "api_url": f"{_public_url()}/api/v1/projects/{run.project_id}/",
             "llm_base_url": llm_base_url,
             "llm_provider": provider,
-            "env": {**config.get("env", {}), **run.secret_env()},
+            "env": {**config.get("env", {}), **secrets},
+            "secrets_withheld": [] if first else sorted(run.secret_env()),
             "repository": config.get("repository"),
             "skills": config.get("skill_installs") or [],  # custom skills to install
             "status": run.status,

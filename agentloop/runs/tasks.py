@@ -18,6 +18,7 @@ from agentloop.skills.runtime import SkillUnavailable, apply_skills
 log = logging.getLogger(__name__)
 
 RUNNER_COMMAND = ["python3", "-m", "agentloop.runner"]
+HARNESS_KEY_ENV = "AGENTLOOP_HARNESS_KEY"  # agentloop.runner.credentials.HARNESS_KEY
 # The sandbox lives a little past the run's deadline, so the reconciler (which
 # marks the run timed out at the deadline) stops it, not the provider's kill.
 SANDBOX_GRACE_SECONDS = 60
@@ -44,6 +45,7 @@ def build_spec(run: Run, token: str) -> SandboxSpec:
         image=config.get("image") or None,
         limits=limits,
         network=NetworkPolicy(config.get("network") or NetworkPolicy.RUNNER_ONLY),
+        egress_hosts=tuple(config.get("egress_hosts") or ()),
     )
 
 
@@ -69,6 +71,11 @@ def launch_run(run_id: int, now=None) -> bool:
         lifecycle.move(run, RunStatus.FAILED, exit_reason=str(error), now=now)
         return False
     key, token = ServiceKey.mint(run, expires_at=deadline)
+    # The agent's processes get the harness key, never the runner's token; kept
+    # (encrypted) with the run's secrets so redaction knows it too.
+    _, harness_key = ServiceKey.mint(run, expires_at=deadline, scopes=ServiceKey.HARNESS_SCOPES)
+    run.set_secret_env({**run.secret_env(), HARNESS_KEY_ENV: harness_key})
+    Run.objects.filter(pk=run.pk).update(secret_env_encrypted=run.secret_env_encrypted)
     try:
         provider = get_provider(run.config["sandbox"])
         handle = provider.start(build_spec(run, token))
@@ -77,7 +84,7 @@ def launch_run(run_id: int, now=None) -> bool:
         lifecycle.move(
             run, RunStatus.FAILED, exit_reason=f"The sandbox did not start: {error}", now=now
         )
-        key.revoke(now)
+        ServiceKey.revoke_for_run(run, now)
         return False
     Run.objects.filter(pk=run.pk).update(sandbox=handle.to_json(), sandbox_cleaned_at=None)
     return True

@@ -37,6 +37,9 @@ class SandboxSpec:
     image: str | None = None  # container image (kubernetes only)
     limits: Limits = field(default_factory=Limits)
     network: NetworkPolicy = NetworkPolicy.RUNNER_ONLY
+    # RUNNER_ONLY: host names reachable through the egress proxy ("github.com",
+    # "pypi.org:443", "*.pythonhosted.org"); empty: no proxy, the web process only.
+    egress_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,7 @@ class KubernetesProvider(SandboxProvider):
         stop_grace_seconds: int = 10,
         networking_v1=None,
         network: RunNetwork | None = None,
+        seccomp_profile: str | None = None,
     ):
         self.core_v1 = core_v1  # kubernetes.client.CoreV1Api
         self.namespace = namespace
@@ -131,6 +132,10 @@ class KubernetesProvider(SandboxProvider):
         # kubernetes.client.NetworkingV1Api; with `network`, a NetworkPolicy per run.
         self.networking_v1 = networking_v1
         self.network = network if networking_v1 is not None else None
+        # A Localhost profile (a path under the kubelet's seccomp directory) holding
+        # agentloop's own policy (`python -m agentloop.sandboxes.seccomp --oci`);
+        # without one, the runtime's default profile.
+        self.seccomp_profile = seccomp_profile or None
 
     @classmethod
     def from_settings(cls) -> KubernetesProvider:
@@ -168,6 +173,7 @@ class KubernetesProvider(SandboxProvider):
             stop_grace_seconds=getattr(settings, "SANDBOX_STOP_GRACE_SECONDS", 10),
             networking_v1=client.NetworkingV1Api(api_client) if network else None,
             network=network,
+            seccomp_profile=getattr(settings, "K8S_SECCOMP_PROFILE", "") or None,
         )
 
     # -- manifests (plain dicts, as one would write them in YAML) ---------------
@@ -210,6 +216,11 @@ class KubernetesProvider(SandboxProvider):
             },
         }
 
+    def seccomp_manifest(self) -> dict:
+        if self.seccomp_profile:
+            return {"type": "Localhost", "localhostProfile": self.seccomp_profile}
+        return {"type": "RuntimeDefault"}
+
     def pod_manifest(self, spec: SandboxSpec, name: str, secret_name: str) -> dict:
         limits = spec.limits
         resources = {
@@ -228,7 +239,7 @@ class KubernetesProvider(SandboxProvider):
                 "runAsUser": SANDBOX_UID,
                 "runAsGroup": SANDBOX_UID,
                 "fsGroup": SANDBOX_UID,
-                "seccompProfile": {"type": "RuntimeDefault"},
+                "seccompProfile": self.seccomp_manifest(),
             },
             "containers": [
                 {
@@ -250,7 +261,7 @@ class KubernetesProvider(SandboxProvider):
                         "allowPrivilegeEscalation": False,
                         "readOnlyRootFilesystem": True,
                         "capabilities": {"drop": ["ALL"]},
-                        "seccompProfile": {"type": "RuntimeDefault"},
+                        "seccompProfile": self.seccomp_manifest(),
                     },
                     "volumeMounts": [
                         {"name": "workspace", "mountPath": WORKSPACE},

@@ -46,6 +46,7 @@ from agentloop.sandboxes.base import (
     SandboxState,
     SandboxStatus,
 )
+from agentloop.sandboxes.egress import PROXY_PORT, RuleError, parse_rule
 from agentloop.sandboxes.runtime import stage_runtime
 from agentloop.sandboxes.supervise import cgroup_dirs, is_same_process, remove_cgroup, write_json
 
@@ -57,6 +58,7 @@ CLAUDE_DIR = "/opt/claude"
 HARNESS_CLI_DIR = "/opt/harness-cli"  # settings.HARNESS_CLI_DIR, read-only
 HARNESS_CLI_BIN = f"{HARNESS_CLI_DIR}/node_modules/.bin"
 BRIDGE_DIR = "/run/agentloop"
+RUN_TOKEN = "AGENTLOOP_RUN_TOKEN"
 RUN_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 # Read-only from the host's /etc: name resolution and TLS roots, nothing else
@@ -114,8 +116,14 @@ class LocalProvider(SandboxProvider):
     # -- start --------------------------------------------------------------
 
     def sandbox_env(self, spec: SandboxSpec) -> dict[str, str]:
-        """The whole environment inside: spec.env plus what the sandbox itself needs."""
+        """The whole environment inside: spec.env plus what the sandbox itself needs.
+
+        Not the run token: the supervisor hands it to the runner through a pipe
+        (AGENTLOOP_RUN_TOKEN_FD), so it is in no environment and, unlike an
+        option of bwrap's, in no memory the agent can read (bwrap's pid 1).
+        """
         env = {"LANG": "C.UTF-8", **spec.env}
+        env.pop(RUN_TOKEN, None)
         env.update(
             {
                 "PATH": f"{CLAUDE_DIR}:{HARNESS_CLI_BIN}:/usr/bin:/bin:/usr/local/bin",
@@ -134,6 +142,9 @@ class LocalProvider(SandboxProvider):
         """bwrap options (everything before the command); read from a memfd by bwrap."""
         opts = [
             "--unshare-user",
+            # No nested user namespace either (the seccomp filter also refuses
+            # unshare and clone with CLONE_NEW*): bwrap >= 0.8.
+            "--disable-userns",
             "--unshare-pid",
             "--unshare-ipc",
             "--unshare-uts",
@@ -239,12 +250,35 @@ class LocalProvider(SandboxProvider):
         else:
             netloc = f"127.0.0.1:{port}" if url.port else "127.0.0.1"
             env["AGENTLOOP_URL"] = urlunsplit((url.scheme, netloc, url.path, url.query, ""))
+        routes = [str(port), f"{BRIDGE_DIR}/web.sock"]
+        bridge = {"host": url.hostname, "port": port, "alias": alias, "egress": None}
+        if spec.egress_hosts:
+            try:
+                for entry in spec.egress_hosts:
+                    parse_rule(entry)
+            except RuleError as error:
+                raise SandboxError(f"egress allow-list: {error}") from None
+            if port == PROXY_PORT:
+                raise SandboxError(f"AGENTLOOP_URL's port {port} is the egress proxy's port.")
+            routes += [str(PROXY_PORT), f"{BRIDGE_DIR}/proxy.sock"]
+            proxy = f"http://127.0.0.1:{PROXY_PORT}"
+            no_proxy = ",".join(filter(None, ["localhost", "127.0.0.1", alias]))
+            for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+                env[name] = proxy
+            env["NO_PROXY"] = env["no_proxy"] = no_proxy
+            bridge["egress"] = {
+                "hosts": list(spec.egress_hosts),
+                "open_networks": list(_setting("SANDBOX_EGRESS_PRIVATE_NETWORKS", [])),
+                "static_hosts": dict(_setting("SANDBOX_EGRESS_STATIC_HOSTS", {})),
+                # Refusals are posted to the transcript as the runner would post them.
+                "events_url": spec.env["AGENTLOOP_URL"].rstrip("/") + "/api/runner/v1/events",
+                "token": spec.env.get("AGENTLOOP_RUN_TOKEN", ""),
+            }
         command = [
-            "python3", "-m", "agentloop.sandboxes.netbridge",
-            str(port), f"{BRIDGE_DIR}/web.sock", "--", *spec.command,
+            "python3", "-m", "agentloop.sandboxes.netbridge", *routes, "--", *spec.command,
         ]  # fmt: skip
         inside = replace(spec, command=command, env=env)
-        return inside, {"host": url.hostname, "port": port, "alias": alias}
+        return inside, bridge
 
     def start(self, spec: SandboxSpec) -> SandboxHandle:
         bwrap = _setting("SANDBOX_BWRAP", "/usr/bin/bwrap")
@@ -321,6 +355,9 @@ class LocalProvider(SandboxProvider):
             )
             (run_dir / "net").mkdir(mode=0o711)
             bridge["socket"] = str(run_dir / "net" / "web.sock")
+            if bridge["egress"]:
+                bridge["egress"]["socket"] = str(run_dir / "net" / "proxy.sock")
+        egress = bridge.pop("egress") if bridge is not None else None
         limits = spec.limits
         write_json(
             run_dir / "config.json",
@@ -331,6 +368,8 @@ class LocalProvider(SandboxProvider):
                 "bwrap_options": self.bwrap_options(spec, run_dir),
                 "command": list(spec.command),
                 "bridge": bridge,
+                "egress": egress,
+                "run_token": spec.env.get(RUN_TOKEN, ""),
                 "host_uid": uid,
                 "wall_seconds": limits.wall_seconds,
                 "cpu": limits.cpu,

@@ -13,13 +13,18 @@ two before the runner's first request (~60-100 ms of session start). Nothing
 changes for isolation — bridge and command share the sandbox either way; the
 module gets the process's signals itself and its exit is the process's exit.
 
-    python3 -m agentloop.sandboxes.netbridge <port> <unix_socket> -- <command...>
+    python3 -m agentloop.sandboxes.netbridge <port> <unix_socket> [<port> <socket>...] -- <cmd...>
+
+Each port listens on 127.0.0.1 and goes to its socket (the web process; the
+egress proxy). All forwarding happens in one thread started before the command
+(Forwarder): the agent filling its process limit cannot stop the bridge.
 """
 
 from __future__ import annotations
 
 import os
 import runpy
+import selectors
 import signal
 import socket
 import subprocess
@@ -47,7 +52,9 @@ def pipe(a: socket.socket, b: socket.socket) -> None:
 
 
 def serve(listener: socket.socket, connect) -> None:
-    """Accept forever; each connection gets a thread piping it to connect()."""
+    """Accept forever; each connection gets a thread piping it to connect().
+
+    The supervisor's side (outside the sandbox's limits). Inside, Forwarder."""
     while True:
         try:
             conn, _ = listener.accept()
@@ -59,6 +66,122 @@ def serve(listener: socket.socket, connect) -> None:
             conn.close()  # the far side is down: the client sees the connection close
             continue
         threading.Thread(target=pipe, args=(conn, upstream), daemon=True).start()
+
+
+BUFFER = 256 * 1024  # per direction: stop reading a side while this much waits to be sent
+
+
+class _Half:
+    """One direction of a forwarded connection: bytes read from src wait here for dst."""
+
+    def __init__(self, src: socket.socket, dst: socket.socket):
+        self.src, self.dst = src, dst
+        self.data = bytearray()
+        self.eof = False  # src has finished sending
+        self.done = False  # ...and everything reached dst, whose write side is shut
+
+
+class Forwarder:
+    """Every connection of the bridge in one thread, with one selector.
+
+    Inside the sandbox the agent shares the process limit with the bridge: a
+    thread per connection (as serve() does) cannot start once the agent has
+    filled the limit, and the bridge died of it. This thread is started before
+    the command and never needs another: no new thread, no new process, ever.
+    """
+
+    def __init__(self, routes: list[tuple[socket.socket, str]]):
+        self.selector = selectors.DefaultSelector()
+        for listener, unix_path in routes:
+            listener.setblocking(False)
+            self.selector.register(listener, selectors.EVENT_READ, ("listen", unix_path))
+        self.halves: dict[socket.socket, list[_Half]] = {}
+
+    def run(self) -> None:
+        while True:
+            for key, _ in self.selector.select():
+                role, value = key.data
+                if role == "listen":
+                    self._accept(key.fileobj, value)
+                else:
+                    self._pump(key.fileobj)
+
+    def _accept(self, listener: socket.socket, unix_path: str) -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:  # e.g. EMFILE: the client retries; the bridge goes on
+            return
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            upstream.connect(unix_path)  # a local socket: answers at once or refuses
+        except OSError:
+            upstream.close()
+            conn.close()  # the far side is down: the client sees the connection close
+            return
+        for sock in (conn, upstream):
+            sock.setblocking(False)
+        there, back = _Half(conn, upstream), _Half(upstream, conn)
+        self.halves[conn] = [there, back]
+        self.halves[upstream] = [there, back]
+        self._watch(conn)
+        self._watch(upstream)
+
+    def _watch(self, sock: socket.socket) -> None:
+        there, back = self.halves[sock]
+        events = 0
+        for half in (there, back):
+            if half.src is sock and not half.eof and len(half.data) < BUFFER:
+                events |= selectors.EVENT_READ
+            if half.dst is sock and half.data:
+                events |= selectors.EVENT_WRITE
+        try:
+            self.selector.unregister(sock)
+        except KeyError:
+            pass
+        if events:
+            self.selector.register(sock, events, ("conn", None))
+
+    def _pump(self, sock: socket.socket) -> None:
+        halves = self.halves.get(sock)
+        if halves is None:
+            return
+        try:
+            for half in halves:
+                if half.src is sock and not half.eof and len(half.data) < BUFFER:
+                    try:
+                        data = sock.recv(65536)
+                    except BlockingIOError:
+                        data = None
+                    if data == b"":
+                        half.eof = True
+                    elif data:
+                        half.data += data
+                if half.data:  # to dst now if it takes it; else when it is writable
+                    try:
+                        sent = half.dst.send(half.data)
+                        del half.data[:sent]
+                    except BlockingIOError:
+                        pass
+                if half.eof and not half.data and not half.done:
+                    half.done = True
+                    half.dst.shutdown(socket.SHUT_WR)
+        except OSError:  # reset by either side: drop the connection
+            self._close(halves)
+            return
+        if all(half.done for half in halves):
+            self._close(halves)
+            return
+        for other in {halves[0].src, halves[0].dst}:
+            self._watch(other)
+
+    def _close(self, halves: list[_Half]) -> None:
+        for sock in (halves[0].src, halves[0].dst):
+            self.halves.pop(sock, None)
+            try:
+                self.selector.unregister(sock)
+            except KeyError:
+                pass
+            sock.close()
 
 
 def python_module(command: list[str]) -> str | None:
@@ -91,19 +214,28 @@ def run_module_here(module: str, args: list[str]) -> int:
     return 0
 
 
+def parse_args(argv: list[str]) -> tuple[list[tuple[int, str]], list[str]] | None:
+    """([(port, unix_socket)...], command) from `<port> <socket> [<port> <socket>...] -- cmd`."""
+    if "--" not in argv:
+        return None
+    split = argv.index("--")
+    pairs, command = argv[1:split], argv[split + 1 :]
+    if not pairs or len(pairs) % 2 or not command or not all(p.isdigit() for p in pairs[::2]):
+        return None
+    return [(int(port), path) for port, path in zip(pairs[::2], pairs[1::2], strict=True)], command
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 5 or argv[3] != "--":
+    parsed = parse_args(argv)
+    if parsed is None:
         print(__doc__, file=sys.stderr)
         return 2
-    port, unix_path, command = int(argv[1]), argv[2], argv[4:]
-    listener = socket.create_server(("127.0.0.1", port), backlog=64)
-
-    def connect() -> socket.socket:
-        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        upstream.connect(unix_path)
-        return upstream
-
-    threading.Thread(target=serve, args=(listener, connect), daemon=True).start()
+    routes, command = parsed
+    listeners = [
+        (socket.create_server(("127.0.0.1", port), backlog=64), path) for port, path in routes
+    ]
+    # The bridge's only thread, started before the command can use up the process limit.
+    threading.Thread(target=Forwarder(listeners).run, daemon=True).start()
     module = python_module(command)
     if module is not None:
         return run_module_here(module, command[3:])
@@ -111,7 +243,9 @@ def main(argv: list[str]) -> int:
     pending: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: pending.append(signum))
     signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
-    proc = subprocess.Popen(command)
+    # The run token's pipe (agentloop.runner.credentials) goes on to the command.
+    token_fd = os.environ.get("AGENTLOOP_RUN_TOKEN_FD", "")
+    proc = subprocess.Popen(command, pass_fds=(int(token_fd),) if token_fd.isdigit() else ())
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda signum, frame: proc.send_signal(signum))
     for signum in pending:

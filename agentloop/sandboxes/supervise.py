@@ -27,7 +27,9 @@ import threading
 import time
 from pathlib import Path
 
-from agentloop.sandboxes.netbridge import serve
+from agentloop.sandboxes import seccomp
+from agentloop.sandboxes.egress import EgressProxy, parse_rule
+from agentloop.sandboxes.netbridge import pipe, serve
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -219,6 +221,7 @@ class Supervisor:
         self.stop_reason: str | None = None
         self.deadline = time.monotonic() + self.config["wall_seconds"]
         self.kill_at: float | None = None
+        self.posters: list[threading.Thread] = []  # refusal events on their way
 
     def _child_setup(self, cgroups: list[dict], nproc: int | None, supervisor_pid: int) -> None:
         """In the forked child before exec: join the cgroups, set rlimits, drop to the host uid."""
@@ -252,13 +255,26 @@ class Supervisor:
         # host uid, and counts every process of that uid (all runs together).
         nproc = None if pids_limited or cfg.get("host_uid") is None else cfg["processes"]
 
+        # The syscall filter (agentloop/sandboxes/seccomp.py), loaded by bwrap just
+        # before it execs the command: everything inside runs under it.
+        seccomp_fd = seccomp.program_fd()
+        options = [*cfg["bwrap_options"], "--seccomp", str(seccomp_fd)]
+        # The run token through a pipe the runner reads once (agentloop.runner.credentials):
+        # written and closed here, so once read, nothing inside can read it again.
+        token_fd = None
+        if cfg.get("run_token"):
+            token_fd, token_write = os.pipe()
+            os.write(token_write, cfg["run_token"].encode())
+            os.close(token_write)
+            options += ["--setenv", "AGENTLOOP_RUN_TOKEN_FD", str(token_fd)]
         # bwrap reads its options from a memfd: the run token in --setenv never
         # appears in a command line that `ps` shows.
         args_fd = os.memfd_create("bwrap-args", 0)
-        os.write(args_fd, b"".join(arg.encode() + b"\0" for arg in cfg["bwrap_options"]))
+        os.write(args_fd, b"".join(arg.encode() + b"\0" for arg in options))
         os.lseek(args_fd, 0, os.SEEK_SET)
 
         listener = self._bridge_listener() if cfg.get("bridge") else None
+        egress = self._egress_listener() if cfg.get("egress") else None
 
         signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.signal(signal.SIGINT, self._on_sigterm)
@@ -275,7 +291,7 @@ class Supervisor:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={},
-                pass_fds=(args_fd,),
+                pass_fds=tuple(fd for fd in (args_fd, seccomp_fd, token_fd) if fd is not None),
                 preexec_fn=lambda: self._child_setup(cgroups, nproc, supervisor_pid),
                 close_fds=True,
             )
@@ -294,9 +310,14 @@ class Supervisor:
             return 1
         finally:
             os.close(args_fd)
+            os.close(seccomp_fd)
+            if token_fd is not None:
+                os.close(token_fd)
         if listener is not None:
             # Threads only after the fork above: preexec_fn and threads do not mix.
             threading.Thread(target=serve, args=(listener, self._connect_web), daemon=True).start()
+        if egress is not None:
+            threading.Thread(target=self._serve_egress, args=egress, daemon=True).start()
         write_json(
             self.run_dir / "sandbox.json",
             {
@@ -304,11 +325,14 @@ class Supervisor:
                 "bwrap_start": process_start_time(proc.pid),
                 "cgroups": cgroups,
                 "nproc_rlimit": nproc,
+                "seccomp": True,
             },
         )
 
         code = self._wait(proc)
         log.close()
+        for poster in self.posters:  # the last refusals must reach the transcript too
+            poster.join(timeout=10)
         write_json(
             self.run_dir / "state.json",
             {
@@ -323,7 +347,51 @@ class Supervisor:
 
     def _bridge_listener(self) -> socket.socket:
         """The Unix socket a RUNNER_ONLY sandbox's netbridge connects to."""
-        path = self.config["bridge"]["socket"]
+        return self._unix_listener(self.config["bridge"]["socket"])
+
+    def _egress_listener(self) -> tuple[socket.socket, EgressProxy]:
+        """The egress proxy's socket (the bridge's second route) and the proxy."""
+        egress = self.config["egress"]
+        proxy = EgressProxy(
+            [parse_rule(entry) for entry in egress["hosts"]],
+            open_networks=egress.get("open_networks") or [],
+            static_hosts=egress.get("static_hosts") or {},
+            on_refusal=self._report_refusal,
+        )
+        return self._unix_listener(egress["socket"]), proxy
+
+    def _serve_egress(self, listener: socket.socket, proxy: EgressProxy) -> None:
+        def one(conn: socket.socket) -> None:
+            upstream = proxy.handle(conn)
+            if upstream is not None:
+                pipe(conn, upstream)
+
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=one, args=(conn,), daemon=True).start()
+
+    def _report_refusal(self, host: str, port: int, reason: str) -> None:
+        """A refusal becomes an event of the run's transcript: posted as the
+        runner would (its token), once per host and port (the event's key)."""
+        egress = self.config["egress"]
+        print(f"egress refused {host}:{port}: {reason}", file=sys.stderr, flush=True)
+        if not egress.get("events_url"):
+            return
+        event = {
+            "key": f"egress-refused:{host}:{port}"[:200],
+            "source": "system",
+            "kind": "error",
+            # The protocol's ErrorPayload: the transcript shows the message.
+            "payload": {"message": f"The egress proxy refused {host}:{port}: {reason}."},
+        }
+        poster = threading.Thread(target=_post_event, args=(egress, event), daemon=True)
+        poster.start()
+        self.posters.append(poster)
+
+    def _unix_listener(self, path: str) -> socket.socket:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(path)
         uid = self.config.get("host_uid")
@@ -370,6 +438,24 @@ class Supervisor:
                 self.kill_at = now + grace
             if self.kill_at is not None and now >= self.kill_at:
                 proc.kill()  # the sandbox's pid 1 dies with bwrap, and every process with it
+
+
+def _post_event(egress: dict, event: dict) -> None:
+    import urllib.request  # here: most supervisors never post, and it costs their start
+
+    request = urllib.request.Request(
+        egress["events_url"],
+        data=json.dumps({"events": [event]}).encode(),
+        headers={
+            "Authorization": f"Bearer {egress['token']}",
+            "Content-Type": "application/json",
+        },
+        method="POST",
+    )
+    try:
+        urllib.request.urlopen(request, timeout=10).close()
+    except OSError as exc:
+        print(f"could not post the refusal event: {exc}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str]) -> int:

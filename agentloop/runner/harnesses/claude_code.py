@@ -200,9 +200,9 @@ class ClaudeCodeHarness(Harness):
         env.update(CLI_ENV_DEFAULTS)
         if self.spec.get("llm_base_url"):
             env["ANTHROPIC_BASE_URL"] = self.spec["llm_base_url"]
-        token = env.get("AGENTLOOP_RUN_TOKEN") or os.environ.get("AGENTLOOP_RUN_TOKEN")
+        token = env.get("AGENTLOOP_RUN_TOKEN")  # the harness key (agentloop.runner.credentials)
         if token:
-            # The gateway knows the run by its token and adds the real key itself.
+            # The gateway knows the run by its key and adds the real model key itself.
             env["ANTHROPIC_API_KEY"] = token
         return env
 
