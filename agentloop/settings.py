@@ -309,6 +309,8 @@ SPECTACULAR_SETTINGS = {
         "RunKindEnum": "agentloop.runs.models.RunKind",
         "RunTriggerEnum": "agentloop.runs.models.RunTrigger",
         "ArtifactKindEnum": "agentloop.runs.models.ArtifactKind",
+        "SpanKindEnum": "agentloop.traces.models.SpanKind",
+        "AutomationTriggerEnum": "agentloop.automations.models.Automation.TRIGGER_CHOICES",
     },
 }
 

@@ -94,11 +94,13 @@ def test_the_stream_ends_with_the_outcome_of_a_finished_run(api, project):
     )
 
 
-def test_a_follow_up_to_a_finished_run_is_a_conflict(api, project):
+def test_a_follow_up_to_a_finished_run_continues_it(api, project):
     run = make_run(project, status=RunStatus.FAILED)
     answer = api.post(f"/api/v1/sessions/{run.code}/messages", {"text": "More?"}, format="json")
-    assert answer.status_code == 409
-    assert answer.json() == {"detail": "This run is failed; it takes no more messages."}
+    assert answer.status_code == 201
+    run.refresh_from_db()
+    assert run.status == RunStatus.QUEUED  # launched again, its transcript carried on
+    assert run.events.filter(kind="message", payload__text="More?").exists()
 
 
 def test_a_trigger_refused_by_admission_is_409_with_the_reason(api, project, space, alice):

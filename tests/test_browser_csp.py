@@ -106,9 +106,15 @@ def test_the_pages_work_under_the_policy_without_violations(browsing, alice, pro
     assert violations(page) == []
     assert problems == []
 
-    # The API docs: Redoc from our own static files. Redoc's bundle hard-codes one
-    # outside image (its footer logo); the policy refuses it, and that is all it refuses.
+    # The API docs: Swagger UI, its start-up script a file, all from our own static files.
     page.goto("/api/docs/")
+    expect(page.get_by_text("agentloop API").first).to_be_visible(timeout=20_000)
+    assert violations(page) == []
+    assert problems == []
+
+    # Redoc from our own static files. Its bundle hard-codes one outside image (its
+    # footer logo); the policy refuses it, and that is all it refuses.
+    page.goto("/api/redoc/")
     expect(page.get_by_text("agentloop API").first).to_be_visible(timeout=20_000)
     expect(page.get_by_text("API docs by Redocly")).to_be_visible()
     assert violations(page) == ["img-src https://cdn.redoc.ly/redoc/logo-mini.svg"]

@@ -10,13 +10,14 @@ Security Policy that lets nothing leave the server.
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
-from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerSplitView
 
-ONLY_THIS_SERVER = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-    "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; font-src 'self' data:; "
-    "connect-src 'self'"
-)
+from agentloop.security_headers import DOCS_POLICY
+
+# The pages' own policy (security_headers.py): scripts from this server only (the
+# split Swagger view serves its start-up script as a file, not inline), styles
+# inline too, as both UIs set them.
+ONLY_THIS_SERVER = DOCS_POLICY
 
 
 class RedocView(SpectacularRedocView):
@@ -29,7 +30,7 @@ class RedocView(SpectacularRedocView):
         return response
 
 
-class SwaggerView(SpectacularSwaggerView):
+class SwaggerView(SpectacularSwaggerSplitView):
     @extend_schema(exclude=True)  # as the views they extend: pages, not API routes
     def get(self, request, *args, **kwargs):
         response = super().get(request, *args, **kwargs)

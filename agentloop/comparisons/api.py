@@ -15,6 +15,8 @@ read through get_group_for_user (404 for a project the caller may not see,
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -38,6 +40,7 @@ def _variant(item, number: int) -> actions.Variant:
 
 
 class RunGroupList(APIView):
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={201: OpenApiTypes.OBJECT})
     def post(self, request):
         body = request.data if isinstance(request.data, dict) else {}
         project_id = body.get("project")
@@ -60,5 +63,6 @@ class RunGroupList(APIView):
 
 
 class RunGroupDetail(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request, group_id: int):
         return Response(actions.as_json(actions.get_group_for_user(request.user, group_id)))
