@@ -22,6 +22,21 @@ PODMAN="podman --runtime ${PODMAN_RUNTIME:-runc}"
 LIMITS="--ulimit nofile=${NOFILE:-4096}:${NOFILE:-4096} --ulimit nproc=${NPROC:-4096}:${NPROC:-4096}"
 IMAGES=${*:-app runner}
 
+# podman, runc and debootstrap from Debian's packages when they are missing (root).
+missing=""
+for tool in podman runc debootstrap; do
+  command -v "$tool" >/dev/null || missing="$missing $tool"
+done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "build.sh: install$missing (Debian packages) first" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
+fi
+
 if [ "$BASE" = localhost/agentloop-base:bookworm ] && ! $PODMAN image exists "$BASE"; then
   deploy/images/debootstrap-base.sh "$BASE" >/dev/null
 fi
