@@ -151,3 +151,11 @@ def test_the_schema_documents_the_route_and_its_parameters(client):
     } <= names
     body = operation["responses"]["200"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/Analytics"}
+
+
+def test_a_nul_character_in_a_filter_is_a_400_not_a_500(client, alice, project):
+    # PostgreSQL text cannot hold NUL: found by tests/test_schemathesis.py.
+    client.force_login(alice)
+    response = client.get(f"/api/v1/projects/{project.pk}/analytics", {"annotation": "\x00"})
+    assert response.status_code == 400
+    assert "NUL" in response.json()["detail"]

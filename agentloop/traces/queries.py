@@ -67,15 +67,18 @@ class SpanFilter:
 
 
 def _getlist(params, key: str) -> list[str]:
-    """Values of a repeatable parameter from a QueryDict or a plain dict."""
+    """Values of a repeatable parameter from a QueryDict or a plain dict. A NUL
+    character is refused: PostgreSQL text cannot hold one (it would be a 500)."""
     if hasattr(params, "getlist"):
-        return [v for v in params.getlist(key)]
-    value = params.get(key)
-    if value is None:
-        return []
-    if isinstance(value, list | tuple):
-        return [str(v) for v in value]
-    return [str(value)]
+        values = [v for v in params.getlist(key)]
+    else:
+        value = params.get(key)
+        if value is None:
+            return []
+        values = [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
+    if any("\x00" in v for v in values):
+        raise InvalidFilter(f"{key}: must not contain a NUL character")
+    return values
 
 
 def _get(params, key: str) -> str | None:
