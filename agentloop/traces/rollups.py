@@ -365,52 +365,18 @@ def _roll_up(project_id: int, chunk: Q) -> None:
         if keys:
             cursor.execute(*_dimension_rows(spans, keys))
             values = cursor.fetchall()
-    finest: dict[tuple, _Partial] = {}
+    # A slim row: span id, five minutes, kind, name, status, then _Partial.add's
+    # arguments (trace, bin, error, tokens, cost, duration).
+    finest: dict[tuple, _Partial] = defaultdict(_Partial)
     by_id = {}
-    for (
-        span_id,
-        fine,
-        kind,
-        name,
-        status,
-        trace,
-        index,
-        err,
-        prompt,
-        completion,
-        total,
-        cost,
-        dur,
-    ) in slim:
-        by_id[span_id] = (
-            fine,
-            kind,
-            name,
-            status,
-            trace,
-            index,
-            err,
-            prompt,
-            completion,
-            total,
-            cost,
-            dur,
-        )
-        key = (fine, kind, name, status)
-        part = finest.get(key)
-        if part is None:
-            part = finest[key] = _Partial()
-        part.add(trace, index, err, prompt, completion, total, cost, dur)
-    by_value: dict[tuple, _Partial] = {}
+    for span_id, *row in slim:
+        by_id[span_id] = row
+        finest[tuple(row[:4])].add(*row[4:])
+    by_value: dict[tuple, _Partial] = defaultdict(_Partial)
     for span_id, dim_key, dim_value in values:
-        fine, kind, name, _status, trace, index, err, prompt, completion, total, cost, dur = by_id[
-            span_id
-        ]
-        key = (fine * FINE_GRAIN // HOUR_GRAIN, kind, name, dim_key, canonical(dim_value))
-        part = by_value.get(key)
-        if part is None:
-            part = by_value[key] = _Partial()
-        part.add(trace, index, err, prompt, completion, total, cost, dur)
+        row = by_id[span_id]
+        hour = row[0] * FINE_GRAIN // HOUR_GRAIN
+        by_value[(hour, row[1], row[2], dim_key, canonical(dim_value))].add(*row[4:])
     cells: dict[tuple, _Partial] = {}
 
     def into(key, part):
