@@ -74,7 +74,7 @@ live = Run.objects.create(
 )
 session = SessionStore()
 session[SESSION_KEY] = str(owner.pk)
-session[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
+session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
 session[HASH_SESSION_KEY] = owner.get_session_auth_hash()
 session.create()
 print(json.dumps({

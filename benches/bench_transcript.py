@@ -75,7 +75,7 @@ for i in range(%(runs)d):
     runs.append({"code": str(run.code), "token": ServiceKey.mint(run, expires_at=None)[1]})
 session = SessionStore()
 session[SESSION_KEY] = str(owner.pk)
-session[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
+session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
 session[HASH_SESSION_KEY] = owner.get_session_auth_hash()
 session.create()
 print(json.dumps({"session": session.session_key, "runs": runs}))
