@@ -147,9 +147,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         # journal_size_limit: a WAL that starts over is cut back to 64 MiB
         # (traces/sqlite_wal.py keeps it from growing past that under bursts).
+        # mmap_size: reads map the file instead of copying each page through a
+        # read() call; a connection lasts one request here (CONN_MAX_AGE 0), so
+        # SQLite's own page cache starts cold every time, while the mapped pages
+        # stay in the OS's cache. Analytics over a million spans reads ~2-3x
+        # faster (docs/benchmarks.md). SQLite caps the size at its build's limit.
         "init_command": (
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-            "PRAGMA journal_size_limit=67108864;"
+            "PRAGMA journal_size_limit=67108864; PRAGMA mmap_size=2147418112;"
         ),
     }
     private_files.create_private_file(Path(DATABASES["default"]["NAME"]))  # before SQLite's 0644

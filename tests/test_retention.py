@@ -12,8 +12,8 @@ from django.urls import reverse
 
 from agentloop.schedules import RETENTION_SCHEDULE, SCHEDULES
 from agentloop.teams.models import Project
-from agentloop.traces import attribute_index, retention
-from agentloop.traces.models import Span, SpanAnnotation, Trace
+from agentloop.traces import attribute_index, retention, rollups
+from agentloop.traces.models import EvalRollup, Span, SpanAnnotation, SpanRollup, Trace
 from agentloop.traces.queries import filter_spans, parse_span_filter
 from tests.span_factory import make_span
 
@@ -43,6 +43,27 @@ def test_it_deletes_spans_and_traces_older_than_the_retention(project, other_pro
     assert Trace.objects.filter(project=project).count() == 1
     assert not SpanAnnotation.objects.exists()
     assert Span.objects.filter(project=other_project).count() == 1
+
+
+def test_the_rollups_of_purged_intervals_go_too(project, monkeypatch):
+    monkeypatch.setattr(rollups, "MIN_SPANS", 1)  # rolled up as a big project is
+    project.retention_days = 7
+    project.save()
+    old = aged(project, 8, "old")
+    SpanAnnotation.objects.create(
+        project=project, span=old, name="correctness", label="bad", annotator_kind="HUMAN"
+    )
+    aged(project, 6, "recent")
+    rollups.catch_up(seconds=60)
+    old_at = int(old.start_time.timestamp()) // 3600 * 3600
+    assert SpanRollup.objects.filter(project=project, at=old_at, name="old").exists()
+    assert EvalRollup.objects.filter(project=project, at=old_at, name="old").exists()
+
+    retention.purge_project(project, now=NOW)
+
+    assert not SpanRollup.objects.filter(project=project, name="old").exists()
+    assert not EvalRollup.objects.filter(project=project).exists()
+    assert SpanRollup.objects.filter(project=project, name="recent").exists()
 
 
 def test_it_deletes_in_batches(project):

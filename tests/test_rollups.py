@@ -19,7 +19,7 @@ from agentloop.signal.detect import investigate
 from agentloop.teams.models import Project
 from agentloop.traces import rollups
 from agentloop.traces.analytics import _rollup_plan, aggregate, parse_analytics_query
-from agentloop.traces.models import RollupDimension, SpanRollup
+from agentloop.traces.models import EvalRollup, RollupDimension, Span, SpanAnnotation, SpanRollup
 from agentloop.traces.planted import PLANTED, load
 from tests.span_factory import make_span
 
@@ -37,6 +37,12 @@ QUERIES = [
     {"group_by": ["attr:tier"], "bucket": "2h"},
     {"group_by": ["name", "attr:llm.model_name"], "name": "compose_answer"},
     {"group_by": ["attr:llm.model_name"]},  # absent on most spans
+    # Filtered by an eval label: EvalRollup.
+    {"annotation": "hallucination", "group_by": ["name"], "limit": "50", "baseline": "previous"},
+    {"annotation": "hallucination:hallucinated", "group_by": ["name"]},
+    {"annotation": "hallucination", "name": "compose_answer", "group_by": ["attr:tier"]},
+    {"annotation": "correctness:incorrect", "name": "support_agent", "bucket": "30m"},
+    {"annotation": "correctness", "group_by": ["attr:region"], "bucket": "2h"},
 ]
 
 
@@ -72,8 +78,11 @@ def same(from_spans: dict, mixed: dict, where: str = "") -> None:
 
 @pytest.fixture(autouse=True)
 def small_projects_roll_up(monkeypatch):
-    """Projects here are small; rolled up as a big one would be."""
+    """Projects here are small; rolled up as a big one would be. No commit lands
+    late here, so annotations count as seen once the roller has looked (else
+    every hour would read its spans for a minute after they were loaded)."""
     monkeypatch.setattr(rollups, "MIN_SPANS", 1)
+    monkeypatch.setattr(rollups, "EVAL_LAG", timedelta(0))
 
 
 @pytest.fixture
@@ -117,6 +126,56 @@ def test_spans_past_the_mark_are_read_from_the_spans(planted):
     same(ask(project, params), rolled)
     plan_step = next(g for g in rolled["groups"] if g["key"]["name"] == "plan_step")
     assert plan_step["errors"] >= 30
+
+
+def test_eval_rows_follow_annotations_that_change_after_the_roll_up(planted, settings):
+    """A verdict that comes (or changes) after its span was rolled up: analytics
+    reads that hour from the spans until the roller has computed it again."""
+    project, _ = planted
+    rollups.catch_up(seconds=600)
+    params = {"annotation": "hallucination:hallucinated", "group_by": ["name"], "limit": "50"}
+    late = list(
+        Span.objects.filter(
+            project=project, name="plan_step", start_time__lt=NOW - timedelta(hours=2)
+        ).order_by("id")[:20]
+    )
+    assert len(late) == 20 and not SpanAnnotation.objects.filter(span__in=late).exists()
+    for span in late:
+        SpanAnnotation.objects.create(
+            project=project, span=span, name="hallucination", label="hallucinated",
+            annotator_kind="LLM",
+        )  # fmt: skip
+
+    def both():
+        settings.ANALYTICS_ROLLUPS = False
+        from_spans = ask(project, params)
+        settings.ANALYTICS_ROLLUPS = True
+        return from_spans, ask(project, params)
+
+    def plan_step(answer):
+        return next((g["spans"] for g in answer["groups"] if g["key"]["name"] == "plan_step"), 0)
+
+    from_spans, before_roller = both()  # the new verdicts' hours come from the spans
+    assert plan_step(from_spans) == 20 and before_roller["from_rollups"]
+    same(from_spans, before_roller)
+
+    rollups.catch_up(seconds=600)
+    state = rollups.evals_ready(project)
+    assert rollups.changed_eval_hours(project, state, "hallucination") == set()
+    rows = EvalRollup.objects.filter(
+        project=project, eval_name="hallucination", eval_label="hallucinated", scope=3,
+        name="plan_step", dim_key="", grain=rollups.HOUR_GRAIN,
+    )  # fmt: skip
+    assert rows.aggregate(n=Sum("spans"))["n"] == 20
+    same(*both())
+
+    for annotation in SpanAnnotation.objects.filter(span__in=late):
+        annotation.label = "faithful"  # a person relabels them
+        annotation.save()
+    rollups.catch_up(seconds=600)
+    from_spans, from_rollups = both()
+    assert plan_step(from_rollups) == 0 and not rows.exists()
+    same(from_spans, from_rollups)
 
 
 def test_a_key_with_too_many_values_stops_being_rolled_up(project):

@@ -55,7 +55,7 @@ from agentloop.traces.expressions import (
     TimeBucket,
     llm_cost,
 )
-from agentloop.traces.models import Span, SpanRollup, StatusCode
+from agentloop.traces.models import EvalRollup, Span, SpanRollup, StatusCode
 from agentloop.traces.queries import (
     InvalidFilter,
     SpanFilter,
@@ -558,17 +558,25 @@ class _RollupPlan:
     total_scope: int  # of the rows of all groups together
     dimension: Dimension | None  # the attribute grouped by, if any
     grains: tuple[int, ...]
-    filters: dict  # SpanRollup field -> value, of the query's kind, name and status
+    filters: dict  # row field -> value, of the query's kind, name, status and eval
+    model: type = SpanRollup  # EvalRollup for a query filtered by an eval label
+    changed_hours: frozenset = frozenset()  # hours whose eval rows may be behind
 
 
 def _rollup_plan(project, query: AnalyticsQuery) -> _RollupPlan | None:
     """How rollups answer `query`, or None when they cannot (or need not): the
-    filters must be kind, name and status only; the groups columns of those or
-    one attribute the project's rollups split by; the window an hour or more."""
+    filters must be kind, name, status and an eval label only; the groups columns
+    of those or one attribute the project's rollups split by; the window an hour
+    or more. An eval label reads EvalRollup, which has no status and only the
+    scopes of all spans and of one component."""
     if query.end - query.start < ROLLUP_MIN_WINDOW or not settings.ANALYTICS_ROLLUPS:
         return None
     sf = query.span_filter
-    if replace(sf, kind=None, status=None, name=None, start=None, end=None) != SpanFilter():
+    others = replace(
+        sf, kind=None, status=None, name=None, start=None, end=None,
+        annotation_name=None, annotation_label=None,
+    )  # fmt: skip
+    if others != SpanFilter():
         return None
     columns = {d.column for d in query.group_by if d.column}
     attributes = [d for d in query.group_by if d.attribute]
@@ -594,7 +602,19 @@ def _rollup_plan(project, query: AnalyticsQuery) -> _RollupPlan | None:
         ):
             return None
         grains = (rollups.DIMENSION_GRAIN,)
-    return _RollupPlan(scope, total_scope, dimension, grains, filters)
+    plan = _RollupPlan(scope, total_scope, dimension, grains, filters)
+    if sf.annotation_name:
+        if {scope, total_scope} - set(rollups.EVAL_SCOPES):
+            return None
+        state = rollups.evals_ready(project)
+        if state is None:
+            return None
+        plan.model = EvalRollup
+        plan.filters |= {"eval_name": sf.annotation_name, "eval_label": sf.annotation_label or ""}
+        plan.changed_hours = frozenset(
+            rollups.changed_eval_hours(project, state, sf.annotation_name)
+        )
+    return plan
 
 
 def _seconds_up(moment: datetime) -> int:
@@ -720,9 +740,17 @@ def _from_rollups(project, query, plan: _RollupPlan, cells: dict) -> _ByKey:
     for grain, at in cells:
         by_grain.setdefault(grain, []).append(at)
 
+    fields = [
+        "grain", "at", "kind", "name", "dim_key", "dim_value", "spans", "errors",
+        "prompt_tokens", "completion_tokens", "total_tokens", "cost", "cost_spans", "traces",
+        "histogram",
+    ]  # fmt: skip
+    if plan.model is SpanRollup:
+        fields.append("status_code")
+
     def rows(scope, dim_keys):
         for grain, ats in by_grain.items():
-            yield from SpanRollup.objects.filter(
+            yield from plan.model.objects.filter(
                 project=project,
                 grain=grain,
                 scope=scope,
@@ -730,11 +758,7 @@ def _from_rollups(project, query, plan: _RollupPlan, cells: dict) -> _ByKey:
                 at__gte=min(ats),
                 at__lte=max(ats),
                 **plan.filters,
-            ).only(
-                "grain", "at", "kind", "name", "status_code", "dim_key", "dim_value",
-                "spans", "errors", "prompt_tokens", "completion_tokens", "total_tokens",
-                "cost", "cost_spans", "traces", "histogram",
-            )  # fmt: skip
+            ).only(*fields)
 
     def key_of(row, value) -> tuple:
         parts = [value if d.attribute else getattr(row, d.column) for d in query.group_by]
@@ -849,6 +873,9 @@ def _measure_mixed(project, query: AnalyticsQuery, bucket, plan: _RollupPlan):
                 got, left = _split(lo, hi, plan.grains)
                 cells.update(dict.fromkeys(got, index))
                 ranges += left
+            for grain, at in [c for c in cells if c[1] // 3600 * 3600 in plan.changed_hours]:
+                del cells[(grain, at)]  # its eval rows may be behind its annotations
+                ranges.append((_at(at), _at(at + grain)))
             if len(ranges) > MAX_RAW_RANGES:
                 return _measure_spans(project, query, bucket)
             from_rollups[period] = cells

@@ -194,26 +194,21 @@ class SpanAnnotation(models.Model):
         ]
         indexes = [
             models.Index(fields=["project", "name", "label"], name="annotation_project_label"),
+            # Rollups look up the annotations changed since they last looked.
+            models.Index(fields=["project", "updated_at"], name="annotation_project_updated"),
         ]
 
     def __str__(self) -> str:
         return f"{self.name}={self.label or self.score}"
 
 
-class SpanRollup(models.Model):
-    """What the spans of one interval add up to, for analytics over long windows
-    (rollups.py writes these behind ingest; analytics.py reads them).
-
-    One row per (interval, scope, dimension value): `scope` says which of
-    kind, name and status the row is split by (the others are "" and the row
-    counts every value of them); `dim_key` "" is the row of all spans of the
-    scope, else the row of the spans whose attribute `dim_key` has the value
-    `dim_value` (its JSON text, as analytics groups it). `histogram` holds the
-    duration bins as JSON [[bin, spans, min_ms, max_ms], ...], so percentiles
-    come out as they do from spans. `traces` counts distinct traces per rolled-up
-    batch: a trace whose spans were rolled up in two batches, or fall in two
-    intervals, counts twice when rows are added up.
-    """
+class RollupCell(models.Model):
+    """What the spans of one interval add up to (the columns SpanRollup and
+    EvalRollup share): spans, errors, tokens, cost, distinct traces and the
+    duration histogram, as JSON [[bin, spans, min_ms, max_ms], ...], so
+    percentiles come out as they do from spans. `traces` counts distinct traces
+    per rolled-up batch: a trace whose spans were rolled up in two batches, or
+    fall in two intervals, counts twice when rows are added up."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     grain = models.PositiveIntegerField(help_text="interval length in seconds")
@@ -221,7 +216,6 @@ class SpanRollup(models.Model):
     scope = models.PositiveSmallIntegerField()
     kind = models.CharField(max_length=16, blank=True, default="")
     name = models.CharField(max_length=500, blank=True, default="")
-    status_code = models.CharField(max_length=8, blank=True, default="")
     dim_key = models.CharField(max_length=200, blank=True, default="")
     dim_value = models.CharField(max_length=200, blank=True, default="")
     spans = models.BigIntegerField(default=0)
@@ -233,6 +227,23 @@ class SpanRollup(models.Model):
     cost_spans = models.BigIntegerField(default=0)
     traces = models.BigIntegerField(default=0)
     histogram = models.TextField(default="[]")
+
+    class Meta:
+        abstract = True
+
+
+class SpanRollup(RollupCell):
+    """What the spans of one interval add up to, for analytics over long windows
+    (rollups.py writes these behind ingest; analytics.py reads them).
+
+    One row per (interval, scope, dimension value): `scope` says which of
+    kind, name and status the row is split by (the others are "" and the row
+    counts every value of them); `dim_key` "" is the row of all spans of the
+    scope, else the row of the spans whose attribute `dim_key` has the value
+    `dim_value` (its JSON text, as analytics groups it).
+    """
+
+    status_code = models.CharField(max_length=8, blank=True, default="")
 
     class Meta:
         constraints = [
@@ -258,6 +269,45 @@ class SpanRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.grain}s@{self.at} scope {self.scope} {self.dim_key}={self.dim_value}"
+
+
+class EvalRollup(RollupCell):
+    """What the spans an eval judged add up to, per interval: the rows of
+    SpanRollup for the spans with an annotation named `eval_name` (`eval_label`
+    "") or with that name and label, so analytics filtered by an eval label
+    reads a few rows instead of joining every span to its annotations.
+
+    Annotations change after their spans are rolled up (a judge's verdict comes
+    later; a person labels or relabels), so these rows are not added to: the
+    roller computes an hour's rows again whenever its spans or their annotations
+    changed (rollups.py). Scopes: all spans and one component (kind and name).
+    """
+
+    eval_name = models.CharField(max_length=200)
+    eval_label = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=[
+                    "project",
+                    "eval_name",
+                    "eval_label",
+                    "grain",
+                    "dim_key",
+                    "scope",
+                    "at",
+                    "kind",
+                    "name",
+                    "dim_value",
+                ],
+                name="eval_rollup_unique_cell",
+            )
+        ]
+        indexes = [models.Index(fields=["project", "at"], name="eval_rollup_interval")]
+
+    def __str__(self) -> str:
+        return f"{self.eval_name}:{self.eval_label} {self.grain}s@{self.at} scope {self.scope}"
 
 
 class RollupDimension(models.Model):
@@ -291,6 +341,13 @@ class RollupProject(models.Model):
     backfill_skip = models.JSONField(default=list)  # the mark's holes then: the roller's
     backfilled_through = models.BigIntegerField(default=0)
     ready = models.BooleanField(default=False)
+    # Eval rows (EvalRollup): computed for the hours from `evals_from` on, going back
+    # an hour range at a time once the project is ready; analytics reads them once
+    # `evals_ready`. `evals_seen` is when the roller last looked for annotations
+    # that changed (those changed since, analytics reads from spans).
+    evals_from = models.BigIntegerField(null=True, blank=True)
+    evals_ready = models.BooleanField(default=False)
+    evals_seen = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.project_id}: {'ready' if self.ready else 'backfilling'}"

@@ -22,6 +22,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from agentloop.teams.models import Project
+from agentloop.traces import rollups
 from agentloop.traces.models import Span, SpanAnnotation, Trace
 
 BATCH = 5000
@@ -55,6 +56,8 @@ def purge_project(project: Project, now=None, batch: int = BATCH, pause=None) ->
             result.spans += _delete_rows(Span, ids)
         if pause:
             time.sleep(pause)
+    # The rollups of the intervals now empty (analytics would still count them).
+    rollups.forget_before(project, cutoff)
     # A trace whose spans all went (it ended before the cutoff) goes too.
     while True:
         ids = list(

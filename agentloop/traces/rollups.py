@@ -30,6 +30,16 @@ when they appear (a hole is forgotten after HOLE_SECONDS: a transaction that
 writes spans for longer than that would leave them out of the rollups).
 Deleting spans does not change rollups: a project's rows go with the project,
 and `forget_before` drops the rows of intervals that retention emptied.
+
+Eval rows (EvalRollup): the same totals for the spans an eval judged (an
+annotation of that name, or name and label), for queries filtered by an eval
+label. Annotations come and change after their spans were rolled up, so eval
+rows are not added to but computed again, an hour at a time: the hours a batch
+of spans touched, and the hours of the spans whose annotations changed since
+the roller last looked (RollupProject.evals_seen). A project's older hours are
+computed going back EVAL_BACKFILL_HOURS a batch once it is ready
+(`evals_ready` when done). Analytics reads from spans the hours whose
+annotations changed since then.
 """
 
 from __future__ import annotations
@@ -38,16 +48,20 @@ import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
-from django.db.models import Case, F, IntegerField, Q, Value, When
+from django.db.models import Case, F, IntegerField, Max, Min, Q, Value, When
+from django.utils import timezone
 
 from agentloop.traces.expressions import DurationBin, TimeBucket, llm_cost
 from agentloop.traces.models import (
+    EvalRollup,
     RollupDimension,
     RollupMark,
     RollupProject,
     Span,
+    SpanAnnotation,
     SpanRollup,
     StatusCode,
 )
@@ -68,6 +82,11 @@ BATCH = 20_000  # spans per transaction
 # gives nearly a row per span and dimension).
 MIN_SPANS = 100_000
 HOLE_SECONDS = 600
+EVAL_SCOPES = (0, SCOPE_KIND | SCOPE_NAME)  # eval rows: all spans; one component
+# An annotation's updated_at is set before its transaction commits; the roller
+# looks this far back for changes, so a commit that lands late is still seen.
+EVAL_LAG = timedelta(seconds=60)
+EVAL_BACKFILL_HOURS = 12  # hours of a ready project's eval rows computed per batch
 MAX_HOLES = 1000
 _PG_LOCK = 0x616C_726F_6C6C  # pg advisory lock: one roller at a time
 
@@ -166,7 +185,8 @@ def _gaps(after: int, ids: list[int], now: float) -> list:
 def roll_up_new_spans(limit: int = BATCH) -> int:
     """Roll up the next `limit` spans past the mark (and any that appeared in its
     holes), and one batch of a project that is being backfilled, in one
-    transaction with the mark; the number of spans read."""
+    transaction with the mark, then the eval rows of ready projects; the number
+    of spans read plus eval hours backfilled (0: nothing left to do)."""
     outermost = not connection.in_atomic_block
     with transaction.atomic():
         if outermost and connection.vendor == "postgresql":
@@ -194,6 +214,7 @@ def roll_up_new_spans(limit: int = BATCH) -> int:
         if ids and connection.vendor == "postgresql":
             holes += _gaps(state.through_id, ids, now)
         holes = holes[-MAX_HOLES:]
+        touched: dict[int, set[int]] = {}  # project -> hours whose spans this batch added
         if ids or in_holes:
             chunk = Q(id__in=in_holes)
             if ids:
@@ -203,13 +224,14 @@ def roll_up_new_spans(limit: int = BATCH) -> int:
             ).distinct()
             for project_id in list(projects):
                 if _rolled_up(project_id, state):
-                    _roll_up(project_id, chunk)
+                    touched[project_id] = _roll_up(project_id, chunk)
         backfilled = _backfill_one_batch(limit)
         if ids or holes != state.holes:
             state.through_id = ids[-1] if ids else state.through_id
             state.holes = holes
             state.save()
-    return len(ids) + len(in_holes) + backfilled
+        evals_backfilled = _keep_evals(state, touched)
+    return len(ids) + len(in_holes) + backfilled + evals_backfilled
 
 
 def _rolled_up(project_id: int, state: RollupMark) -> bool:
@@ -281,6 +303,7 @@ def rebuild_forget() -> None:
     """Forget every rollup and the mark: the next batches start from the first span."""
     with transaction.atomic():
         SpanRollup.objects.all().delete()
+        EvalRollup.objects.all().delete()
         RollupDimension.objects.all().delete()
         RollupProject.objects.all().delete()
         RollupMark.objects.all().delete()
@@ -295,6 +318,7 @@ def rebuild(project=None) -> int:
         with transaction.atomic():
             RollupProject.objects.filter(project=project).delete()
             SpanRollup.objects.filter(project=project).delete()
+            EvalRollup.objects.filter(project=project).delete()
             RollupDimension.objects.filter(project=project).delete()
     return catch_up(seconds=float("inf"))
 
@@ -305,9 +329,10 @@ def forget_before(project, moment) -> int:
     cutoff = int(moment.timestamp())
     deleted = 0
     for grain in GRAINS:
-        deleted += SpanRollup.objects.filter(
-            project=project, grain=grain, at__lte=cutoff - grain
-        ).delete()[0]
+        for model in (SpanRollup, EvalRollup):
+            deleted += model.objects.filter(
+                project=project, grain=grain, at__lte=cutoff - grain
+            ).delete()[0]
     return deleted
 
 
@@ -348,13 +373,14 @@ class _Cell:
         return json.dumps([[i, *self.bins[i]] for i in sorted(self.bins)], separators=(",", ":"))
 
 
-def _roll_up(project_id: int, chunk: Q) -> None:
+def _roll_up(project_id: int, chunk: Q) -> set[int]:
     """Add the spans of `chunk` in this project to its rollup rows.
 
     The database hands over one slim row per span and one (span, key, value) row
     per tracked attribute it has; the cells are added up here: first per finest
     cell (five minutes, kind, name, status; an hour, kind, name, attribute value),
-    then each scope from those, so a span costs one dictionary update."""
+    then each scope from those, so a span costs one dictionary update. Returns the
+    hours (Unix seconds) the chunk's spans fall in."""
     spans = Span.objects.filter(chunk, project_id=project_id).order_by()
     keys = _dimensions(project_id, spans)
     sql, params = _slim_rows(spans)
@@ -414,6 +440,7 @@ def _roll_up(project_id: int, chunk: Q) -> None:
             )  # fmt: skip
     result = {key: part.cell() for key, part in cells.items()}
     _store(project_id, _drop_overflowing(project_id, result, keys))
+    return {fine * FINE_GRAIN // HOUR_GRAIN * HOUR_GRAIN for fine, *_ in finest}
 
 
 class _Partial:
@@ -556,6 +583,7 @@ def _overflow(dimension: RollupDimension) -> None:
     dimension.values = []
     dimension.save(update_fields=["overflow", "values"])
     SpanRollup.objects.filter(project_id=dimension.project_id, dim_key=dimension.key).delete()
+    EvalRollup.objects.filter(project_id=dimension.project_id, dim_key=dimension.key).delete()
 
 
 def _drop_overflowing(project_id: int, cells: dict, keys: list[str]) -> dict:
@@ -654,17 +682,179 @@ def _store(project_id: int, cells: dict[tuple, _Cell]) -> None:
             SpanRollup(
                 project_id=project_id,
                 **dict(zip(_KEY_FIELDS, key, strict=True)),
-                spans=cell.spans,
-                errors=cell.errors,
-                prompt_tokens=cell.prompt,
-                completion_tokens=cell.completion,
-                total_tokens=cell.total,
-                cost=cell.cost,
-                cost_spans=cell.cost_spans,
-                traces=cell.traces,
-                histogram=cell.histogram(),
+                **_cell_columns(cell),
             )
             for key, cell in cells.items()
         ],
         batch_size=1000,
     )
+
+
+# -- eval rows ----------------------------------------------------------------------------
+
+
+def evals_ready(project) -> RollupProject | None:
+    """The project's rollup state if analytics may read its eval rows, else None."""
+    return RollupProject.objects.filter(project=project, ready=True, evals_ready=True).first()
+
+
+def changed_eval_hours(project, state: RollupProject, eval_name: str) -> set[int]:
+    """The hours (Unix seconds) of spans whose `eval_name` annotations changed
+    since the roller last looked: their eval rows may be behind, so analytics
+    reads those hours from spans."""
+    since = (state.evals_seen or datetime.fromtimestamp(0, tz=UTC)) - EVAL_LAG
+    starts = (
+        SpanAnnotation.objects.filter(project=project, updated_at__gt=since, name=eval_name)
+        .values_list("span__start_time", flat=True)
+        .distinct()
+    )
+    return {_hour_of(moment) for moment in starts}
+
+
+def _hour_of(moment: datetime) -> int:
+    return int(moment.timestamp()) // HOUR_GRAIN * HOUR_GRAIN
+
+
+def _keep_evals(state: RollupMark, touched: dict[int, set[int]]) -> int:
+    """Bring the eval rows of ready projects up to date with this batch (`state`
+    is the mark as it now stands): the hours its spans touched, the hours of the
+    spans whose annotations changed, and one stretch of a project's older hours
+    (the number of those backfilled hours)."""
+    now = timezone.now()
+    backfilled = 0
+    for rolled in RollupProject.objects.filter(ready=True):
+        hours = set(touched.get(rolled.project_id, ()))
+        if rolled.evals_seen is not None:
+            changed = SpanAnnotation.objects.filter(
+                project_id=rolled.project_id, updated_at__gt=rolled.evals_seen - EVAL_LAG
+            ).values_list("span__start_time", flat=True)
+            hours |= {_hour_of(moment) for moment in changed.distinct()}
+        if not rolled.evals_ready:
+            older = _backfill_eval_hours(rolled, now)
+            hours |= older
+            backfilled += len(older)
+        _compute_evals(rolled.project_id, hours, state)
+        rolled.evals_seen = now
+        rolled.save(update_fields=["evals_seen", "evals_from", "evals_ready"])
+    return backfilled
+
+
+def _backfill_eval_hours(rolled: RollupProject, now: datetime) -> set[int]:
+    """The next EVAL_BACKFILL_HOURS older hours of a project to compute, going
+    back from the newest; marks the project evals_ready once past its oldest span.
+    Hours at or after the first `evals_from` need none: any span that lands
+    there later is in a batch, and the batch computes its hours."""
+    spans = Span.objects.filter(project_id=rolled.project_id)
+    if rolled.evals_from is None:
+        newest = spans.aggregate(at=Max("start_time"))["at"]
+        rolled.evals_from = _hour_of(max(newest or now, now)) + HOUR_GRAIN
+    oldest = spans.aggregate(at=Min("start_time"))["at"]
+    low = rolled.evals_from - EVAL_BACKFILL_HOURS * HOUR_GRAIN
+    hours = set(range(low, rolled.evals_from, HOUR_GRAIN))
+    rolled.evals_from = low
+    if oldest is None or _hour_of(oldest) >= low:
+        rolled.evals_ready = True
+    return hours
+
+
+def _compute_evals(project_id: int, hours: set[int], state: RollupMark) -> None:
+    """Compute the project's eval rows of these hours again, from their rolled-up
+    spans (not in `state`'s tail) and those spans' annotations as they are now."""
+    if not hours:
+        return
+    ordered = sorted(hours)
+    for start in range(0, len(ordered), 24):
+        _compute_eval_hours(project_id, ordered[start : start + 24], state)
+
+
+def _compute_eval_hours(project_id: int, hours: list[int], state: RollupMark) -> None:
+    in_hours = Q()
+    for hour in hours:
+        in_hours |= Q(at__gte=hour, at__lt=hour + HOUR_GRAIN)
+    EvalRollup.objects.filter(in_hours, project_id=project_id).delete()
+    in_time = Q()
+    for hour in hours:
+        in_time |= Q(
+            start_time__gte=datetime.fromtimestamp(hour, tz=UTC),
+            start_time__lt=datetime.fromtimestamp(hour + HOUR_GRAIN, tz=UTC),
+        )
+    judged = SpanAnnotation.objects.filter(project_id=project_id).values("span_id")
+    spans = (
+        Span.objects.filter(in_time, project_id=project_id, id__in=judged)
+        .exclude(tail_q(state))
+        .order_by()
+    )
+    ids_sql, ids_params = spans.values("id").query.sql_with_params()
+    evals: dict[int, set[tuple[str, str]]] = defaultdict(set)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT a.span_id, a.name, a.label FROM traces_spanannotation a "
+            f"WHERE a.project_id = %s AND a.span_id IN ({ids_sql})",
+            [project_id, *ids_params],
+        )
+        for span_id, name, label in cursor.fetchall():
+            evals[span_id] |= {(name, ""), (name, label)}
+        if not evals:
+            return
+        cursor.execute(*_slim_rows(spans))
+        slim = cursor.fetchall()
+        keys = sorted(
+            RollupDimension.objects.filter(project_id=project_id, overflow=False).values_list(
+                "key", flat=True
+            )
+        )
+        values = []
+        if keys:
+            cursor.execute(*_dimension_rows(spans, keys))
+            values = cursor.fetchall()
+    parts: dict[tuple, _Partial] = defaultdict(_Partial)
+    by_id = {}
+    for span_id, fine, kind, name, _status, *row in slim:
+        by_id[span_id] = (fine, kind, name)
+        hour = fine * FINE_GRAIN // HOUR_GRAIN * HOUR_GRAIN
+        for eval_name, eval_label in evals.get(span_id, ()):
+            for grain, at in ((FINE_GRAIN, fine * FINE_GRAIN), (HOUR_GRAIN, hour)):
+                for scope in EVAL_SCOPES:
+                    component = (kind, name) if scope else ("", "")
+                    key = (eval_name, eval_label, grain, at, scope, *component, "", "")
+                    parts[key].add(*row)
+    rows_of = {span_id: row for span_id, _f, _k, _n, _s, *row in slim}
+    for span_id, dim_key, dim_value in values:
+        fine, kind, name = by_id[span_id]
+        hour = fine * FINE_GRAIN // HOUR_GRAIN * HOUR_GRAIN
+        value = canonical(dim_value)
+        for eval_name, eval_label in evals.get(span_id, ()):
+            for scope in EVAL_SCOPES:
+                component = (kind, name) if scope else ("", "")
+                key = (eval_name, eval_label, HOUR_GRAIN, hour, scope, *component, dim_key, value)
+                parts[key].add(*rows_of[span_id])
+    EvalRollup.objects.bulk_create(
+        [
+            EvalRollup(
+                project_id=project_id,
+                **dict(zip(_EVAL_KEY_FIELDS, key, strict=True)),
+                **_cell_columns(part.cell()),
+            )
+            for key, part in parts.items()
+        ],
+        batch_size=1000,
+    )
+
+
+_EVAL_KEY_FIELDS = (
+    "eval_name", "eval_label", "grain", "at", "scope", "kind", "name", "dim_key", "dim_value",
+)  # fmt: skip
+
+
+def _cell_columns(cell: _Cell) -> dict:
+    return {
+        "spans": cell.spans,
+        "errors": cell.errors,
+        "prompt_tokens": cell.prompt,
+        "completion_tokens": cell.completion,
+        "total_tokens": cell.total,
+        "cost": cell.cost,
+        "cost_spans": cell.cost_spans,
+        "traces": cell.traces,
+        "histogram": cell.histogram(),
+    }

@@ -14,7 +14,7 @@ import time
 from django.core.management.base import BaseCommand
 
 from agentloop.traces import rollups
-from agentloop.traces.models import Span, SpanRollup
+from agentloop.traces.models import EvalRollup, Span, SpanRollup
 
 
 class Command(BaseCommand):
@@ -36,8 +36,16 @@ class Command(BaseCommand):
                 break
             done += rolled
             rate = done / max(time.monotonic() - started, 1e-6)
-            self.stdout.write(f"rolled up {done:,} of {waiting:,} spans ({rate:,.0f}/s)")
-        rows = SpanRollup.objects.count()
+            # Past the spans, what is left is eval rows of older hours (rollups.py).
+            self.stdout.write(
+                f"rolled up {done:,} of {waiting:,} spans ({rate:,.0f}/s)"
+                if done <= waiting
+                else f"rolled up {waiting:,} spans; computing eval rows of older hours"
+            )
+        rows, eval_rows = SpanRollup.objects.count(), EvalRollup.objects.count()
         self.stdout.write(
-            self.style.SUCCESS(f"Up to date: {done:,} spans rolled up; {rows:,} rollup rows.")
+            self.style.SUCCESS(
+                f"Up to date: {min(done, waiting):,} spans rolled up; {rows:,} rollup rows, "
+                f"{eval_rows:,} eval rows."
+            )
         )
