@@ -532,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return run_tui(config.resolve(args.context))
         except config.ConfigError as error:
-            output.errors.print(f"agentloop: {error}")
+            output.fail(f"agentloop: {error}")
             return ERROR_STATUS
     api = None
     try:
@@ -543,9 +543,9 @@ def main(argv: list[str] | None = None) -> int:
         result = args.handler(args, api)
         return result if isinstance(result, int) else 0
     except (ApiError, config.ConfigError, UsageError) as error:
-        output.errors.print(f"agentloop: {error}", markup=False)
+        output.fail(f"agentloop: {error}")
         for field, messages in getattr(error, "errors", {}).items():
-            output.errors.print(f"  {field}: {' '.join(messages)}", markup=False)
+            output.fail(f"  {field}: {' '.join(messages)}")
         return ERROR_STATUS
     except KeyboardInterrupt:
         return 130
