@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             (old, _), (new, n) = by_cli["before"], by_cli["this"]
             old50, new50 = statistics.median(old), statistics.median(new)
             print(
-                f"| {name} | {n if n > 1 else 0} | {old50:.0f} | {new50:.0f} "
+                f"| {name} | {n if 'list' in name else '–'} | {old50:.0f} | {new50:.0f} "
                 f"| {new50 / old50:.2f} | {max(new):.0f} |"
             )
     else:
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, by_cli in timed:
             samples, n = by_cli["this"]
             print(
-                f"| {name} | {n if n > 1 else 0} | {statistics.median(samples):.0f} "
+                f"| {name} | {n if 'list' in name else '–'} | {statistics.median(samples):.0f} "
                 f"| {max(samples):.0f} |"
             )
     print(

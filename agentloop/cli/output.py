@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import unicodedata
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -66,6 +65,8 @@ def _width(text: str) -> int:
     """Terminal cells: East Asian wide and full-width characters take two."""
     if text.isascii():
         return len(text)
+    import unicodedata  # a C extension: loaded only for a table that needs it
+
     return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
