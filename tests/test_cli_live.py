@@ -107,6 +107,9 @@ def test_sessions_list_show_and_events_print_what_is_stored(env, project, alice)
     listed = run_cli(env, "sessions", "list", "--output", "json")
     assert listed.returncode == 0, listed.stderr
     assert [r["id"] for r in json.loads(listed.stdout)] == [str(run.code)]
+    for trigger, expected in (("manual", [str(run.code)]), ("cron", [])):
+        filtered = run_cli(env, "sessions", "list", "--trigger", trigger, "-o", "json")
+        assert [r["id"] for r in json.loads(filtered.stdout)] == expected, filtered.stderr
 
     table = run_cli(env, "sessions", "list", "--columns", "id,status,project.name")
     assert table.returncode == 0, table.stderr

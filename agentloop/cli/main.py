@@ -193,6 +193,7 @@ def cmd_sessions(args, api: Api):
             project=args.project,
             status=args.status,
             kind=args.kind,
+            trigger=args.trigger,
             preset=args.preset,
             creator=args.creator,
         )
@@ -419,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="start: follow it; exit with its outcome.")
     p.add_argument("--status", help="list: comma separated statuses.")
     p.add_argument("--kind")
+    p.add_argument("--trigger", help="list: manual, cron, metric, signal or api.")
     p.add_argument("--creator")
     p.add_argument(
         "--limit", type=int, help=f"list: at most this many (default {DEFAULT_LIST_LIMIT})."
