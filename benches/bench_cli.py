@@ -3,6 +3,11 @@ transcript (SSE) against the websocket path, against a real daphne.
 
     .venv/bin/python benches/bench_cli.py           # full sizes
     .venv/bin/python benches/bench_cli.py --quick   # fewer repetitions
+    .venv/bin/python benches/bench_cli.py --before /work/main   # old CLI vs this one
+
+With `--before DIR` each command is also run with DIR's CLI (another checkout,
+e.g. the commit before a change), interleaved with this tree's, so both see the
+same load and the same server; the table then shows both and their ratio.
 
 A fresh SQLite file, migrated, with one user, one project, 1,000 finished runs
 and one running run; daphne serves agentloop.asgi in a subprocess (in-memory
@@ -91,28 +96,36 @@ def percentile(samples: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def cli_env(url: str, token: str) -> dict:
+def cli_env(url: str, token: str, code_dir: Path = ROOT) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTLOOP_", "DJANGO_"))}
     env.update(
-        PYTHONPATH=str(ROOT), AGENTLOOP_URL=url, AGENTLOOP_TOKEN=token, COLUMNS="160",
+        PYTHONPATH=str(code_dir), AGENTLOOP_URL=url, AGENTLOOP_TOKEN=token, COLUMNS="160",
         AGENTLOOP_CONFIG="/nonexistent/contexts.toml",
     )  # fmt: skip
     return env
 
 
-def time_command(env: dict, args: list[str], repeats: int) -> tuple[list[float], int]:
-    samples, rows = [], 0
+def time_command(
+    envs: dict[str, dict], args: list[str], repeats: int
+) -> dict[str, tuple[list[float], int]]:
+    """Each CLI (label → its environment) `repeats` times, taking turns, so that
+    a change in the machine's load falls on all of them alike."""
+    samples: dict[str, list[float]] = {label: [] for label in envs}
+    rows: dict[str, int] = {}
     for _ in range(repeats):
-        started = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "agentloop.cli.main", *args],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        samples.append((time.perf_counter() - started) * 1000)
-        if done.returncode != 0:
-            raise SystemExit(f"agentloop {' '.join(args)} failed: {done.stderr}")
-        rows = len(json.loads(done.stdout)) if "json" in args else done.stdout.count("\n")
-    return samples, rows
+        for label, env in envs.items():
+            started = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-m", "agentloop.cli.main", *args],
+                env=env, cwd=env["PYTHONPATH"], capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            samples[label].append((time.perf_counter() - started) * 1000)
+            if done.returncode != 0:
+                raise SystemExit(f"{label}: agentloop {' '.join(args)} failed: {done.stderr}")
+            rows[label] = (
+                len(json.loads(done.stdout)) if "json" in args else done.stdout.count("\n")
+            )
+    return {label: (samples[label], rows[label]) for label in envs}
 
 
 def time_request(url: str, token: str, repeats: int) -> list[float]:
@@ -205,6 +218,9 @@ async def follow_both(port: int, setup: dict, events: int) -> tuple[list, list]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and events")
+    parser.add_argument(
+        "--before", type=Path, help="another checkout whose CLI to time beside this one"
+    )
     args = parser.parse_args(argv)
     repeats, events = (5, 40) if args.quick else (15, 200)
     load_before = os.getloadavg()[0]
@@ -225,13 +241,17 @@ def main(argv: list[str] | None = None) -> int:
         try:
             wait_for_port(port, server)
             url = f"http://127.0.0.1:{port}"
-            cli = cli_env(url, setup["token"])
-            time_command(cli, ["sessions", "list"], 2)  # warm: the server's first requests
-            listed, rows = time_command(cli, ["sessions", "list"], repeats)
-            listed_all, rows_all = time_command(
-                cli, ["sessions", "list", "--all", "-o", "json"], repeats
-            )
-            startup, _ = time_command(cli, ["--help"], repeats)
+            clis = {"this": cli_env(url, setup["token"])}
+            if args.before:
+                clis = {"before": cli_env(url, setup["token"], args.before.resolve()), **clis}
+            time_command(clis, ["sessions", "list"], 2)  # warm: the server's first requests
+            commands = [
+                ("`agentloop sessions list` (newest 100, table)", "sessions list"),
+                ("`agentloop sessions list -o json` (newest 100)", "sessions list -o json"),
+                ("`agentloop sessions list --all -o json`", "sessions list --all -o json"),
+                ("`agentloop --help` (the process alone)", "--help"),
+            ]
+            timed = [(name, time_command(clis, argv.split(), repeats)) for name, argv in commands]
             request = time_request(url, setup["token"], repeats * 4)
             ws, sse = asyncio.run(follow_both(port, setup, events))
         finally:
@@ -242,15 +262,30 @@ def main(argv: list[str] | None = None) -> int:
         f"\n### CLI, {date.today().isoformat()}, SQLite, {RUNS} runs, load average "
         f"{load_before:.1f} before and {os.getloadavg()[0]:.1f} after ({os.cpu_count()} cores)\n"
     )
-    print("| command | rows | p50 ms | max ms |")
-    print("|---|---:|---:|---:|")
-    for name, samples, n in (
-        ("`agentloop sessions list` (newest 100, table)", listed, rows),
-        ("`agentloop sessions list --all -o json`", listed_all, rows_all),
-        ("`agentloop --help` (the process alone)", startup, 0),
-        ("GET /api/v1/sessions/?limit=100 (warm client)", request, 100),
-    ):
-        print(f"| {name} | {n} | {statistics.median(samples):.0f} | {max(samples):.0f} |")
+    if args.before:
+        print(f"before: the CLI of {args.before}; this: {ROOT}; taking turns\n")
+        print("| command | rows | before p50 ms | this p50 ms | this / before | this max ms |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, by_cli in timed:
+            (old, _), (new, n) = by_cli["before"], by_cli["this"]
+            old50, new50 = statistics.median(old), statistics.median(new)
+            print(
+                f"| {name} | {n if 'list' in name else '–'} | {old50:.0f} | {new50:.0f} "
+                f"| {new50 / old50:.2f} | {max(new):.0f} |"
+            )
+    else:
+        print("| command | rows | p50 ms | max ms |")
+        print("|---|---:|---:|---:|")
+        for name, by_cli in timed:
+            samples, n = by_cli["this"]
+            print(
+                f"| {name} | {n if 'list' in name else '–'} | {statistics.median(samples):.0f} "
+                f"| {max(samples):.0f} |"
+            )
+    request_p50, request_max = f"{statistics.median(request):.0f}", f"{max(request):.0f}"
+    # The request alone, by this tree's client only.
+    cells = ["–", request_p50, "–", request_max] if args.before else [request_p50, request_max]
+    print(f"| GET /api/v1/sessions/?limit=100 (warm client) | 100 | {' | '.join(cells)} |")
     diffs = [s - w for s, w in zip(sse, ws, strict=True)]
     print("\n| path | events | p50 ms | p99 ms |")
     print("|---|---:|---:|---:|")
@@ -261,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         p50, p99 = percentile(samples, 50), percentile(samples, 99)
         print(f"| {name} | {len(samples)} | {p50:.1f} | {p99:.1f} |")
-    list_p50 = statistics.median(listed)
+    list_p50 = statistics.median(timed[0][1]["this"][0])
     extra = percentile(diffs, 50)
     print(
         f"\n`sessions list`: p50 {list_p50:.0f} ms "

@@ -201,10 +201,12 @@ ROUTES = {
         listing=True,
         check=lambda w, r: _ids(r) == [w["preset"].pk],
     ),
+    # Members create presets and duplicate any; they change or delete only their
+    # own, and "ours" has no creator: an admin's (docs/roles.md, as the pages).
     "preset create": Route(
         "post",
         "/api/v1/presets/",
-        "admin",
+        "use",
         body=lambda w: {"space": w["space"].pk, "name": "new one", "harness": "analyst"},
         status=201,
         check=lambda w, r: AgentPreset.objects.filter(space=w["space"], name="new one").exists(),
@@ -222,7 +224,7 @@ ROUTES = {
     "preset duplicate": Route(
         "post",
         "/api/v1/presets/{preset}/duplicate",
-        "admin",
+        "use",
         status=201,
         check=lambda w, r: r.json()["name"] == "Copy of ours",
     ),
@@ -467,14 +469,16 @@ def test_each_route_answers_each_role(name, who, world, caller, other_project):
     assert world["preset"].__class__.objects.filter(pk=world["preset"].pk).exists()
 
 
-def test_every_new_route_is_in_the_rbac_table_and_the_schema(client):
+def test_every_new_route_and_method_is_in_the_rbac_table_and_the_schema(client):
     import yaml
 
     schema = yaml.safe_load(client.get("/api/schema/").content)
     documented = {
-        path
-        for path in schema["paths"]
-        if not path.startswith(
+        (method, path)
+        for path, operations in schema["paths"].items()
+        for method in operations
+        if method in ("get", "post", "put", "patch", "delete")
+        and not path.startswith(
             ("/api/v1/projects/{project_id}/spans", "/api/v1/projects/{project_id}/analytics")
         )
         and not path.startswith("/api/v1/projects/{project_id}/traces")
@@ -484,14 +488,59 @@ def test_every_new_route_is_in_the_rbac_table_and_the_schema(client):
         and not path.startswith("/api/v1/run-groups/")
     }
     covered = {
-        route.path.split("?")[0]
-        .replace("{run}", "{code}")
-        .replace("{artifact}", "{artifact_id}")
-        .replace("{preset}", "{preset_id}")
-        .replace("{skill}", "{skill_id}")
-        .replace("{automation}", "{automation_id}")
-        .replace("{project}", "{project_id}")
-        .replace("{issue}", "{issue_id}")
+        (
+            route.method,
+            route.path.split("?")[0]
+            .replace("{run}", "{code}")
+            .replace("{artifact}", "{artifact_id}")
+            .replace("{preset}", "{preset_id}")
+            .replace("{skill}", "{skill_id}")
+            .replace("{automation}", "{automation_id}")
+            .replace("{project}", "{project_id}")
+            .replace("{issue}", "{issue_id}"),
+        )
         for route in ROUTES.values()
     }
-    assert documented - covered == set()
+    assert documented - covered == set()  # every method of every path
+
+
+def test_a_member_changes_and_deletes_their_own_preset_and_automation_not_an_admins(
+    world, caller, space, users
+):
+    """docs/roles.md: what a member created is theirs to change; an admin's is not.
+    The same needs as the Presets and Automations pages (agentloop.presets.access)."""
+    member = caller("member")
+    made = member.post(
+        "/api/v1/presets/",
+        {"space": space.pk, "name": "bob's", "harness": "analyst"},
+        format="json",
+    )
+    assert made.status_code == 201, made.content
+    mine = made.json()["id"]
+    changed = member.patch(f"/api/v1/presets/{mine}/", {"max_turns": 9}, format="json")
+    assert changed.status_code == 200, changed.content
+    assert AgentPreset.objects.get(pk=mine).max_turns == 9
+
+    theirs = member.patch(f"/api/v1/presets/{world['preset'].pk}/", {"max_turns": 9}, format="json")
+    assert theirs.status_code == 403
+    assert "the member who created this preset" in theirs.json()["detail"]
+    assert AgentPreset.objects.get(pk=world["preset"].pk).max_turns != 9
+    assert member.delete(f"/api/v1/presets/{world['preset'].pk}/").status_code == 403
+
+    assert member.delete(f"/api/v1/presets/{mine}/").status_code == 204
+    assert not AgentPreset.objects.filter(pk=mine).exists()
+
+    automation = Automation.objects.create(
+        space=space,
+        project=world["project"],
+        preset=world["preset"],
+        name="bob's nightly",
+        prompt="Look.",
+        cron_expression="0 3 * * *",
+        created_by=users["member"],
+    )
+    url = f"/api/v1/automations/{automation.pk}/"
+    assert member.patch(url, {"cooldown_minutes": 45}, format="json").status_code == 200
+    assert Automation.objects.get(pk=automation.pk).cooldown_minutes == 45
+    assert member.delete(url).status_code == 204
+    assert not Automation.objects.filter(pk=automation.pk).exists()

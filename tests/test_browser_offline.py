@@ -16,6 +16,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
+from agentloop.runs.models import EventKind, EventSource, Run, RunStatus
 from agentloop.teams.models import PersonalToken
 
 pytest_plugins = ["tests.browser_support"]  # browser, app_url, browsing
@@ -66,10 +67,23 @@ def test_the_api_docs_and_every_page_load_only_from_the_server(browsing, app_url
     expect(start.first).to_be_visible()
     assert any("drf_spectacular_sidecar" in url for url in static), static
 
+    run = Run.objects.create(
+        space=project.space,
+        project=project,
+        config={"harness": "analyst", "model": "m"},
+        prompt="Why do refunds fail?",
+        status=RunStatus.SUCCEEDED,
+        creator=alice,
+    )
+    run.append_event(EventSource.AGENT, EventKind.MESSAGE, {"text": "Because **ours**."})
     for path in [
         "/",
+        "/account/",
         "/studio/",
+        "/studio/sessions/",
+        f"/studio/sessions/{run.code}/",
         "/studio/sessions/new/",
+        "/studio/compare/new/",
         "/studio/presets/",
         "/swarms/",
         "/automations/",

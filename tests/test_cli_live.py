@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from datetime import timedelta
@@ -106,14 +107,41 @@ def test_sessions_list_show_and_events_print_what_is_stored(env, project, alice)
     listed = run_cli(env, "sessions", "list", "--output", "json")
     assert listed.returncode == 0, listed.stderr
     assert [r["id"] for r in json.loads(listed.stdout)] == [str(run.code)]
+    for trigger, expected in (("manual", [str(run.code)]), ("cron", [])):
+        filtered = run_cli(env, "sessions", "list", "--trigger", trigger, "-o", "json")
+        assert [r["id"] for r in json.loads(filtered.stdout)] == expected, filtered.stderr
 
     table = run_cli(env, "sessions", "list", "--columns", "id,status,project.name")
     assert table.returncode == 0, table.stderr
-    assert str(run.code) in table.stdout and "support-bot" in table.stdout
-    assert "running" in table.stdout
+    header, row = table.stdout.splitlines()
+    assert header.split() == ["id", "status", "project.name"]
+    assert row.split() == [str(run.code), "running", "support-bot"]
+    assert header.index("status") == row.index("running")  # aligned columns
 
     events = run_cli(env, "sessions", "events", str(run.code), "--after", "1", "-o", "json")
     assert [e["payload"]["text"] for e in json.loads(events.stdout)["data"]] == ["line 2"]
+
+
+def test_sessions_list_loads_no_more_than_it_needs(env, project, alice):
+    """What start-up costs (docs/benchmarks.md, "The CLI"): a list, as a table
+    or JSON, imports neither rich nor the TUI, nor httpx's own command line
+    (click, pygments)."""
+    running_run(project, alice)
+    for output in ("json", "table"):
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "agentloop.cli.main"]
+            + ["sessions", "list", "-o", output],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+        assert {"httpx", "httpcore", "agentloop.cli.client"} <= imported
+        top = {name.split(".")[0] for name in imported}
+        assert not top & {"rich", "textual", "click", "pygments"}, (output, top)
 
 
 def test_a_followed_run_exits_with_its_outcome(env, project, alice):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ssl
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from agentloop.cli import config
+from agentloop.cli import config, output
+from agentloop.cli.client import Api
 from agentloop.cli.follow import parse_sse
 from agentloop.cli.main import build_parser, parse
 
@@ -73,3 +75,35 @@ def test_a_prompt_after_the_options_is_the_prompt_and_ids_must_be_numbers():
     assert parse(parser, ["signal", "show", "4", "9"]).issue == 9
     with pytest.raises(SystemExit):
         parse(parser, ["presets", "show", "abc"])
+
+
+def test_an_http_server_gets_a_tls_context_that_trusts_nothing_and_https_the_ca_bundle():
+    """Loading certifi's CA bundle costs every command 20-30 ms; a plain http://
+    server does not need it. The context it gets instead still refuses any
+    certificate (no CA, host names checked), so it can never trust by mistake."""
+    plain = Api(config.Context("t", "http://127.0.0.1:8000", "al_pt_x"))
+    secure = Api(config.Context("t", "https://agentloop.example.com", "al_pt_x"))
+    try:
+        # The context httpcore connects with (no public accessor for it).
+        plain_ssl = plain.http._transport._pool._ssl_context
+        secure_ssl = secure.http._transport._pool._ssl_context
+    finally:
+        plain.close()
+        secure.close()
+    assert plain_ssl.cert_store_stats()["x509_ca"] == 0
+    assert plain_ssl.verify_mode == ssl.CERT_REQUIRED and plain_ssl.check_hostname
+    assert secure_ssl.cert_store_stats()["x509_ca"] > 50  # certifi's bundle
+    assert secure_ssl.verify_mode == ssl.CERT_REQUIRED and secure_ssl.check_hostname
+
+
+def test_a_list_prints_as_aligned_columns_one_line_per_row():
+    rows = [
+        {"id": 1, "project": {"name": "支払い"}, "prompt": "Why do\nrefunds   fail?"},
+        {"id": 22, "project": {"name": "bench"}, "prompt": None},
+    ]
+    lines = output.table_lines(rows, ["id", "project.name", "prompt"])
+    assert lines == [
+        "id  project.name  prompt",
+        "1   支払い        Why do refunds fail?",  # wide characters take two cells
+        "22  bench",  # an empty last cell leaves no trailing blanks
+    ]

@@ -112,3 +112,26 @@ def test_a_token_cannot_be_limited_to_a_space_its_owner_is_not_in(client_for, al
         "/settings/tokens/new/", {"name": "sneaky", "spaces": [other_space.pk]}
     )
     assert refused.status_code == 400 and not PersonalToken.objects.exists()
+
+
+def test_last_use_is_written_at_most_once_a_minute_and_shown_on_the_page(client_for, alice):
+    token, raw = PersonalToken.mint(alice, "ci")
+    assert "never" in client_for(alice).get("/settings/tokens/").content.decode()
+    start = timezone.now().replace(second=0, microsecond=0) - timedelta(hours=2)
+    assert PersonalToken.authenticate(raw, now=start) == token
+    token.refresh_from_db()
+    assert token.last_used_at == start
+    PersonalToken.authenticate(raw, now=start + timedelta(seconds=59))  # a follow's many calls
+    token.refresh_from_db()
+    assert token.last_used_at == start
+    PersonalToken.authenticate(raw, now=start + timedelta(seconds=61))
+    token.refresh_from_db()
+    assert token.last_used_at == start + timedelta(seconds=61)
+
+    shown = client_for(alice).get("/settings/tokens/").content.decode()
+    assert timezone.localtime(token.last_used_at).strftime("%Y-%m-%d %H:%M") in shown
+
+    # A real request through the API marks it too.
+    assert api(raw).get("/api/v1/sessions/").status_code == 200
+    token.refresh_from_db()
+    assert timezone.now() - token.last_used_at < timedelta(minutes=1)

@@ -1,8 +1,9 @@
 """REST: agent presets (list, show, create, update, delete, duplicate) and skills
 (list, show, create, update, delete; secrets write-only).
 
-Presets: everyone in a space sees them, its admins change them
-(agentloop.presets.access / actions, as the Presets pages). Skills: members
+Presets: everyone in a space sees them, members create and duplicate them and
+change or delete their own, admins any (docs/roles.md; agentloop.presets.access
+/ actions, with the same needs as the Presets pages). Skills: members
 see them, admins change them (agentloop.skills.access / actions, as the
 Agent Skills pages). A skill's secrets are never returned: only which are
 set and the short hint the page shows (`secret_hints`).
@@ -117,7 +118,7 @@ class PresetListView(ApiView):
         return paginated(request, presets.prefetch_related("skills"), PresetSerializer)
 
     @extend_schema(
-        summary="Create a preset (space admins)",
+        summary="Create a preset (members)",
         request=PresetWriteSerializer,
         responses={201: PresetSerializer},
     )
@@ -125,7 +126,7 @@ class PresetListView(ApiView):
         data = dict(validated(PresetWriteSerializer, request.data))
         if "space" not in data:
             raise ValidationError({"space": ["This field is required."]})
-        space = get_space_for_user(request.user, data["space"], "admin")
+        space = get_space_for_user(request.user, data["space"], "use")  # members create presets
         preset = _apply(request.user, AgentPreset(space=space), data)
         return Response(PresetSerializer(preset).data, status=status.HTTP_201_CREATED)
 
@@ -136,19 +137,19 @@ class PresetDetailView(ApiView):
         return Response(PresetSerializer(get_preset_for_user(request.user, preset_id, "view")).data)
 
     @extend_schema(
-        summary="Change a preset (space admins; only the fields given)",
+        summary="Change a preset (its creator or a space admin; only the fields given)",
         request=PresetWriteSerializer,
         responses=PresetSerializer,
     )
     def patch(self, request, preset_id):
-        preset = get_preset_for_user(request.user, preset_id, "admin")
+        preset = get_preset_for_user(request.user, preset_id, "manage")
         data = dict(validated(PresetWriteSerializer, request.data, partial=True))
         preset = _apply(request.user, preset, data)
         return Response(PresetSerializer(preset).data)
 
-    @extend_schema(summary="Delete a preset (space admins)", responses={204: None})
+    @extend_schema(summary="Delete a preset (its creator or a space admin)", responses={204: None})
     def delete(self, request, preset_id):
-        preset = get_preset_for_user(request.user, preset_id, "admin")
+        preset = get_preset_for_user(request.user, preset_id, "manage")
         preset_actions.delete_preset(request.user, preset)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -158,7 +159,7 @@ class PresetDuplicateView(ApiView):
         summary="Duplicate a preset (“Copy of …”)", request=None, responses={201: PresetSerializer}
     )
     def post(self, request, preset_id):
-        preset = get_preset_for_user(request.user, preset_id, "admin")
+        preset = get_preset_for_user(request.user, preset_id, "use")  # a copy is a new preset
         copy = preset_actions.duplicate_preset(request.user, preset)
         return Response(PresetSerializer(copy).data, status=status.HTTP_201_CREATED)
 

@@ -193,6 +193,7 @@ def cmd_sessions(args, api: Api):
             project=args.project,
             status=args.status,
             kind=args.kind,
+            trigger=args.trigger,
             preset=args.preset,
             creator=args.creator,
         )
@@ -419,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="start: follow it; exit with its outcome.")
     p.add_argument("--status", help="list: comma separated statuses.")
     p.add_argument("--kind")
+    p.add_argument("--trigger", help="list: manual, cron, metric, signal or api.")
     p.add_argument("--creator")
     p.add_argument(
         "--limit", type=int, help=f"list: at most this many (default {DEFAULT_LIST_LIMIT})."
@@ -532,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return run_tui(config.resolve(args.context))
         except config.ConfigError as error:
-            output.errors.print(f"agentloop: {error}")
+            output.fail(f"agentloop: {error}")
             return ERROR_STATUS
     api = None
     try:
@@ -543,9 +545,9 @@ def main(argv: list[str] | None = None) -> int:
         result = args.handler(args, api)
         return result if isinstance(result, int) else 0
     except (ApiError, config.ConfigError, UsageError) as error:
-        output.errors.print(f"agentloop: {error}", markup=False)
+        output.fail(f"agentloop: {error}")
         for field, messages in getattr(error, "errors", {}).items():
-            output.errors.print(f"  {field}: {' '.join(messages)}", markup=False)
+            output.fail(f"  {field}: {' '.join(messages)}")
         return ERROR_STATUS
     except KeyboardInterrupt:
         return 130
