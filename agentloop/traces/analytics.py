@@ -601,7 +601,8 @@ def _rollup_plan(project, query: AnalyticsQuery) -> _RollupPlan | None:
             project, dimension.attribute
         ):
             return None
-        grains = (rollups.DIMENSION_GRAIN,)
+        if scope not in rollups.FINE_DIMENSION_SCOPES or total_scope != scope:
+            grains = (rollups.DIMENSION_GRAIN,)
     plan = _RollupPlan(scope, total_scope, dimension, grains, filters)
     if sf.annotation_name:
         if {scope, total_scope} - set(rollups.EVAL_SCOPES):
@@ -610,6 +611,8 @@ def _rollup_plan(project, query: AnalyticsQuery) -> _RollupPlan | None:
         if state is None:
             return None
         plan.model = EvalRollup
+        if dimension is not None:
+            plan.grains = (rollups.DIMENSION_GRAIN,)  # its attribute rows are hourly
         plan.filters |= {"eval_name": sf.annotation_name, "eval_label": sf.annotation_label or ""}
         plan.changed_hours = frozenset(
             rollups.changed_eval_hours(project, state, sf.annotation_name)

@@ -20,7 +20,7 @@ strings, integers or booleans and that has taken at most MAX_VALUES values
 MAX_DIMENSIONS keys a project (RollupDimension). A key that later takes a long,
 fractional or structured value, or too many values, overflows: its rows are
 deleted and queries by it read spans again. Attribute rows exist at the hour
-grain, for components (kind and name) and for all spans.
+grain for components (kind and name), and at both grains for all spans.
 
 The mark (RollupMark): every span with id <= through_id is rolled up, but the
 ids in `holes`. SQLite has one writer, so ids commit in order and there are no
@@ -68,7 +68,11 @@ from agentloop.traces.models import (
 
 FINE_GRAIN, HOUR_GRAIN = 300, 3600
 GRAINS = (HOUR_GRAIN, FINE_GRAIN)  # coarsest first
-DIMENSION_GRAIN = HOUR_GRAIN  # attribute rows exist at this grain only
+DIMENSION_GRAIN = HOUR_GRAIN  # attribute rows of a component exist at this grain only
+# ... and of all spans at both: a window that ends now (or starts off the hour) reads
+# at most five minutes of spans at each edge, not most of an hour. Per component
+# that would multiply the rows by twelve for every name.
+FINE_DIMENSION_SCOPES = (0,)
 SCOPE_KIND, SCOPE_NAME, SCOPE_STATUS = 1, 2, 4
 # A name is read with its kind, so there is no scope of name without kind.
 SCOPES = (0, SCOPE_KIND, SCOPE_KIND | SCOPE_NAME, SCOPE_STATUS, SCOPE_KIND | SCOPE_STATUS, 7)
@@ -401,8 +405,7 @@ def _roll_up(project_id: int, chunk: Q) -> set[int]:
     by_value: dict[tuple, _Partial] = defaultdict(_Partial)
     for span_id, dim_key, dim_value in values:
         row = by_id[span_id]
-        hour = row[0] * FINE_GRAIN // HOUR_GRAIN
-        by_value[(hour, row[1], row[2], dim_key, canonical(dim_value))].add(*row[4:])
+        by_value[(row[0], row[1], row[2], dim_key, canonical(dim_value))].add(*row[4:])
     cells: dict[tuple, _Partial] = {}
 
     def into(key, part):
@@ -427,17 +430,20 @@ def _roll_up(project_id: int, chunk: Q) -> set[int]:
                     ),
                     part,
                 )  # fmt: skip
-    for (hour, kind, name, dim_key, dim_value), part in by_value.items():
+    for (fine, kind, name, dim_key, dim_value), part in by_value.items():
+        hour = fine * FINE_GRAIN // HOUR_GRAIN * HOUR_GRAIN
         for scope in DIMENSION_SCOPES:
             into(
                 (
-                    DIMENSION_GRAIN, hour * HOUR_GRAIN, scope,
+                    DIMENSION_GRAIN, hour, scope,
                     kind if scope & SCOPE_KIND else "",
                     name if scope & SCOPE_NAME else "",
                     "", dim_key, dim_value,
                 ),
                 part,
             )  # fmt: skip
+        for scope in FINE_DIMENSION_SCOPES:
+            into((FINE_GRAIN, fine * FINE_GRAIN, scope, "", "", "", dim_key, dim_value), part)
     result = {key: part.cell() for key, part in cells.items()}
     _store(project_id, _drop_overflowing(project_id, result, keys))
     return {fine * FINE_GRAIN // HOUR_GRAIN * HOUR_GRAIN for fine, *_ in finest}

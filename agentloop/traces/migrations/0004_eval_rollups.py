@@ -5,6 +5,14 @@ from django.conf import settings
 from django.db import migrations, models
 
 
+def forget_rollups(apps, schema_editor):
+    """Rollups made before this had no five-minute attribute rows of all spans:
+    forget them, and the worker rolls every span up again (analytics reads the
+    spans meanwhile)."""
+    for model in ("SpanRollup", "RollupDimension", "RollupProject", "RollupMark"):
+        apps.get_model("traces", model).objects.all().delete()
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -70,4 +78,5 @@ class Migration(migrations.Migration):
             model_name='evalrollup',
             constraint=models.UniqueConstraint(fields=('project', 'eval_name', 'eval_label', 'grain', 'dim_key', 'scope', 'at', 'kind', 'name', 'dim_value'), name='eval_rollup_unique_cell'),
         ),
+        migrations.RunPython(forget_rollups, migrations.RunPython.noop),
     ]
