@@ -198,4 +198,10 @@ def test_every_page_fits_every_width_for_every_role(browsing, project, alice, bo
                     page.screenshot(
                         path=str(out / f"{user.username}-{width}-{slug(url)}.png"), full_page=True
                     )
+    # The eval labels are a table on the session page (point 3), each trace id a link.
+    page = browsing.logged_in(alice)
+    page.goto(f"/studio/sessions/{seeded['analyst'].code}/")
+    rows = page.locator("#run-artifacts table.labels tbody tr")
+    expect(rows).to_have_count(3)
+    expect(rows.first.locator(f'a[href="/projects/{project.pk}/traces/{TRACE}/"]')).to_have_count(1)
     assert not problems, "\n".join(map(str, problems))
