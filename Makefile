@@ -41,7 +41,7 @@ test-production: install
 
 # Retake docs/screenshots/*.png with the browser test (real Chromium, real sandbox).
 screenshots: install
-	AGENTLOOP_SCREENSHOT_DIR=docs/screenshots $(PY) -m pytest tests/test_browser.py
+	AGENTLOOP_SCREENSHOT_DIR=docs/screenshots $(PY) -m pytest tests/test_browser.py tests/test_browser_claude_code.py
 
 bench: install
 	$(PY) benches/run.py

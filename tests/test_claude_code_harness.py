@@ -10,6 +10,7 @@ and HOME that user owns.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -355,6 +356,29 @@ def test_a_recorded_session_is_resumed_from_the_first_call(tmp_path):
 
     assert command[command.index("--resume") + 1] == "abc-123"
     assert "--session-id" not in command
+
+
+def test_a_saved_session_record_is_put_back_and_resumed_in_a_new_home(tmp_path):
+    """A continued run in a new sandbox: the record the server kept goes where the
+    CLI looks for this workspace's sessions, and the turn resumes the session."""
+    old_home, new_home = tmp_path / "old", tmp_path / "new"
+    old_home.mkdir()
+    first = offline_harness(tmp_path, {}, {"HOME": str(old_home)})
+    first.session_id = "abc-123"
+    assert first.saved_state() is None  # no record yet
+    folder = old_home / ".claude" / "projects" / "-the-workspace"
+    folder.mkdir(parents=True)
+    (folder / "abc-123.jsonl").write_text('{"sessionId":"abc-123"}\n')
+    saved = first.saved_state()
+    assert saved == '{"sessionId":"abc-123"}\n'
+
+    spec = {"harness_session_id": "abc-123", "continued": True, "harness_state": saved}
+    harness = offline_harness(tmp_path, spec, {"HOME": str(new_home)})
+    project = re.sub(r"[^a-zA-Z0-9]", "-", str(tmp_path.resolve()))
+    restored = new_home / ".claude" / "projects" / project / "abc-123.jsonl"
+    assert restored.read_text() == saved
+    harness.run_turn("And since when?")
+    assert harness.last_command[harness.last_command.index("--resume") + 1] == "abc-123"
 
 
 def test_a_session_whose_record_is_gone_starts_anew_with_the_conversation_first(tmp_path):

@@ -55,7 +55,7 @@ def test_the_charts_show_each_buckets_numbers(client_for, carol, project):
     assert "2026-03-01 01:00: p95 900 ms" in latency
     assert "2026-03-01 00:00: p50 100 ms" in latency
     assert "2026-03-01 00:00: 30" in chart(page, "tokens")
-    assert "4 spans, 4 traces, 1 errors" in page
+    assert "4 spans, 4 traces, 1 error." in page  # one count rule: "1 error"
 
 
 def test_the_charts_follow_the_filters(client_for, alice, project):

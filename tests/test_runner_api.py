@@ -150,6 +150,7 @@ def test_spec(launched, settings):
         "history": [],
         "inbox_after": 0,
         "harness_session_id": None,
+        "harness_state": None,
     }
 
 
@@ -228,6 +229,23 @@ def test_a_long_harness_session_id_is_cut_not_refused(launched):
     assert answer.json() == {"status": "running"}
     run.refresh_from_db()
     assert run.harness_session_id == "s" * 200
+
+
+def test_the_harness_state_is_kept_redacted_and_handed_back_only_to_a_continued_run(
+    launched, alice
+):
+    """claude-code posts its session record with "waiting"; a continued run's new
+    sandbox gets it back in its spec (a first launch has nothing to resume)."""
+    run, runner = launched
+    runner.post("status", {"state": "running", "harness_session_id": "s-1"})
+    record = '{"sessionId":"s-1","message":"the key is dd-secret-123456"}\n'
+    runner.post("status", {"state": "waiting", "harness_state": record})
+    run.refresh_from_db()
+    assert run.harness_state == record.replace("dd-secret-123456", "[REDACTED:DATADOG_KEY]")
+    assert runner.get("spec").json()["harness_state"] is None  # not continued
+    too_long = runner.post("status", {"state": "waiting", "harness_state": "x" * 4_000_001})
+    assert too_long.status_code == 400
+    assert "harness_state" in too_long.json()["detail"]
 
 
 def test_events_are_stored_in_order_with_server_seqs(running, served_db):

@@ -108,14 +108,16 @@ def test_the_table_shows_each_column(client_for, alice, runs):
     html = client_for(alice).get("/swarms/?preset=triage").content.decode()
     row = html.split(f'id="run-{run.code}"')[1].split("</tr>")[0]
     cells = [c.split(">", 1)[1].split("</td")[0].strip() for c in row.split("<td")[1:]]
-    # checkbox (alice administers Acme, but this run is finished: no box), status, run, kind,
-    # trigger, preset, project, creator, started, duration, cost, artifacts, PRs
+    # checkbox (alice administers Acme, but this run is finished: no box), status, run,
+    # kind over trigger (one column, so the table fits 1,400 px), preset, project,
+    # creator, started, duration, cost, artifacts, PRs
     assert cells[0] == ""
     assert "Succeeded" in cells[1]
     assert "Why do refunds fail?" in cells[2]
-    assert cells[3:8] == ["Session", "Manual", "triage", "support-bot", "alice"]
-    assert cells[9] == "5 min 00 s"
-    assert cells[10:] == ["$0.42", "3", "2"]
+    assert cells[3] == 'Session<br><span class="muted help">Manual</span>'
+    assert cells[4:7] == ["triage", "support-bot", "alice"]
+    assert cells[8] == "5 min 00 s"
+    assert cells[9:] == ["$0.42", "3", "2"]
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shlex
 import sys
 import threading
 from collections.abc import Callable
@@ -277,7 +278,10 @@ class Runner:
             if not self.harness.interactive:
                 return "succeeded", ""
             self.client.post_status(
-                "waiting", harness_session_id=self.session_id, usage=self.usage or None
+                "waiting",
+                harness_session_id=self.session_id,
+                harness_state=self._harness_state(),
+                usage=self.usage or None,
             )
             followup = self._next_followup()
             if followup is None:
@@ -303,7 +307,18 @@ class Runner:
         if result.session_id:
             self.session_id = result.session_id
         add_usage(self.usage, result.usage)
+        # Which CLI call the turn was (claude-code's --session-id or --resume), for
+        # whoever reads the sandbox log; the prompt went to stdin, not here.
+        command = getattr(self.harness, "last_command", None)
+        if command:
+            self.log("turn ran: " + shlex.join(command)[:400])
         return result
+
+    def _harness_state(self) -> str | None:
+        """The harness's record of its session (claude-code's), posted with
+        "waiting" (after every turn, before any stop) so a continued run resumes it."""
+        saved = getattr(self.harness, "saved_state", None)
+        return saved() if saved is not None else None
 
     def _next_followup(self) -> dict | None:
         while not self.stop_event.is_set():

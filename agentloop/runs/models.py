@@ -154,6 +154,9 @@ class Run(models.Model):
     stop_requested_at = models.DateTimeField(null=True, blank=True)
     exit_reason = models.TextField(blank=True, default="")
     harness_session_id = models.CharField(max_length=200, blank=True, default="")
+    # The harness's own record of that session (claude-code's session JSONL),
+    # redacted: a continued run's new sandbox restores it and resumes the session.
+    harness_state = models.TextField(blank=True, default="")
     sandbox = models.JSONField(null=True, blank=True)  # SandboxHandle.to_json()
     sandbox_cleaned_at = models.DateTimeField(null=True, blank=True)
     input_tokens = models.BigIntegerField(default=0)

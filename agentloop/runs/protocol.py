@@ -76,6 +76,9 @@ MAX_KEY_LENGTH = 200
 MAX_ARTIFACT_NAME_LENGTH = 300
 MAX_URL_LENGTH = 1000
 MAX_SESSION_ID_LENGTH = 200
+# A harness's own record of its session (claude-code's session JSONL): beyond this
+# the runner sends none and a continued run tells the history instead.
+MAX_HARNESS_STATE_LENGTH = 4_000_000
 MAX_INBOX_WAIT_SECONDS = 25
 # Run.cost_usd is a DecimalField(max_digits=12, decimal_places=6): below a million.
 MAX_COST_USD = Decimal("999999.999999")
@@ -159,6 +162,11 @@ class Spec(Answer):
     inbox_after: int = Field(0, description="ask the inbox for follow-ups after this seq")
     harness_session_id: str | None = Field(
         None, description="the harness session the run recorded last (claude-code resumes it)"
+    )
+    harness_state: str | None = Field(
+        None,
+        description="a continued run's harness record of that session, as last posted "
+        "(claude-code's session JSONL, restored into the new sandbox's HOME)",
     )
 
 
@@ -337,6 +345,11 @@ class StatusPost(Request):
     exit_reason: str | None = None
     harness_session_id: str | None = Field(
         default=None, description=f"longer than {MAX_SESSION_ID_LENGTH} characters is cut"
+    )
+    harness_state: str | None = Field(
+        default=None,
+        max_length=MAX_HARNESS_STATE_LENGTH,
+        description="the harness's record of its session, for a continued run to resume it",
     )
     usage: Usage | None = None
 

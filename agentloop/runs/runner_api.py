@@ -124,6 +124,7 @@ def spec(request, run: Run, token, body):
             "history": continued.get("history", []),
             "inbox_after": continued.get("inbox_after", 0),
             "harness_session_id": run.harness_session_id or None,
+            "harness_state": (run.harness_state or None) if continued else None,
         }
     )
 
@@ -190,6 +191,8 @@ def status(request, run: Run, token, body):
     if post.harness_session_id:
         fields["harness_session_id"] = post.harness_session_id[: protocol.MAX_SESSION_ID_LENGTH]
     secrets = run_secrets(run, token)
+    if post.harness_state:
+        fields["harness_state"] = redact_text(post.harness_state, secrets)
     exit_reason = redact_text(post.exit_reason or "", secrets)
     if state == run.status:  # a retry of a post whose answer was lost
         if fields:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -33,6 +34,9 @@ STOP_GRACE_SECONDS = 5.0
 STDERR_TAIL_LINES = 40
 # Text longer than this in one event is cut: a tool can print megabytes.
 MAX_EVENT_TEXT = 64_000
+# The session record the runner posts for a continued run (protocol's
+# MAX_HARNESS_STATE_LENGTH is 4,000,000 characters; bytes ≥ characters).
+MAX_SAVED_STATE = 3_500_000
 
 # The CLI's environment: what we set, and what must never leak in from the
 # sandbox's own environment (another credential would bypass the gateway).
@@ -69,6 +73,10 @@ class ClaudeCodeHarness(Harness):
         # cannot resume its session (a continued run in a new sandbox: the
         # session files stayed in the old one's HOME).
         self._preamble = ""
+        if self._session_started and not self.session_file_exists():
+            # The server kept the CLI's record from the last sandbox: put it back
+            # where the CLI looks, and --resume goes on with the same session.
+            self.restore_state(spec.get("harness_state") or "")
         if self._session_started and not self.session_file_exists():
             self._session_started, self.session_id = False, None
             self._preamble = history_preamble(spec.get("history") or [])
@@ -172,10 +180,42 @@ class ClaudeCodeHarness(Harness):
             command += ["--dangerously-skip-permissions"]
         return command
 
-    def session_file_exists(self) -> bool:
-        """Whether the CLI's record of the session is in this HOME (~/.claude/projects/*/)."""
+    def session_file(self) -> Path | None:
+        """The CLI's record of the session in this HOME (~/.claude/projects/*/<id>.jsonl)."""
+        if not self.session_id:
+            return None
         home = Path(self.cli_env()["HOME"])
-        return any((home / ".claude" / "projects").glob(f"*/{self.session_id}.jsonl"))
+        return next((home / ".claude" / "projects").glob(f"*/{self.session_id}.jsonl"), None)
+
+    def session_file_exists(self) -> bool:
+        return self.session_file() is not None
+
+    def saved_state(self) -> str | None:
+        """The session's record as text, for the server to keep: a continued run
+        starts in a new sandbox (a new HOME) and restores it. None when there is
+        none or it is too long to post (the continued run then tells the history)."""
+        path = self.session_file()
+        if path is None:
+            return None
+        try:
+            if path.stat().st_size > MAX_SAVED_STATE:
+                return None
+            return path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+
+    def restore_state(self, state: str) -> None:
+        """Write a saved record where the CLI looks for this workspace's sessions:
+        ~/.claude/projects/<the workspace path, every other character a dash>/."""
+        if not state or not self.session_id or "/" in self.session_id:
+            return
+        project = re.sub(r"[^a-zA-Z0-9]", "-", str(Path(self.workspace).resolve()))
+        folder = Path(self.cli_env()["HOME"]) / ".claude" / "projects" / project
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{self.session_id}.jsonl").write_text(state, encoding="utf-8")
+        except OSError:
+            pass  # no record: the history preamble instead
 
     def cli_path(self) -> str:
         path = (
