@@ -170,6 +170,10 @@ def test_it_filters_by_columns(api, project, spans, params, expected):
         (["llm.invocation_parameters.stream=true"], ["ChatCompletion"]),
         (["metadata.env=prod"], ["ChatCompletion"]),
         (["input.value=hello"], ["agent run"]),
+        # a list attribute matches by membership as well as by position
+        (["tag.tags=x"], ["agent run"]),
+        (["tag.tags.0=x"], ["agent run"]),
+        (["tag.tags=y"], []),
         # repeated attr: all must match
         (["llm.model_name=gpt-4o", "metadata.env=prod"], ["ChatCompletion"]),
         (["llm.model_name=gpt-4o", "metadata.env=dev"], []),

@@ -22,7 +22,7 @@ from django.db.models.fields.json import KeyTransform
 from django.utils.dateparse import parse_date, parse_datetime
 
 from agentloop.traces import attribute_index
-from agentloop.traces.expressions import HasExceptionType
+from agentloop.traces.expressions import HasExceptionType, ListHas
 from agentloop.traces.models import Span, SpanAnnotation, SpanKind, StatusCode
 
 DEFAULT_LIMIT = 100
@@ -279,18 +279,24 @@ def _attr_q(key: str, raw: str) -> Q:
     flat ({"llm.model_name": …}) or nested ({"llm": {"model_name": …}}); both
     match. KeyTransform is used directly (not `attributes__<key>` kwargs) so a
     key is never split on `__` and its dots are quoted, not read as a path.
+    A list matches when one of its items equals the value (`attr=tag.tags=foo`
+    finds ["foo", "bar"]): OpenInference sends tags and other sets as lists,
+    whose positions mean nothing to the person filtering.
     """
+    paths = _key_paths(key)
+    candidates = _json_candidates(raw)
     q = Q()
-    for path in _key_paths(key):
+    for path in paths:
         expression = "attributes"
         for part in path:
             expression = KeyTransform(part, expression)
         # The key transform's own `exact` compares JSON values (typed), which
         # Django implements for both backends.
         exact = expression.get_lookup("exact")
-        for candidate in _json_candidates(raw):
+        for candidate in candidates:
             q |= Q(exact(expression, Value(candidate, output_field=JSONField())))
-    return q
+    # After the plain comparisons, which SQLite tries first and most spans answer.
+    return q | Q(ListHas(paths, candidates))
 
 
 def _attr_missing_q(key: str) -> Q:
