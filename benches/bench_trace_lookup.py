@@ -247,6 +247,13 @@ def _request(connection: http.client.HTTPConnection, method: str, path: str, bod
 def _post(connection: http.client.HTTPConnection, body: bytes, headers: dict) -> None:
     headers = {"Content-Type": "application/x-protobuf", **headers}
     status, answer = _request(connection, "POST", "/v1/traces", body, headers)
+    waited = 0.0
+    while status == 503 and waited < 600:
+        # Phoenix's write queue is full ("Server is at capacity"): wait and
+        # send again, as an OTLP exporter retries a 503.
+        time.sleep(0.5)
+        waited += 0.5
+        status, answer = _request(connection, "POST", "/v1/traces", body, headers)
     if status != 200:
         raise SystemExit(f"ingest answered {status}: {answer[:300]!r}")
 
