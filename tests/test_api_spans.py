@@ -170,6 +170,10 @@ def test_it_filters_by_columns(api, project, spans, params, expected):
         (["llm.invocation_parameters.stream=true"], ["ChatCompletion"]),
         (["metadata.env=prod"], ["ChatCompletion"]),
         (["input.value=hello"], ["agent run"]),
+        # a list attribute matches by membership as well as by position
+        (["tag.tags=x"], ["agent run"]),
+        (["tag.tags.0=x"], ["agent run"]),
+        (["tag.tags=y"], []),
         # repeated attr: all must match
         (["llm.model_name=gpt-4o", "metadata.env=prod"], ["ChatCompletion"]),
         (["llm.model_name=gpt-4o", "metadata.env=dev"], []),
@@ -339,3 +343,26 @@ def test_a_dotted_key_is_looked_up_under_every_split_of_its_parts():
     )
     assert len(_key_paths("a.b.c.d.e")) == 16
     assert _key_paths("a.b.c.d.e.f") == [["a.b.c.d.e.f"], ["a", "b", "c", "d", "e", "f"]]
+
+
+@pytest.mark.parametrize(
+    "span_filter",
+    [SpanFilter(trace_id="a" * 32), SpanFilter(trace_ids=["a" * 32, "b" * 32])],
+    ids=["trace_id", "trace_ids"],
+)
+def test_a_trace_filter_reads_the_trace_index_not_the_page_order(project, span_filter):
+    # Without planner statistics (a fresh SQLite database) an ORDER BY
+    # start_time once made SQLite walk every span of the project for one trace.
+    from django.db import connection
+
+    from agentloop.traces.queries import trace_tree
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's planner; PostgreSQL keeps statistics of its own")
+    make_span(project, trace_id="a" * 32, name="one")
+
+    plan = filter_spans(project, span_filter).explain()
+
+    assert "span_unique_in_project" in plan or "sqlite_autoindex_traces_span" in plan, plan
+    assert "span_project_start" not in plan, plan
+    assert trace_tree(project, "a" * 32)["span_count"] == 1

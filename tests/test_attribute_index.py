@@ -55,6 +55,11 @@ ATTRIBUTE_SETS = {
     "mixed": {"llm.invocation_parameters": {"stream": False}, "llm": {"model_name": "gpt-4o"}},
     "numbers": {"n": 1, "big": 2**62, "neg": -7, "tiny": 1e-9, "huge": 1e300},
     "dotted keys": {"a.b": {"c": "deep"}, "a": {"b.c": "deep2"}},
+    "list shapes": {
+        "tag": {"tags": ["z", "7", True]},
+        "groups": [["x"], {"k": "x"}],
+        "flags": [False, None],
+    },
 }
 
 QUERIES = [
@@ -98,6 +103,17 @@ QUERIES = [
     ("a.b.c", "deep2"),
     ("no.such.key", "x"),
     ("tag.tags", '["x","y",7]'),
+    # membership: an item of the list, by type
+    ("tag.tags", "x"),
+    ("tag.tags", "7"),
+    ("tag.tags", "z"),
+    ("tag.tags", "true"),
+    ("long list", "3"),
+    ("long list", "30"),  # beyond the indexed positions: the long-list marker
+    ("long list", "99"),
+    ("groups", "x"),
+    ("flags", "false"),
+    ("flags", "null"),
     ("llm.invocation_parameters", '{"stream":true}'),
 ]
 
@@ -135,8 +151,63 @@ def test_most_queries_above_find_something(project, varied):
         for key, raw in QUERIES
         if Span.objects.filter(project=project).filter(_attr_q(key, raw)).exists()
     ]
-    assert len(hits) >= len(QUERIES) - 8
+    assert len(hits) >= len(QUERIES) - 11  # 3 membership queries hit nothing on purpose
     assert ("user.id", "u-1") in hits and ("long list.30", "30") in hits
+
+
+@pytest.mark.parametrize(
+    "key, raw, expected",
+    [
+        ("tag.tags", "x", ["lists"]),  # ["x", "y", 7]
+        ("tag.tags", "y", ["lists"]),
+        ("tag.tags", "7", ["list shapes", "lists"]),  # the number 7 and the string "7"
+        ("tag.tags", "z", ["list shapes"]),  # stored nested: {"tag": {"tags": [...]}}
+        ("tag.tags", "true", ["list shapes"]),
+        ("tag.tags", "w", []),
+        ("long list", "30", ["lists"]),  # past the indexed positions
+        ("long list", "40", []),
+        ("groups", "x", []),  # items of a list inside the list, or of an object in it, are not
+        ("flags", "false", ["list shapes"]),
+        ("messages", "user", []),
+    ],
+)
+def test_a_list_attribute_matches_by_membership(project, varied, key, raw, expected):
+    assert _names(filter_spans(project, SpanFilter(attrs=[(key, raw)]))) == expected
+
+
+def test_spans_indexed_before_the_long_list_marker_are_indexed_again(project, varied):
+    # Spans stored by the code before membership filters carry no long-list
+    # marker; migration 0004 finds them and indexes them again.
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("agentloop.traces.migrations.0004_long_list_tokens")
+    span = varied["lists"]
+    marker = str(attribute_index._long_list_token("long list"))
+    if connection.vendor == "postgresql":
+        old = [t for t in span.attribute_tokens.split() if t != marker]
+        Span.objects.filter(pk=span.pk).update(attribute_tokens=" ".join(old))
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {attribute_index.SQLITE_TABLE} SET attribute_tokens = %s WHERE rowid = %s",
+                [" ".join(t for t in span_tokens(span) if t != marker), span.pk],
+            )
+    assert _names(filter_spans(project, SpanFilter(attrs=[("long list", "30")]))) == []
+
+    class Editor:
+        connection = connection
+
+    migration.retokenise(apps, Editor())
+
+    assert _names(filter_spans(project, SpanFilter(attrs=[("long list", "30")]))) == ["lists"]
+    attribute_index.index_new_spans()  # SQLite: the indexer takes them off the queue
+    assert _names(filter_spans(project, SpanFilter(attrs=[("long list", "30")]))) == ["lists"]
+
+
+def span_tokens(span) -> list[str]:
+    return attribute_index.attribute_tokens(Span.objects.get(pk=span.pk).attributes).split()
 
 
 def _empty_the_index(project) -> None:
@@ -188,8 +259,9 @@ def test_equal_values_get_one_token_and_types_stay_apart():
     assert tokens({"a": {"b": "x"}}) == tokens({"a": '{"b":"x"}', "a.b": "x"})
     assert tokens({"k": ["x"]}) == tokens({"k": '["x"]', "k.0": "x"})
     assert tokens({"k": "x" * (attribute_index.MAX_TEXT + 1)}) == []
-    # A long list: its first items, not its JSON text (too long).
-    assert len(tokens({"k": list(range(100))})) == attribute_index.MAX_LIST_ITEMS
+    # A long list: its first items and a marker, not its JSON text (too long).
+    assert len(tokens({"k": list(range(100))})) == attribute_index.MAX_LIST_ITEMS + 1
+    assert len(tokens({"k": list(range(16))})) == attribute_index.MAX_LIST_ITEMS + 1  # + text
 
 
 def test_ingested_spans_are_found_before_and_after_they_are_indexed(served_db, project):

@@ -74,7 +74,7 @@ def trace(project):
         duration_ms=800,
         model_name="gpt-4o",
         total_tokens=321,
-        attributes={"llm.model_name": "gpt-4o", "tenant": "acme"},
+        attributes={"llm.model_name": "gpt-4o", "tenant": "acme", "tag.tags": ["vip", "eu"]},
     )
     tool = make_span(
         project,
@@ -178,6 +178,8 @@ def test_an_htmx_request_gets_only_the_table_fragment(client_for, alice, project
         ({"name": "retrieve"}, ["retrieve"]),
         ({"root": "true"}, ["agent"]),
         ({"attr": "tenant=acme"}, ["llm"]),
+        ({"attr": "tag.tags=eu"}, ["llm"]),  # a list attribute, by membership
+        ({"attr": "tag.tags=us"}, []),
         ({"start": "2026-01-01T12:00:00.050", "end": "2026-01-01T12:00:00.400"}, ["llm"]),
         ({"annotation": "correct:no"}, ["llm"]),
     ],

@@ -103,6 +103,19 @@ def test_filters_reach_the_server(env, spans):
     assert [(g["key"], g["spans"]) for g in result["groups"]] == [({"attr:region": "eu"}, 4)]
 
 
+def test_spans_filtered_by_a_list_member_reach_the_server(env, project):
+    # OpenInference sends tags as a list; the skill tells agents to filter them so.
+    make_span(project, name="billing", start=T0, attributes={"tag.tags": ["billing", "eu"]})
+    make_span(project, name="other", start=T0, attributes={"tag.tags": ["support"]})
+    out = io.StringIO()
+
+    code = run(["spans", "--attr", "tag.tags=eu"], env=env, out=out)
+
+    assert code == 0
+    assert [json.loads(line)["name"] for line in out.getvalue().splitlines()] == ["billing"]
+    assert "--attr tag.tags=billing" in SKILL_MD
+
+
 def test_eval_takes_name_equals_label(env, spans):
     code, out = cli(env, *WINDOW, "--eval", "hallucination=hallucinated", "--json")
 

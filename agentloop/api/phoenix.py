@@ -205,9 +205,8 @@ class PhoenixSpanListView(ApiView):
             span_filter.start = parse_time(params["start_time"], "start_time")
         if params.get("end_time"):
             span_filter.end = parse_time(params["end_time"], "end_time")
+        span_filter.trace_ids = params.getlist("trace_id")
         spans = filter_spans(project, span_filter)
-        if trace_ids := params.getlist("trace_id"):
-            spans = spans.filter(trace_id__in=trace_ids)
         if span_ids := params.getlist("span_id"):
             spans = spans.filter(span_id__in=span_ids)
         if "parent_id" in params:

@@ -104,12 +104,23 @@ class ProjectListSerializer(serializers.Serializer):
     data = ProjectSerializer(many=True)
 
 
-def tree_node_data(node: dict) -> dict:
-    """A trace_tree node as JSON: the span plus its place in the waterfall."""
-    data = SpanSerializer(node["span"]).data
+def serialize_tree_spans(rows: list[dict]) -> dict[int, dict]:
+    """The spans of trace_tree's rows as JSON, by primary key, for tree_node_data.
+
+    One serializer for all of them: a ModelSerializer per span builds its
+    fields anew each time, which was two thirds of a trace lookup's time."""
+    spans = [row["span"] for row in rows]
+    serialized = SpanSerializer(spans, many=True).data
+    return {span.pk: data for span, data in zip(spans, serialized, strict=True)}
+
+
+def tree_node_data(node: dict, spans: dict[int, dict]) -> dict:
+    """A trace_tree node as JSON: the span (from serialize_tree_spans) plus its
+    place in the waterfall."""
+    data = dict(spans[node["span"].pk])
     data["offset_ms"] = node["offset_ms"]
     data["depth"] = node["depth"]
-    data["children"] = [tree_node_data(child) for child in node["children"]]
+    data["children"] = [tree_node_data(child, spans) for child in node["children"]]
     return data
 
 

@@ -195,6 +195,7 @@ class TraceDetailView(ApiView):
         # A trace normally has one root; should a second one arrive, list it
         # with the orphans rather than drop it.
         root, extra_roots = (true_roots[0], true_roots[1:]) if true_roots else (None, [])
+        spans = s.serialize_tree_spans(tree["rows"])
         return Response(
             {
                 "trace_id": tree["trace_id"],
@@ -202,8 +203,8 @@ class TraceDetailView(ApiView):
                 "end_time": tree["end_time"],
                 "duration_ms": tree["duration_ms"],
                 "spans": tree["span_count"],
-                "root": s.tree_node_data(root) if root else None,
-                "orphans": [s.tree_node_data(node) for node in extra_roots + orphans],
+                "root": s.tree_node_data(root, spans) if root else None,
+                "orphans": [s.tree_node_data(node, spans) for node in extra_roots + orphans],
             }
         )
 

@@ -46,11 +46,13 @@ description: {SKILL_DESCRIPTION}
     agentloop-traces spans --root --start 2025-01-01T00:00:00Z --end 2025-01-02T00:00:00Z
     agentloop-traces spans --annotation correctness:incorrect
     agentloop-traces spans --attr llm.model_name=gpt-4o --attr session.id=abc
+    agentloop-traces spans --attr tag.tags=billing --attr metadata.tier=gold
 
 Filters: `--kind` (LLM, CHAIN, TOOL, AGENT, RETRIEVER, EMBEDDING, RERANKER,
 GUARDRAIL, EVALUATOR, UNKNOWN), `--status` (OK, ERROR, UNSET), `--name`,
 `--trace-id`, `--root`, `--start`/`--end` (ISO 8601) or `--since 30m|24h|7d`,
-`--annotation NAME[:LABEL]`, `--attr KEY=VALUE` (repeatable), `--session-id`,
+`--annotation NAME[:LABEL]`, `--attr KEY=VALUE` (repeatable; a list attribute
+such as `tag.tags` matches when the value is one of its items), `--session-id`,
 `--user-id`, `--min-duration-ms`/`--max-duration-ms`, `--exception-type`
 (exact `exception.type` of an exception event). `--limit` is the page size
 (1-1000); cursors are followed until `--max` spans (default 1000).

@@ -27,6 +27,10 @@ span the JSON comparison matches carries one of the query's tokens. Hence:
   dotted keys: {"llm": {"model_name": "x"}} and {"llm.model_name": "x"} both
   give the token of ("llm.model_name", "x"), as `_attr_q` matches both. List
   items are keys too ("tag.tags.0"), for the first MAX_LIST_ITEMS of a list.
+  A filter by membership (`attr=tag.tags=x` finds ["y", "x"]) asks for the
+  item's token at each of those positions; a longer list also gets a marker
+  token of its key, which the membership query asks for too, so a span with
+  "x" at position 40 is read and checked rather than missed.
 - Values are typed the way JSON equality treats them: strings by their text,
   numbers by their value (1 and 1.0 alike). On SQLite, Django's JSON equality
   also takes the text "true" for true (and "null" for null, and an object's
@@ -57,7 +61,7 @@ SQLITE_MOST_CANDIDATES = 5000
 # one, are at most this many (two seconds of ingest at its target rate).
 SQLITE_MOST_UNINDEXED = 20_000
 
-_STRING, _NUMBER = "s", "n"
+_STRING, _NUMBER, _LONG_LIST = "s", "n", "l"
 # crc32 of (key, type), the seed of each value's hash: keys repeat across spans,
 # so each value costs one crc32 of its own bytes. 32 bits are plenty for a
 # prefilter: two values share a token about once in four billion pairs, and
@@ -95,6 +99,11 @@ def _number_token(key: str, number: int | float) -> int:
     return zlib.crc32(_number_text(number).encode(), _seed(key, _NUMBER))
 
 
+def _long_list_token(key: str) -> int:
+    """The marker of a list at `key` with more than MAX_LIST_ITEMS items."""
+    return _seed(key, _LONG_LIST)
+
+
 def _add_tokens(key: str, value, tokens: list[int]) -> None:
     kind = type(value)
     if kind is str:
@@ -114,6 +123,8 @@ def _add_tokens(key: str, value, tokens: list[int]) -> None:
         text = _compact_json(value)
         if len(text) <= MAX_TEXT:
             tokens.append(_text_token(key, text))
+        if kind is list and len(value) > MAX_LIST_ITEMS:
+            tokens.append(_long_list_token(key))
         items = value.items() if kind is dict else enumerate(value[:MAX_LIST_ITEMS])
         for sub_key, item in items:
             _add_tokens(f"{key}.{sub_key}", item, tokens)
@@ -163,18 +174,25 @@ def filter_tokens(key: str, candidates: list) -> list[str] | None:
     """
     if not _covered_key(key):
         return None
-    tokens = set()
+    if any(isinstance(c, str) and len(c) > MAX_TEXT for c in candidates):
+        return None
+    tokens = {_long_list_token(key)}  # a list too long to index by position
     for candidate in candidates:
-        if isinstance(candidate, str):
-            if len(candidate) > MAX_TEXT:
-                return None
-            tokens.add(_text_token(key, candidate))
-        elif isinstance(candidate, bool):
-            tokens.add(_text_token(key, _JSON_WORDS[candidate]))
-            tokens.add(_number_token(key, int(candidate)))
-        else:
-            tokens.add(_number_token(key, candidate))
+        _candidate_tokens(key, candidate, tokens)
+        # ... and the value as an item of a list at `key` (queries._attr_q).
+        for position in range(MAX_LIST_ITEMS):
+            _candidate_tokens(f"{key}.{position}", candidate, tokens)
     return sorted(str(token) for token in tokens)
+
+
+def _candidate_tokens(key: str, candidate, tokens: set[int]) -> None:
+    if isinstance(candidate, str):
+        tokens.add(_text_token(key, candidate))
+    elif isinstance(candidate, bool):
+        tokens.add(_text_token(key, _JSON_WORDS[candidate]))
+        tokens.add(_number_token(key, int(candidate)))
+    else:
+        tokens.add(_number_token(key, candidate))
 
 
 class _TokensOverlap(Func):

@@ -238,3 +238,63 @@ def llm_cost():
         When(kind="LLM", then=JSONNumber("attributes", COST_ATTRIBUTE)),
         output_field=FloatField(),
     )
+
+
+class ListHas(Func):
+    """Whether the attribute under one of `paths` is a JSON list holding one of
+    `candidates` as an item (`attr=tag.tags=foo` finds ["foo", "bar"]).
+
+    Items compare by type, as JSON equality does: the string "7" and the number
+    7 are different items, and `queries._json_candidates` offers both. Only a
+    list's own items count, not those of a list inside it. The array test comes
+    first so that spans without a list there skip the walk.
+    """
+
+    output_field = BooleanField()
+    conditional = True
+
+    def __init__(self, paths: list[list[str]], candidates: list):
+        super().__init__(F("attributes"))
+        self.paths = paths
+        self.candidates = candidates
+
+    def as_sql(self, compiler, connection, **extra):
+        raise NotImplementedError(f"ListHas has no SQL for {connection.vendor}")
+
+    def as_sqlite(self, compiler, connection, **extra):
+        column, column_params = compiler.compile(self.source_expressions[0])
+        item_tests, item_params = [], []
+        for candidate in self.candidates:
+            if isinstance(candidate, bool):
+                item_tests.append("e.type = %s")
+                item_params.append("true" if candidate else "false")
+            elif isinstance(candidate, str):
+                item_tests.append("(e.type = 'text' AND e.value = %s)")
+                item_params.append(candidate)
+            else:
+                item_tests.append("(e.type IN ('integer', 'real') AND e.value = %s)")
+                item_params.append(candidate)
+        items = " OR ".join(item_tests)
+        parts, params = [], []
+        for path in self.paths:
+            sqlite_path = _sqlite_path(path)
+            parts.append(
+                f"(json_type({column}, %s) = 'array' AND EXISTS (SELECT 1 FROM "
+                f"json_each({column}, %s) AS e WHERE {items}))"
+            )
+            params += [*column_params, sqlite_path, *column_params, sqlite_path, *item_params]
+        return f"({' OR '.join(parts)})", params
+
+    def as_postgresql(self, compiler, connection, **extra):
+        column, column_params = compiler.compile(self.source_expressions[0])
+        # jsonb containment of a one-item list: `["a", 7] @> ["a"]`, typed.
+        wanted = [json.dumps([candidate]) for candidate in self.candidates]
+        parts, params = [], []
+        for path in self.paths:
+            value = f"({column} #> %s)"
+            tests = " OR ".join(f"{value} @> %s::jsonb" for _ in wanted)
+            parts.append(f"(jsonb_typeof({value}) = 'array' AND ({tests}))")
+            params += [*column_params, path]
+            for item in wanted:
+                params += [*column_params, path, item]
+        return f"({' OR '.join(parts)})", params
