@@ -182,7 +182,7 @@ def test_spans_indexed_before_the_long_list_marker_are_indexed_again(project, va
 
     from django.apps import apps
 
-    migration = importlib.import_module("agentloop.traces.migrations.0004_long_list_tokens")
+    migration = importlib.import_module("agentloop.traces.migrations.0005_long_list_tokens")
     span = varied["lists"]
     marker = str(attribute_index._long_list_token("long list"))
     if connection.vendor == "postgresql":

@@ -56,7 +56,7 @@ def retokenise(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("traces", "0003_rollups"),
+        ("traces", "0004_eval_rollups"),
     ]
 
     operations = [
