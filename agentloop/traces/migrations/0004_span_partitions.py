@@ -82,6 +82,9 @@ def _rebuild(cursor, partitioned):
                 [start, start + WEEK],
             )
     cursor.execute(f"INSERT INTO {new} SELECT * FROM {TABLE}")
+    # No table with foreign key checks still pending can be dropped (deferred
+    # checks of rows written earlier in the same transaction, as in tests).
+    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
     cursor.execute(f"DROP TABLE {TABLE}")
     cursor.execute(f"ALTER TABLE {new} RENAME TO {TABLE}")
     cursor.execute(f"ALTER SEQUENCE IF EXISTS {new}_id_seq RENAME TO {TABLE}_id_seq")
