@@ -62,13 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=20, help="runs per query per round")
     parser.add_argument("--batches", type=int, default=80, help="ingest batches per round")
     parser.add_argument("--reuse", action="store_true", help="keep and reuse loaded databases")
-    parser.add_argument("--child", choices=["load", "measure"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-purge", action="store_true", help="skip the purge at the end (it deletes data)"
+    )
+    parser.add_argument("--child", choices=["load", "measure", "purge"], help=argparse.SUPPRESS)
     parser.add_argument("--layout", choices=list(LAYOUTS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child == "load":
         return child_load(args.layout, args.spans)
     if args.child == "measure":
         return child_measure(args.layout, args.reps)
+    if args.child == "purge":
+        return child_purge(args.layout)
 
     bench_queries.BENCH_DIR.mkdir(parents=True, exist_ok=True)
     print(
@@ -101,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
                 ingest[layout].append(measure_ingest(layout, round_, args.batches))
                 print(f"  round {round_ + 1}, {layout}: done, load average {_load()}", flush=True)
             order.reverse()
+        if not args.no_purge:
+            for layout in LAYOUTS:
+                _child(["--child", "purge", "--layout", layout], LAYOUTS[layout])
     finally:
         if not args.reuse:
             for db in LAYOUTS.values():
@@ -212,6 +220,36 @@ def child_measure(layout: str, reps: int) -> int:
     return 0
 
 
+def child_purge(layout: str) -> int:
+    """The purge of the oldest week: a retention whose cutoff falls just after
+    the first week of data ends, timed (this deletes the bench's spans)."""
+    _setup_django()
+    from django.db import connection
+
+    from agentloop.teams.models import Project
+    from agentloop.traces import partitions, retention
+
+    state = json.loads(Path(str(STATE).format(layout=layout)).read_text())
+    now = datetime.fromisoformat(state["now"])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT min(start_time) FROM traces_span")
+        oldest = cursor.fetchone()[0]
+    first_week_end = partitions.week_start(oldest) + partitions.WIDTH
+    days = (now - first_week_end).days
+    Project.objects.update(retention_days=days)
+    started = time.monotonic()
+    purged = retention.purge_all(now=now)
+    seconds = time.monotonic() - started
+    spans = sum(p.spans for p in purged)
+    dropped = sum(p.dropped_partitions for p in purged)
+    print(
+        f"purge ({layout}): retention {days} days, {spans:,} spans deleted in {seconds:.1f} s "
+        f"({dropped} week partitions dropped), load average {_load()}",
+        flush=True,
+    )
+    return 0
+
+
 def measure_ingest(layout: str, round_: int, batches: int) -> float:
     from tests import otlp_payloads
 
@@ -256,6 +294,8 @@ def measure_ingest(layout: str, round_: int, batches: int) -> float:
 
 def report(queries, ingest) -> None:
     print(f"\nload average at the end: {_load()}")
+    if not queries["partitioned"]:  # --rounds 0: the load (and purge) only
+        return
     print("\n| query (p50 ms, median of the rounds) | partitioned | unpartitioned | ratio | rows |")
     print("|---|---:|---:|---:|---:|")
     labels = [r["label"] for r in queries["partitioned"][0]["results"]]

@@ -265,6 +265,17 @@ def test_the_migration_converts_a_table_with_data_both_ways(project):
         "span_project_roots",
         "span_attribute_tokens",
     } <= indexes
+    with connection.cursor() as cursor:
+        # Each index covers every partition (an index made "ON ONLY" the parent would not).
+        cursor.execute(
+            "SELECT count(*) FROM pg_index WHERE indrelid = 'traces_span_p20310113'::regclass"
+        )
+        assert cursor.fetchone()[0] == len(indexes)
+        cursor.execute(
+            "SELECT count(*) FROM pg_index WHERE indrelid = 'traces_span'::regclass "
+            "AND NOT indisvalid"
+        )
+        assert cursor.fetchone()[0] == 0
     rows, _ = page_spans(filter_spans(project, parse_span_filter({"attr": "tier=gold"})), None, 10)
     assert [s.name for s in rows] == ["this week"]
     assert make_span(project, name="next").pk > max(pk for pk, _, _ in before)

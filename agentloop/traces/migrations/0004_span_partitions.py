@@ -53,7 +53,8 @@ def _rebuild(cursor, partitioned):
         "AND c.connamespace = current_schema()::regnamespace) ORDER BY i.indexname",
         [TABLE],
     )
-    indexes = [row[0] for row in cursor.fetchall()]
+    # A partitioned table's index reads back as "ON ONLY" (it would cover no partition).
+    indexes = [row[0].replace(" ON ONLY ", " ON ", 1) for row in cursor.fetchall()]
     cursor.execute(
         "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
         "WHERE conrelid = %s::regclass AND contype = 'f' ORDER BY conname",
