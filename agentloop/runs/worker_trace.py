@@ -341,12 +341,11 @@ class _TraceWriter:
             span.pk = None
             span.duration_ms = (span.end_time - span.start_time).total_seconds() * 1000
             span.index_attributes()
-        unique_fields = ["project", "trace_id", "span_id"]
-        if partitions.is_partitioned():
+        unique_fields = partitions.span_unique_fields()
+        if "start_time" in unique_fields:
             # PostgreSQL's constraint holds start_time too (the partition key):
             # move the stored starts first, so the upsert finds its rows.
             self._move_starts(spans)
-            unique_fields.append("start_time")
         Span.objects.bulk_create(
             spans,
             update_conflicts=True,

@@ -86,6 +86,13 @@ def is_partitioned(using=None) -> bool:
         return cursor.fetchone() is not None
 
 
+def span_unique_fields() -> list[str]:
+    """The fields of the spans' unique constraint as the database has it, for
+    an upsert's conflict target (bulk_create(update_conflicts=True))."""
+    fields = ["project", "trace_id", "span_id"]
+    return [*fields, "start_time"] if is_partitioned() else fields
+
+
 _BOUNDS = re.compile(r"FOR VALUES FROM \('([^']+)'\) TO \('([^']+)'\)")
 
 
