@@ -12,6 +12,7 @@ SIGNAL_SCHEDULE = "agentloop.signal.collect"
 PLANNER_STATISTICS_SCHEDULE = "agentloop.traces.planner_statistics"
 ROLLUPS_SCHEDULE = "agentloop.traces.rollups"
 RETENTION_SCHEDULE = "agentloop.traces.retention"
+PARTITIONS_SCHEDULE = "agentloop.traces.partitions"
 
 # name -> (task, every: "minute" | "hour")
 SCHEDULES = {
@@ -36,6 +37,10 @@ SCHEDULES = {
     # Spans past their project's retention, deleted in batches
     # (traces/retention.py); hourly, so each run has about an hour's worth.
     RETENTION_SCHEDULE: ("agentloop.traces.retention.purge_task", "hour"),
+    # PostgreSQL: the spans' week partitions, created four weeks ahead
+    # (traces/partitions.py), so ingest's rows never wait in the default one.
+    # Hourly: a missed run or two changes nothing; nothing to do on SQLite.
+    PARTITIONS_SCHEDULE: ("agentloop.traces.partitions.ensure_partitions_task", "hour"),
 }
 
 

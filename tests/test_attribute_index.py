@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection
 
-from agentloop.traces import attribute_index
+from agentloop.traces import attribute_index, partitions
 from agentloop.traces.models import Span
 from agentloop.traces.queries import (
     SpanFilter,
@@ -350,7 +350,7 @@ def test_the_worker_trace_upsert_keeps_tokens_in_step(project):
     Span.objects.bulk_create(
         [replacement],
         update_conflicts=True,
-        unique_fields=["project", "trace_id", "span_id"],
+        unique_fields=partitions.span_unique_fields(),
         update_fields=["attributes", "attribute_tokens"],
     )
 

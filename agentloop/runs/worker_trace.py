@@ -26,9 +26,10 @@ import hashlib
 import json
 import logging
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 
 from agentloop.runs.models import RunEvent
+from agentloop.traces import partitions
 from agentloop.traces.models import Span, Trace
 
 logger = logging.getLogger(__name__)
@@ -317,6 +318,19 @@ class _TraceWriter:
 
     # --- writing -------------------------------------------------------------
 
+    def _move_starts(self, spans) -> None:
+        # A span's start only moves earlier (an event older than it); a plain
+        # UPDATE may move the row into another week's partition.
+        values = ", ".join(["(%s, %s::timestamptz)"] * len(spans))
+        params = [p for span in spans for p in (span.span_id, span.start_time)]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE traces_span s SET start_time = v.start FROM (VALUES {values}) "
+                "AS v(span_id, start) WHERE s.project_id = %s AND s.trace_id = %s "
+                "AND s.span_id = v.span_id AND s.start_time <> v.start",
+                [*params, self.project.pk, self.trace_id],
+            )
+
     def save(self) -> None:
         spans = list(self.dirty.values())
         if not spans:
@@ -327,10 +341,15 @@ class _TraceWriter:
             span.pk = None
             span.duration_ms = (span.end_time - span.start_time).total_seconds() * 1000
             span.index_attributes()
+        unique_fields = partitions.span_unique_fields()
+        if "start_time" in unique_fields:
+            # PostgreSQL's constraint holds start_time too (the partition key):
+            # move the stored starts first, so the upsert finds its rows.
+            self._move_starts(spans)
         Span.objects.bulk_create(
             spans,
             update_conflicts=True,
-            unique_fields=["project", "trace_id", "span_id"],
+            unique_fields=unique_fields,
             update_fields=[
                 "parent_span_id",
                 "name",

@@ -207,9 +207,12 @@ def _copy_spans_postgresql(batch: Batch, now) -> None:
                             now,
                         )
                     )
+        # No conflict target: the partitioned table's unique constraint also
+        # holds start_time (traces/partitions.py), the unpartitioned one's not;
+        # either way a re-sent span conflicts with itself and is skipped.
         cursor.execute(
             f"INSERT INTO {table} ({columns}) SELECT {columns} FROM span_ingest "
-            "ON CONFLICT (project_id, trace_id, span_id) DO NOTHING"
+            "ON CONFLICT DO NOTHING"
         )
         # ON COMMIT DROP is not enough inside an outer transaction (a savepoint
         # does not commit): the next batch of that transaction would find it.

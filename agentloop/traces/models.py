@@ -94,7 +94,9 @@ class Span(models.Model):
     class Meta:
         constraints = [
             # Its index also serves lookups by (project, trace_id): a separate
-            # index on those two would only slow ingest down.
+            # index on those two would only slow ingest down. On PostgreSQL the
+            # database's constraint also holds start_time, the partition key
+            # (migration 0004, traces/partitions.py).
             models.UniqueConstraint(
                 fields=["project", "trace_id", "span_id"], name="span_unique_in_project"
             )
@@ -167,7 +169,14 @@ class SpanAnnotation(models.Model):
     """An eval label on a span: unique per (span, name, identifier)."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="annotations")
-    span = models.ForeignKey(Span, on_delete=models.CASCADE, related_name="annotations")
+    # No constraint in the database: on PostgreSQL spans are partitioned by
+    # start_time, and a partitioned table's key must include it, so nothing can
+    # reference a span by id alone (traces/partitions.py). The app keeps the
+    # integrity: annotations.py writes labels for a span it has read, and every
+    # deleter of spans removes their annotations first.
+    span = models.ForeignKey(
+        Span, on_delete=models.CASCADE, related_name="annotations", db_constraint=False
+    )
     name = models.CharField(max_length=200)
     label = models.CharField(max_length=200, blank=True, default="")
     score = models.FloatField(null=True, blank=True)

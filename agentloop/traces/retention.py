@@ -9,6 +9,13 @@ annotations first (Django's CASCADE is not in the database), then the spans
 the traces that ended before the cutoff. The oldest spans go first, by the
 (project, start_time) index.
 
+On PostgreSQL, where spans are partitioned by week (traces/partitions.py),
+purge_all first drops the weeks that hold no span any project still keeps
+(one DROP TABLE instead of deleting their rows); the batches then delete what
+is left past each cutoff: the spans of the current week of a project's
+retention, and those of weeks shared with a project that keeps its spans
+longer.
+
 docs/benchmarks.md has ingest's throughput while a purge runs.
 """
 
@@ -22,7 +29,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from agentloop.teams.models import Project
-from agentloop.traces import rollups
+from agentloop.traces import partitions, rollups
 from agentloop.traces.models import Span, SpanAnnotation, Trace
 
 BATCH = 5000
@@ -34,6 +41,7 @@ class Purged:
     cutoff: object
     spans: int = 0
     traces: int = 0
+    dropped_partitions: int = 0  # week partitions with spans of the project that were dropped
 
 
 def purge_project(project: Project, now=None, batch: int = BATCH, pause=None) -> Purged:
@@ -83,12 +91,24 @@ def _delete_rows(model, ids: list[int]) -> int:
 
 
 def purge_all(now=None, batch: int = BATCH, pause=None) -> list[Purged]:
-    """Every project with a retention, one after the other."""
+    """Every project with a retention, one after the other, after dropping the
+    partitions past every project's retention (PostgreSQL)."""
+    now = now or timezone.now()
+    dropped = partitions.drop_expired_partitions(now=now)
     projects = Project.objects.filter(retention_days__isnull=False).order_by("pk")
-    return [purge_project(project, now=now, batch=batch, pause=pause) for project in projects]
+    purged = [purge_project(project, now=now, batch=batch, pause=pause) for project in projects]
+    for p in purged:
+        for drop in dropped:
+            if p.project.pk in drop.spans_by_project:
+                p.spans += drop.spans_by_project[p.project.pk]
+                p.dropped_partitions += 1
+    return purged
 
 
 def purge_task() -> str:
     """The daily schedule's task (agentloop/schedules.py)."""
     purged = purge_all()
-    return f"purged {sum(p.spans for p in purged)} spans in {len(purged)} projects"
+    dropped = sum(p.dropped_partitions for p in purged)
+    return f"purged {sum(p.spans for p in purged)} spans in {len(purged)} projects" + (
+        f" ({dropped} partitions dropped)" if dropped else ""
+    )

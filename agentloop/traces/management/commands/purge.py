@@ -36,6 +36,11 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"{p.project.name}: deleted {p.spans} spans and {p.traces} traces "
                 f"that started before {p.cutoff:%Y-%m-%d %H:%M} UTC"
+                + (
+                    f" ({p.dropped_partitions} week partitions dropped)"
+                    if p.dropped_partitions
+                    else ""
+                )
             )
         if not purged:
             self.stdout.write("No project has a retention.")
