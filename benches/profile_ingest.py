@@ -3,6 +3,7 @@
     .venv/bin/python benches/profile_ingest.py                 # SQLite, CPU per span
     .venv/bin/python benches/profile_ingest.py --postgres      # and the database's own CPU
     .venv/bin/python benches/profile_ingest.py --profile       # cProfile's top functions
+    .venv/bin/python benches/profile_ingest.py --code DIR      # another copy of the code
 
 It calls `ingest_app.receive_export` — what the `/v1/traces` thread runs for
 a request: key, decoding, storing, commit — on the bench's batches of 512
@@ -92,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
     parser.add_argument("--profile", action="store_true", help="print cProfile's top functions")
     parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument(
+        "--code", type=Path, default=ROOT, help="another copy of the code to profile (a baseline)"
+    )
     args = parser.parse_args(argv)
     admin_url = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     with tempfile.TemporaryDirectory(prefix="agentloop-profile-ingest-") as tmp:
@@ -100,11 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             url = f"sqlite:///{tmp}/profile.sqlite3"
         try:
-            env = bench_ingest.bench_env(url, Path(tmp))
-            manage = str(ROOT / "manage.py")
-            bench_ingest.django_python([manage, "migrate", "--noinput", "-v", "0"], env)
+            code = args.code.resolve()
+            env = bench_ingest.bench_env(url, Path(tmp), code)
+            manage = str(code / "manage.py")
+            bench_ingest.django_python([manage, "migrate", "--noinput", "-v", "0"], env, code)
             flags = [str(args.batches), "1" if args.profile else "0"]
-            print(bench_ingest.django_python(["-c", SCRIPT, *flags], env), end="")
+            print(bench_ingest.django_python(["-c", SCRIPT, *flags], env, code), end="")
         finally:
             if args.postgres:
                 bench_ingest.drop_pg_database(admin_url, PG_DATABASE)
