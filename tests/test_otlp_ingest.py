@@ -777,6 +777,47 @@ def test_a_nul_character_is_stored_as_the_replacement_character(post, project):
     assert Span.objects.filter(project=project).count() == 2
 
 
+def test_a_nul_in_an_event_or_the_resource_does_not_cost_the_batch(post, project):
+    """The NUL check reads a few columns per row (and the resource once per group):
+    these are the two it reads besides the text columns and the attributes."""
+    trace_id = new_trace_id()
+    spans = [
+        span(trace_id=trace_id, name="evented", events=[("said", T0_NS, {"text": "a\x00b"})]),
+        span(trace_id=trace_id, name="plain"),
+    ]
+    response = post(export_request(({"host.name": "box\x00one"}, spans)).SerializeToString())
+    assert response.status_code == 200
+    nul = "\x00" if connection.vendor == "sqlite" else "\ufffd"
+    evented = Span.objects.get(project=project, name="evented")
+    assert evented.events[0]["attributes"] == {"text": f"a{nul}b"}
+    plain = Span.objects.get(project=project, name="plain")
+    assert plain.resource == {"host.name": f"box{nul}one"}
+
+
+def test_postgresqls_staging_table_is_kept_per_connection_and_left_empty(project):
+    """Created once per connection (not per batch), and emptied after each batch
+    even inside an outer transaction, where ON COMMIT does not run."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the COPY staging table is PostgreSQL's")
+
+    def store(name):
+        body = export_request(({}, [span(trace_id=new_trace_id(), name=name)]))
+        decoded = otlp.decode_export(body.SerializeToString(), PB, attribute_tokens=True)
+        ingest.ingest_export(project, decoded)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 'span_ingest'::regclass::oid, count(*) FROM span_ingest")
+            return cursor.fetchone()
+
+    first_table, first_left = store("first")
+    second_table, second_left = store("second")
+    assert (first_left, second_left) == (0, 0)
+    assert second_table == first_table
+    assert sorted(Span.objects.filter(project=project).values_list("name", flat=True)) == [
+        "first",
+        "second",
+    ]
+
+
 # --- OpenInference metadata ------------------------------------------------------------
 
 

@@ -239,14 +239,21 @@ def _from_message(request: ExportTraceServiceRequest, with_tokens: bool = False)
     """
     decoded = DecodedExport()
     rejected = decoded.rejected
+    # Names bound once: each is used several times per span.
     encode = _encode_json
+    to_dict = attributes_to_dict
+    token_count = _token_count
+    kinds = _KINDS
+    statuses = _STATUS
+    int32_max = _INT32_MAX
     # Spans of a batch start and end within a few seconds of each other: the
     # "YYYY-MM-DD HH:MM:SS" of a second is formatted once, not twice per span.
     seconds_text: dict[int, str] = {}
     for rs in request.resource_spans:
-        resource = attributes_to_dict(rs.resource.attributes)
+        resource = to_dict(rs.resource.attributes)
         resource_json = encode(resource)
         rows: list[tuple] = []
+        append = rows.append
         for ss in rs.scope_spans:
             for span in ss.spans:
                 trace_id = span.trace_id
@@ -270,35 +277,60 @@ def _from_message(request: ExportTraceServiceRequest, with_tokens: bool = False)
                     rejected[_ENDS_BEFORE_START] += 1
                     continue
 
-                attrs = attributes_to_dict(span.attributes)
-                if type(attrs.get("metadata")) is str:
+                attrs = to_dict(span.attributes)
+                get = attrs.get
+                if type(get("metadata")) is str:
                     _spread_metadata(attrs)
-                kind = attrs.get(_KIND_ATTRIBUTE)
-                kind = kind.upper() if isinstance(kind, str) else ""
+                kind = get(_KIND_ATTRIBUTE)
+                kind = kind.upper() if type(kind) is str else ""
                 status = span.status
                 events = span.events
-                model_name = attrs.get("llm.model_name")
-                session_id = attrs.get("session.id")
-                user_id = attrs.get("user.id")
-                rows.append(
+                model_name = get("llm.model_name")
+                session_id = get("session.id")
+                user_id = get("user.id")
+                # Token counts are nearly always ints in range (or absent): the
+                # check is inlined and _token_count converts anything else.
+                prompt = get("llm.token_count.prompt")
+                if type(prompt) is not int or not 0 <= prompt <= int32_max:
+                    prompt = token_count(prompt)
+                completion = get("llm.token_count.completion")
+                if type(completion) is not int or not 0 <= completion <= int32_max:
+                    completion = token_count(completion)
+                total = get("llm.token_count.total")
+                if type(total) is not int or not 0 <= total <= int32_max:
+                    total = token_count(total)
+                # _utc_text inlined (two calls per span).
+                seconds, micros = divmod(start_ns // 1000, 1_000_000)
+                start = seconds_text.get(seconds)
+                if start is None:
+                    start = seconds_text[seconds] = str(_EPOCH_NAIVE + timedelta(seconds=seconds))
+                if micros:
+                    start = f"{start}.{micros:06d}"
+                seconds, micros = divmod(end_ns // 1000, 1_000_000)
+                end = seconds_text.get(seconds)
+                if end is None:
+                    end = seconds_text[seconds] = str(_EPOCH_NAIVE + timedelta(seconds=seconds))
+                if micros:
+                    end = f"{end}.{micros:06d}"
+                append(
                     (
                         trace_id.hex(),
                         span_id.hex(),
                         parent_span_id.hex(),
                         span.name[:_NAME_MAX],
-                        kind if kind in _KINDS else _UNKNOWN_KIND,
-                        _STATUS.get(status.code, _UNSET),
+                        kind if kind in kinds else _UNKNOWN_KIND,
+                        statuses.get(status.code, _UNSET),
                         status.message,
-                        _utc_text(start_ns, seconds_text),
-                        _utc_text(end_ns, seconds_text),
+                        start,
+                        end,
                         (end_ns - start_ns) / 1e6,
                         encode(attrs),
                         encode(_events(events)) if events else "[]",
                         resource_json,
                         "" if model_name is None else str(model_name)[:_SHORT_MAX],
-                        _token_count(attrs.get("llm.token_count.prompt")),
-                        _token_count(attrs.get("llm.token_count.completion")),
-                        _token_count(attrs.get("llm.token_count.total")),
+                        prompt,
+                        completion,
+                        total,
                         "" if session_id is None else str(session_id)[:_SHORT_MAX],
                         "" if user_id is None else str(user_id)[:_SHORT_MAX],
                         attribute_tokens(attrs) if with_tokens else "",
