@@ -67,7 +67,7 @@ _STRING, _NUMBER, _LONG_LIST = "s", "n", "l"
 # prefilter: two values share a token about once in four billion pairs, and
 # the exact comparison after it drops the extra rows.
 # One cache per kind, keyed by the key alone: no tuple to build and hash per value.
-_seeds: dict[str, dict[str, int]] = {_STRING: {}, _NUMBER: {}}
+_seeds: dict[str, dict[str, int]] = {_STRING: {}, _NUMBER: {}, _LONG_LIST: {}}
 
 
 def _seed(key: str, kind: str) -> int:
