@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from playwright.sync_api import expect
 
@@ -29,7 +30,15 @@ from tests.test_browser import earlier_runs
 
 pytest_plugins = ["tests.browser_support"]  # browsing
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # The pages draw the same on either database, and the access helpers behind
+    # them are tested on both (test_api_rbac, test_access, the page tests); 700
+    # page loads once is enough for CI's time.
+    pytest.mark.skipif(
+        connection.vendor == "postgresql", reason="the layout audit runs on SQLite only"
+    ),
+]
 
 WIDTHS = (390, 1400, 1920)
 AUDIT_DIR = os.environ.get("AGENTLOOP_AUDIT_DIR")
