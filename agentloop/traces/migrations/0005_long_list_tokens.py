@@ -4,9 +4,12 @@ token of a list longer than the positions the attribute index covers
 
 SQLite: they go into the changed-spans queue, which filters read directly and
 the indexer hashes again (with the code of the day, as it hashes every span).
-PostgreSQL: their attribute_tokens are computed again here, with the
-tokeniser ingest uses, in batches. Spans without such a list are untouched.
+PostgreSQL: the marker tokens are added to their attribute_tokens here, in
+batches (their other tokens were right already). Spans without such a list are
+untouched.
 """
+
+import zlib
 
 from django.db import migrations
 
@@ -32,15 +35,27 @@ ORDER BY id LIMIT {BATCH}
 """
 
 
+def _markers(key, value, found):
+    """The marker tokens of the long lists in `value` at dotted `key`, walked as
+    attribute_index._add_tokens walked them when this was written: objects by
+    key, lists by their first LONGER_THAN items; a marker is the crc32 of
+    "<key>\0l\0" (attribute_index._long_list_token then)."""
+    if isinstance(value, dict):
+        for sub_key, item in value.items():
+            _markers(f"{key}.{sub_key}" if key else sub_key, item, found)
+    elif isinstance(value, list):
+        if len(value) > LONGER_THAN:
+            found.append(zlib.crc32(f"{key}\x00l\x00".encode("utf-8", "surrogatepass")))
+        for position, item in enumerate(value[:LONGER_THAN]):
+            _markers(f"{key}.{position}", item, found)
+
+
 def retokenise(apps, schema_editor):
     connection = schema_editor.connection
     if connection.vendor != "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(SQLITE_QUEUE)
         return
-    # The tokens must be exactly what ingest stores, so this uses its tokeniser.
-    from agentloop.traces.attribute_index import attribute_tokens
-
     Span = apps.get_model("traces", "Span")
     last = 0
     while True:
@@ -49,8 +64,15 @@ def retokenise(apps, schema_editor):
             ids = [row[0] for row in cursor.fetchall()]
         if not ids:
             return
-        for span_id, attributes in Span.objects.filter(id__in=ids).values_list("id", "attributes"):
-            Span.objects.filter(id=span_id).update(attribute_tokens=attribute_tokens(attributes))
+        rows = Span.objects.filter(id__in=ids).values_list("id", "attributes", "attribute_tokens")
+        for span_id, attributes, tokens in rows:
+            markers = []
+            _markers("", attributes, markers)
+            have = set(tokens.split())
+            added = [str(m) for m in markers if str(m) not in have]
+            if added:
+                new_tokens = " ".join([*tokens.split(), *added])
+                Span.objects.filter(id=span_id).update(attribute_tokens=new_tokens)
         last = ids[-1]
 
 
