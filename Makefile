@@ -27,12 +27,7 @@ run: install
 	DEBUG=1 $(PY) manage.py serve
 
 # The whole suite on SQLite, then again on PostgreSQL; then the production pass.
-# The SQLite and PostgreSQL passes run side by side (each is mostly one process
-# waiting on subprocesses, so two fit on two cores; the output of each comes whole
-# when it ends), then the production pass, which shares the PostgreSQL test database.
-test: install
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
-	$(MAKE) --no-print-directory test-production
+test: test-sqlite test-postgres test-production
 
 test-sqlite: install
 	$(PY) -m pytest
