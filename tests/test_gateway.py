@@ -388,6 +388,52 @@ def test_the_call_that_crosses_the_token_budget_ends_the_run_and_later_calls_are
     assert len(upstream_model.main_requests()) == 2
 
 
+def test_a_call_sent_before_the_last_streamed_call_is_recorded_waits_for_its_count(
+    gateway, upstream_model, project, monkeypatch
+):
+    """Codex sends its next call as soon as it reads a stream's last event, before the
+    gateway has recorded that call's usage: the next call must be checked against it."""
+    run, token = make_run(project, config={"token_budget": 10})
+    upstream_model.script([text("crosses the line"), text("never sent")])
+    recording_started, release, second_checked = (threading.Event() for _ in range(3))
+    finish, admit = views._finish, views._admit
+
+    def slow_finish(*args):
+        recording_started.set()
+        assert release.wait(30), "the test never released the recording"
+        finish(*args)
+
+    def watched_admit(*args, **kwargs):
+        caller = admit(*args, **kwargs)
+        if recording_started.is_set():
+            second_checked.set()  # the second call has read the run's counters
+        return caller
+
+    monkeypatch.setattr(views, "_finish", slow_finish)
+    monkeypatch.setattr(views, "_admit", watched_admit)
+    answers = {}
+
+    def send(name, stream):
+        answers[name] = call(gateway, token, request_body(stream=stream))
+
+    first = threading.Thread(target=send, args=("first", True))
+    first.start()
+    assert recording_started.wait(30)  # the stream is relayed; its usage is not counted yet
+    second = threading.Thread(target=send, args=("second", False))
+    second.start()
+    assert second_checked.wait(30)
+    release.set()
+    first.join(30)
+    second.join(30)
+
+    assert answers["first"].status_code == 200
+    assert answers["second"].status_code == 400
+    assert answers["second"].json()["error"]["type"] == "budget_exceeded"
+    assert len(upstream_model.main_requests()) == 1
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and run.exit_reason == "budget"
+
+
 def test_a_run_already_past_its_budget_is_refused_without_calling_upstream(
     gateway, upstream_model, project
 ):

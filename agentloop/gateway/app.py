@@ -46,6 +46,14 @@ ANTHROPIC = providers.PROVIDERS["anthropic"]
 admission = DatabaseThreads("llm-gateway-admission")
 recording = DatabaseThreads("llm-gateway-recording")
 
+# Streamed calls whose answer has been relayed but whose usage is not yet recorded,
+# by run id. A client may send its next call as soon as it reads the stream's last
+# event (codex does, before the response closes); that call waits for these, so the
+# budget it is checked against counts the call before it. Per process: calls of one
+# run spread over several web processes, or sent side by side, can still each pass
+# the check before the others are counted (the budget is then overshot by them).
+_unrecorded: dict[int, set[asyncio.Future]] = {}
+
 
 async def _error(send, provider: Provider, status: int, error_type: str, message: str) -> None:
     await fastpath.respond_json(
@@ -88,6 +96,12 @@ async def _handle(scope, receive, send):
     if isinstance(caller, auth.Refusal):
         return await _error(send, provider, caller.status, caller.error_type, caller.message)
     run, token = caller
+    if route.recorded and _unrecorded.get(run.pk):
+        await asyncio.wait(set(_unrecorded[run.pk]))
+        caller = await admission.run(_admit, presented, check_budget=True, retry=True)
+        if isinstance(caller, auth.Refusal):
+            return await _error(send, provider, caller.status, caller.error_type, caller.message)
+        run, token = caller
     if refusal:
         return await _error(send, provider, 400, "invalid_request_error", refusal)
     try:
@@ -178,15 +192,32 @@ async def _stream(receive, send, answer: httpx.Response, reader, run, token, key
         relay.cancel()
         raise
     finally:
+        call.ended_at = call.ended_at or timezone.now()
+        # Started before any await: the caller may already be sending its next call.
+        recorded = _record_soon(run, token, key, call) if record else None
         hang_up.cancel()
         await answer.aclose()
-        call.ended_at = call.ended_at or timezone.now()
-        if record:
+        if recorded is not None:
             # Shielded: the server cancelling this request must not cancel the bookkeeping.
-            await asyncio.shield(recording.run(_finish, run, token, key, call))
+            await asyncio.shield(recorded)
     if relayed:
         # Closed only now: once the caller has read the whole answer, its span exists.
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _record_soon(run, token: str, key: str, call: CallRecord) -> asyncio.Future:
+    """Start recording a streamed call; the run's next call waits until it is done."""
+    recorded = asyncio.ensure_future(recording.run(_finish, run, token, key, call))
+    pending = _unrecorded.setdefault(run.pk, set())
+    pending.add(recorded)
+
+    def forget(done: asyncio.Future) -> None:
+        pending.discard(done)
+        if not pending and _unrecorded.get(run.pk) is pending:
+            del _unrecorded[run.pk]
+
+    recorded.add_done_callback(forget)
+    return recorded
 
 
 async def _relay(send, answer: httpx.Response, collector, call: CallRecord) -> None:
