@@ -795,6 +795,12 @@ class Method:
                 continue
             onset = parse_time(series[onset_index]["start"])
             after = series[onset_index:]
+            # The edge, read again in finer buckets: the bucket the rise falls in also
+            # holds the calls before it, which are neither the onset nor affected.
+            fine_onset, before_edge = self._token_edge(name, model, onset, ref)
+            if fine_onset is not None:
+                onset = fine_onset
+                after = [_minus(after[0], before_edge), *after[1:]]
             spans_after = sum(b["spans"] for b in after)
             after_tokens = sum(b["total_tokens"] for b in after) / max(1, spans_after)
             cost_after = sum((b.get("cost") or 0) for b in after)
@@ -843,6 +849,29 @@ class Method:
             )
             issues.append(issue)
         return issues
+
+    def _token_edge(self, name: str, model, onset: datetime, ref: float):
+        """(the first fine bucket at twice the tokens per call, the totals of the onset's
+        coarse bucket before it), or (None, None) when the fine buckets show no edge."""
+        bucket_end = min(self.end, onset + timedelta(seconds=self.bucket_seconds))
+        fine = self.stats(
+            f"tokens of `{name}` on {model} around their rise",
+            kind="LLM",
+            name=name,
+            group_by=["model_name"],
+            bucket=_interval(max(60, self.bucket_seconds // FINE_FACTOR)),
+            limit=20,
+            **self.window(onset, bucket_end),
+        )["groups"]
+        points = next((g.get("buckets") or [] for g in fine if g["key"]["model_name"] == model), [])
+        before = {"spans": 0, "total_tokens": 0, "cost": 0.0, "traces": 0}
+        for point in points:
+            spans = point.get("spans") or 0
+            if spans >= 2 and (point.get("total_tokens") or 0) / spans >= 2.0 * ref:
+                return parse_time(point["start"]), before
+            for key in before:
+                before[key] += point.get(key) or 0
+        return None, None
 
     def eval_issues(self) -> list[Issue]:
         pairs = self._eval_pairs()
@@ -1333,6 +1362,11 @@ def find_shape(series: list[Point]):
     if not candidates:
         return None
     return max(candidates, key=lambda c: c[0])[1]
+
+
+def _minus(bucket: dict, part: dict) -> dict:
+    """A bucket's totals without those of its `part` (the same keys, or absent)."""
+    return {**bucket, **{key: (bucket.get(key) or 0) - value for key, value in part.items()}}
 
 
 def _onset_index(up: list[bool]) -> int | None:
