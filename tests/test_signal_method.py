@@ -15,6 +15,7 @@ import pytest
 
 from agentloop.signal.detect import investigate
 from agentloop.teams.models import Project
+from agentloop.traces.maintenance import refresh_planner_statistics
 from agentloop.traces.planted import CLEAN, PLANTED, load, score
 
 NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
@@ -23,7 +24,9 @@ NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 @pytest.fixture
 def planted(space):
     project = Project.objects.create(space=space, name="planted")
-    return project, load(project, seed=1, now=NOW, traces=3000, mode=PLANTED)
+    truth = load(project, seed=1, now=NOW, traces=3000, mode=PLANTED)
+    refresh_planner_statistics()  # as the worker does hourly: the tables grew from nothing
+    return project, truth
 
 
 def test_every_planted_failure_is_found_where_and_since_when_with_its_own_evidence(planted):
@@ -57,6 +60,7 @@ def test_issues_say_how_much_against_the_rest_and_propose_a_fix_naming_the_compo
 def test_clean_traffic_has_nothing_notable(space):
     project = Project.objects.create(space=space, name="clean")
     truth = load(project, seed=2, now=NOW, traces=3000, mode=CLEAN)
+    refresh_planner_statistics()
 
     report = investigate(project, now=NOW)
 
