@@ -166,6 +166,23 @@ def test_buckets_count_each_span_once_edges_included(project):
     assert [b["spans"] for b in errors["buckets"]] == [1, 0, 0, 1]
 
 
+def test_buckets_that_tile_a_day_start_on_the_hour_whatever_the_window_starts_at(project):
+    make_span(project, start=at(20))  # before the window
+    make_span(project, start=at(40))  # in the window's part of the first hour
+    make_span(project, start=at(70))
+    make_span(project, start=at(150))  # past the window's end
+
+    hourly = stats(project, start=at(37).isoformat(), now=at(137), bucket="1h")
+    odd = stats(project, start=at(37).isoformat(), now=at(137), bucket="50m")
+
+    buckets = hourly["total"]["buckets"]
+    assert [b["start"] for b in buckets] == [at(0), at(60), at(120)]
+    assert [b["spans"] for b in buckets] == [1, 1, 0]
+    assert hourly["total"]["spans"] == 2
+    # 50 minutes does not tile a day: its buckets start at the window's start.
+    assert [(b["start"], b["spans"]) for b in odd["total"]["buckets"]] == [(at(37), 2), (at(87), 0)]
+
+
 def test_baseline_previous_compares_each_group_with_the_window_before(project):
     # Baseline hour [-60, 0): chat fails 1 of 4. Current hour [0, 60): 3 of 4.
     for i in range(4):

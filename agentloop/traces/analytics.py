@@ -72,6 +72,7 @@ DEFAULT_GROUP_LIMIT = 20
 MAX_GROUP_LIMIT = 100
 MAX_GROUP_BY = 2
 MAX_BUCKETS = 500
+DAY_SECONDS = 86400
 MAX_INTERVAL_SECONDS = 3650 * 86400  # of a bucket or a baseline shift: ten years
 PERCENTILES = {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}
 PERCENTILE_ERROR = round(DURATION_GAMMA - 1, 6)  # relative, of p50/p95/p99
@@ -242,13 +243,18 @@ def _parse_baseline(params, start: datetime, end: datetime):
     return b_start, b_end
 
 
-def _bucket_origin(start: datetime) -> int:
-    """Buckets start at the window's start, floored to a whole second."""
-    return math.floor(start.timestamp())
+def _bucket_origin(start: datetime, seconds: int) -> int:
+    """Buckets that tile a UTC day (1m, 5m, 30m, 1h, 6h, 1d …) start on their own
+    multiples (14:00, 15:00 …; the first bucket holds only the window's part of
+    it): the times people read on a chart, and the intervals rollups hold, so a
+    window ending now reads spans only at its two edges. Other lengths (90s, 7d)
+    start at the window's start, floored to a whole second."""
+    whole = math.floor(start.timestamp())
+    return whole - whole % seconds if DAY_SECONDS % seconds == 0 else whole
 
 
 def _bucket_count(start: datetime, end: datetime, seconds: int) -> int:
-    return max(1, math.ceil((end.timestamp() - _bucket_origin(start)) / seconds))
+    return max(1, math.ceil((end.timestamp() - _bucket_origin(start, seconds)) / seconds))
 
 
 # -- accumulating rows ------------------------------------------------------------------
@@ -941,7 +947,7 @@ def aggregate(project, query: AnalyticsQuery) -> dict:
     bucket = None
     bucket_starts: list[datetime] = []
     if query.bucket_seconds:
-        origin = _bucket_origin(query.start)
+        origin = _bucket_origin(query.start, query.bucket_seconds)
         bucket = (origin, query.bucket_seconds)
         bucket_starts = [
             datetime.fromtimestamp(origin + i * query.bucket_seconds, tz=UTC)
