@@ -17,7 +17,7 @@ from django.db.models import Sum
 
 from agentloop.signal.detect import investigate
 from agentloop.teams.models import Project
-from agentloop.traces import rollups
+from agentloop.traces import analytics, rollups
 from agentloop.traces.analytics import _rollup_plan, aggregate, parse_analytics_query
 from agentloop.traces.models import EvalRollup, RollupDimension, Span, SpanAnnotation, SpanRollup
 from agentloop.traces.planted import PLANTED, load
@@ -82,6 +82,7 @@ def small_projects_roll_up(monkeypatch):
     late here, so annotations count as seen once the roller has looked (else
     every hour would read its spans for a minute after they were loaded)."""
     monkeypatch.setattr(rollups, "MIN_SPANS", 1)
+    monkeypatch.setattr(analytics, "ROLLUP_MIN_SPANS", 1)
     monkeypatch.setattr(rollups, "EVAL_LAG", timedelta(0))
 
 
@@ -253,3 +254,23 @@ def test_a_key_also_sent_nested_is_read_from_the_spans(project):
         "o3": 1,
     }
     same(from_spans, got)
+
+
+def test_a_window_of_few_spans_reads_them_rather_than_the_rollups(planted, monkeypatch):
+    project, _ = planted
+    rollups.catch_up(seconds=600)
+    params = {"group_by": ["name"], "baseline": "previous"}
+    start = NOW - timedelta(hours=24)
+    query = parse_analytics_query({"start": start.isoformat(), **params}, now=NOW)
+    estimate = analytics._rolled_up_spans(project, query)
+    in_window = Span.objects.filter(project=project, start_time__gte=start - timedelta(hours=24))
+    # The whole hours the window and its baseline touch: at least their spans.
+    assert in_window.count() <= estimate <= Span.objects.filter(project=project).count()
+
+    monkeypatch.setattr(analytics, "ROLLUP_MIN_SPANS", estimate + 1)
+    few = ask(project, params)
+    monkeypatch.setattr(analytics, "ROLLUP_MIN_SPANS", estimate)
+    enough = ask(project, params)
+
+    assert (few["from_rollups"], enough["from_rollups"]) == (False, True)
+    same(few, enough)

@@ -554,6 +554,10 @@ def _measure_spans(project, query: AnalyticsQuery, bucket) -> tuple[dict, list, 
 # -- from rollups ------------------------------------------------------------------------
 
 ROLLUP_MIN_WINDOW = timedelta(hours=1)  # a shorter window reads its spans
+# A window (with its baseline) of fewer spans reads them too: rollup rows are per
+# name (and attribute value) per hour, and below about this many spans adding
+# those up costs as much as reading the spans (docs/benchmarks.md, "Trace analytics").
+ROLLUP_MIN_SPANS = 100_000
 MAX_RAW_RANGES = 120  # edges read from spans; more, and the whole query does
 _ALL_GROUPS = 10_000_000
 
@@ -592,6 +596,8 @@ def _rollup_plan(project, query: AnalyticsQuery) -> _RollupPlan | None:
         return None
     if not rollups.is_ready(project):
         return None
+    if _rolled_up_spans(project, query) < ROLLUP_MIN_SPANS:
+        return None
     filters = {
         field: value
         for field, value in (("kind", sf.kind), ("name", sf.name), ("status_code", sf.status))
@@ -624,6 +630,20 @@ def _rollup_plan(project, query: AnalyticsQuery) -> _RollupPlan | None:
             rollups.changed_eval_hours(project, state, sf.annotation_name)
         )
     return plan
+
+
+def _rolled_up_spans(project, query: AnalyticsQuery) -> int:
+    """About how many spans the window and its baseline hold: the rollups' hourly
+    totals of all spans over the hours they touch (a few rows, by the index)."""
+    periods = [(query.start, query.end), *([query.baseline] if query.baseline else [])]
+    hours = Q()
+    for start, end in periods:
+        first = _seconds_down(start) // rollups.HOUR_GRAIN * rollups.HOUR_GRAIN
+        hours |= Q(at__gte=first, at__lt=_seconds_up(end))
+    rows = SpanRollup.objects.filter(
+        hours, project=project, grain=rollups.HOUR_GRAIN, scope=0, dim_key=""
+    )
+    return sum(rows.values_list("spans", flat=True))
 
 
 def _seconds_up(moment: datetime) -> int:
