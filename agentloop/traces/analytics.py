@@ -756,6 +756,17 @@ def _minus(whole: _Totals, part: _Totals) -> _Totals:
     return rest
 
 
+def _runs(ats: list[int], step: int) -> list[tuple[int, int]]:
+    """Sorted interval starts as (first, last) of each run `step` apart."""
+    runs: list[tuple[int, int]] = []
+    for at in ats:
+        if runs and at - runs[-1][1] <= step:
+            runs[-1] = (runs[-1][0], at)
+        else:
+            runs.append((at, at))
+    return runs
+
+
 def _from_rollups(project, query, plan: _RollupPlan, cells: dict) -> _ByKey:
     """The rollup rows of these intervals ({(grain, at): bucket}) by group key."""
     measured = _ByKey()
@@ -779,29 +790,37 @@ def _from_rollups(project, query, plan: _RollupPlan, cells: dict) -> _ByKey:
 
     def rows(scope, dim_keys):
         for grain, ats in by_grain.items():
+            # One range per run of adjacent intervals: a window's five-minute cells lie
+            # at both its edges, and one range from the first to the last would read
+            # every five-minute row between them (most of the rows, to skip them).
+            ranges = Q()
+            for low, high in _runs(sorted(ats), grain):
+                ranges |= Q(at__gte=low, at__lte=high)
             yield from plan.model.objects.filter(
+                ranges,
                 project=project,
                 grain=grain,
                 scope=scope,
                 dim_key__in=dim_keys,
-                at__gte=min(ats),
-                at__lte=max(ats),
                 **plan.filters,
-            ).only(*fields)
+            ).values_list(*fields, named=True)  # rows, not model instances: thousands of them
 
     def key_of(row, value) -> tuple:
         parts = [value if d.attribute else getattr(row, d.column) for d in query.group_by]
         return tuple(parts + [""] * (MAX_GROUP_BY - len(parts)))
 
+    # Each row is added once, to its finest total; the coarser ones are those added
+    # up (a row's histogram is parsed and merged once, not once per total it is in).
     for row in rows(plan.total_scope, [""]):
         bucket = cells.get((row.grain, row.at))
         if bucket is None:
             continue
         _add_row(measured.by_bucket.setdefault(bucket, _Totals()), row)
-        _add_row(measured.overall, row)
+    for bucket, totals in measured.by_bucket.items():
+        _add_totals(measured.overall, totals)
         if not grouped:
-            _add_row(measured.by_key.setdefault(("", ""), _Totals()), row)
-            _add_row(measured.cells.setdefault((("", ""), bucket), _Totals()), row)
+            _add_totals(measured.by_key.setdefault(("", ""), _Totals()), totals)
+            _add_totals(measured.cells.setdefault((("", ""), bucket), _Totals()), totals)
     if not grouped:
         return measured
     dim_keys = ["", dimension.attribute] if dimension else [""]
@@ -816,15 +835,15 @@ def _from_rollups(project, query, plan: _RollupPlan, cells: dict) -> _ByKey:
             if not row.dim_key:
                 continue
         key = key_of(row, row.dim_value)
-        _add_row(measured.by_key.setdefault(key, _Totals()), row)
         _add_row(measured.cells.setdefault((key, bucket), _Totals()), row)
     for (columns, bucket), whole in base.items():
         absent = _minus(whole, present.get((columns, bucket), _Totals()))
         if absent.spans <= 0:
             continue
         key = tuple(_NULL_KEY if part is None else part for part in columns)
-        _add_totals(measured.by_key.setdefault(key, _Totals()), absent)
         _add_totals(measured.cells.setdefault((key, bucket), _Totals()), absent)
+    for (key, _bucket), totals in measured.cells.items():
+        _add_totals(measured.by_key.setdefault(key, _Totals()), totals)
     return measured
 
 
