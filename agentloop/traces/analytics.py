@@ -596,8 +596,6 @@ def _rollup_plan(project, query: AnalyticsQuery) -> _RollupPlan | None:
         return None
     if not rollups.is_ready(project):
         return None
-    if _rolled_up_spans(project, query) < ROLLUP_MIN_SPANS:
-        return None
     filters = {
         field: value
         for field, value in (("kind", sf.kind), ("name", sf.name), ("status_code", sf.status))
@@ -629,6 +627,9 @@ def _rollup_plan(project, query: AnalyticsQuery) -> _RollupPlan | None:
         plan.changed_hours = frozenset(
             rollups.changed_eval_hours(project, state, sf.annotation_name)
         )
+    # Last: the one check that counts rows, once the rollups could answer at all.
+    if _rolled_up_spans(project, query) < ROLLUP_MIN_SPANS:
+        return None
     return plan
 
 
