@@ -92,10 +92,16 @@ async def _handle(scope, receive, send):
     # One hop to the admission thread for both checks: each hop costs latency.
     # A read (and at most an idempotent write): safe to retry on a new connection.
     presented = provider.presented_key(headers, query)
-    caller = await _admission(presented, check_budget=route.recorded)
+    caller = await admission.run(_admit, presented, check_budget=route.recorded, retry=True)
     if isinstance(caller, auth.Refusal):
         return await _error(send, provider, caller.status, caller.error_type, caller.message)
     run, token = caller
+    if route.recorded and _unrecorded.get(run.pk):
+        await asyncio.wait(set(_unrecorded[run.pk]))
+        caller = await admission.run(_admit, presented, check_budget=True, retry=True)
+        if isinstance(caller, auth.Refusal):
+            return await _error(send, provider, caller.status, caller.error_type, caller.message)
+        run, token = caller
     if refusal:
         return await _error(send, provider, 400, "invalid_request_error", refusal)
     try:
@@ -153,19 +159,6 @@ async def _handle(scope, receive, send):
     if record:
         await recording.run(_finish, run, token, key, call)
     await fastpath.respond(send, answer.status_code, answer_body, upstream.response_headers(answer))
-
-
-async def _admission(presented: str, *, check_budget: bool):
-    """_admit on the admission thread; a budgeted call of a run whose streamed calls
-    are still being recorded waits for them and is checked again."""
-    caller = await admission.run(_admit, presented, check_budget=check_budget, retry=True)
-    if not check_budget or isinstance(caller, auth.Refusal):
-        return caller
-    pending = _unrecorded.get(caller[0].pk)
-    if not pending:
-        return caller
-    await asyncio.wait(set(pending))
-    return await admission.run(_admit, presented, check_budget=True, retry=True)
 
 
 async def _upstream_failed(
