@@ -15,14 +15,17 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from agentloop.gateway import app as views
+from agentloop.gateway.spans import CallRecord
 from agentloop.runs.models import Run, RunStatus, ServiceKey
 from agentloop.runs.worker_trace import root_span_id, trace_id_for
 from agentloop.teams.models import ProjectApiKey
 from agentloop.traces.models import Span, Trace
 from tests import fake_anthropic
+from tests.e2e_support import wait_for
 from tests.fake_anthropic import FakeAnthropic, error, text, tool_use
 
 pytest_plugins = ["tests.gateway_server"]  # asgi_server, upstream_model, gateway, real_key
@@ -432,6 +435,74 @@ def test_a_call_sent_before_the_last_streamed_call_is_recorded_waits_for_its_cou
     assert len(upstream_model.main_requests()) == 1
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and run.exit_reason == "budget"
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="row locks: SQLite has one writer at a time"
+)
+def test_recording_a_call_while_the_run_moves_counts_its_tokens_without_a_deadlock(project):
+    """The runner moves a run (its row, then its trace's) while the gateway records a
+    call of it: the gateway takes the rows in the same order, so neither is aborted."""
+    run, token = make_run(project, config={"token_budget": 1000})
+    now = timezone.now()
+    project_of_trace = run.space.worker_project()
+    trace = Trace.objects.create(
+        project=project_of_trace, trace_id=trace_id_for(run), start_time=now, end_time=now
+    )
+    record = CallRecord(
+        request=request_body(),
+        started_at=now,
+        ended_at=now,
+        model=MODEL,
+        input_tokens=12,
+        output_tokens=7,
+    )
+    run_locked, mover_may_go = threading.Event(), threading.Event()
+    pids, errors = {}, []
+
+    def mover():  # what lifecycle.move does: the run's row, then its trace's
+        try:
+            with transaction.atomic():
+                Run.objects.filter(pk=run.pk).update(status=RunStatus.WAITING)
+                run_locked.set()
+                assert mover_may_go.wait(30)
+                Trace.objects.filter(pk=trace.pk).update(end_time=timezone.now())
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def recorder():
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pids["gateway"] = cursor.fetchone()[0]
+            views._finish(run, token, "sk-ant-upstream", record)
+        finally:
+            connection.close()
+
+    def gateway_waits_for_a_lock():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pids["gateway"]]
+            )
+            row = cursor.fetchone()
+        return row is not None and row[0] == "Lock"
+
+    threads = [threading.Thread(target=mover)]
+    threads[0].start()
+    assert run_locked.wait(30)
+    threads.append(threading.Thread(target=recorder))
+    threads[1].start()
+    assert wait_for(lambda: "gateway" in pids and gateway_waits_for_a_lock(), 30)
+    mover_may_go.set()
+    for thread in threads:
+        thread.join(30)
+
+    assert errors == []
+    run.refresh_from_db()
+    assert (run.input_tokens, run.output_tokens) == (12, 7)
+    assert run_spans(run).count() == 1
 
 
 def test_a_run_already_past_its_budget_is_refused_without_calling_upstream(

@@ -265,12 +265,15 @@ def _finish(run, token: str, key: str, call: CallRecord) -> None:
     secrets = prepare([*run_secrets(run, token), (key_name, key)])
     try:
         with transaction.atomic():
-            store_span(run, call, secrets)
+            # The run's row first, then its trace's: the order lifecycle.move and
+            # the runner's events take them in. The other order deadlocked with a
+            # run moving to waiting, and the call's tokens went uncounted.
             if call.total_tokens:
                 prompt_cost, completion_cost = call.cost()
                 budget.add_usage(
                     run, call.prompt_tokens, call.output_tokens, prompt_cost + completion_cost
                 )
+            store_span(run, call, secrets)
         why = budget.exceeded(run)
         if why:
             budget.end_run(run, why)
