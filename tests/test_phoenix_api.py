@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -256,3 +258,23 @@ def test_a_project_key_reads_its_spaces_projects_on_the_rest_api_too(
 
     assert response.status_code == 200
     assert [s["name"] for s in response.json()["data"]] == ["eval"]
+
+
+@pytest.mark.django_db
+def test_a_keys_read_of_its_own_project_by_name_opens_it_without_a_query_of_its_own(
+    client, project, raw_key
+):
+    """The key check loads the key's project; the access helper reuses it (one
+    query fewer on the span read Phoenix's client makes for every trace)."""
+    make_span(project, trace_id="e" * 32, span_id="e" * 16, name="agent")
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {raw_key}"}
+    path = f"/v1/projects/{project.name}/spans?trace_id={'e' * 32}"
+    client.get(path, **headers)  # the key's last use is written at most once a minute
+
+    with CaptureQueriesContext(connection) as queries:
+        answer = client.get(path, **headers)
+
+    assert answer.status_code == 200
+    assert [s["name"] for s in answer.json()["data"]] == ["agent"]
+    tables = [q["sql"].split(" FROM ")[1].split()[0].strip('"') for q in queries]
+    assert tables == ["teams_projectapikey", "traces_span"]

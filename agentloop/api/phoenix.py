@@ -72,6 +72,9 @@ def project_for(user, identifier: str, need: str = "view"):
         pk = int(identifier)
     if pk is not None:
         return get_project_for_user(user, pk, need)
+    own = user.project if isinstance(user, KeyPrincipal) else None  # loaded by the key check
+    if own is not None and own.name == identifier:
+        return get_project_for_user(user, own.pk, need)
     named = list(projects_for_user(user, need).filter(name=identifier)[:2])
     if not named:
         raise Http404("No such project.")

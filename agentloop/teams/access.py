@@ -79,12 +79,19 @@ def get_space_for_user(user, space_id, need: str = "view") -> Space:
     return space
 
 
+def _same_pk(project_id, principal: KeyPrincipal) -> bool:
+    return str(project_id) == str(principal.project_id)
+
+
 def get_project_for_user(user, project_id, need: str = "view") -> Project:
     perm = _check_need(need)
-    try:
-        project = Project.objects.select_related("space").get(pk=project_id)
-    except (Project.DoesNotExist, ValueError, TypeError):
-        raise Http404("No such project.") from None
+    if isinstance(user, KeyPrincipal) and user.project is not None and _same_pk(project_id, user):
+        project = user.project  # loaded by the key check of this request
+    else:
+        try:
+            project = Project.objects.select_related("space").get(pk=project_id)
+        except (Project.DoesNotExist, ValueError, TypeError):
+            raise Http404("No such project.") from None
     if isinstance(user, KeyPrincipal):
         in_space = user.space_wide and project.space_id == user.space_id and not project.internal
         if project.pk != user.project_id and not in_space:

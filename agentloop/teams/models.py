@@ -248,12 +248,13 @@ class ProjectApiKey(models.Model):
         if not raw or not raw.startswith(cls.PREFIX):
             return None
         found = object_for_key(
-            cls, Project, _hash_key(raw), now or timezone.now(), key_columns=("id",)
+            cls, Project, _hash_key(raw), now or timezone.now(), key_columns=("id", "name")
         )
         if found is None:
             return None
         project, key = found
         project.api_key_id = key["id"]  # the key that opened it: ingest counts its refusals
+        project.api_key_name = key["name"]
         return project
 
     def touch(self) -> None:

@@ -20,6 +20,9 @@ class KeyPrincipal:
     scopes: frozenset[str]
     label: str
     key: object = field(default=None, compare=False, repr=False)
+    # The project as the key check loaded it, when it did: the access helper
+    # then opens the key's own project without a query of its own.
+    project: object = field(default=None, compare=False, repr=False)
     # A project API key may write spans to any project of its space by name
     # (ingest creates one a resource names), so it reads and annotates them too
     # (Phoenix's client reads its "default" project with the same key). A run's
